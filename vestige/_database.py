@@ -1,0 +1,315 @@
+"""The two SQLite connections and the one way in for every write.
+
+Strictly private: the store builds on it; nothing outside ``vestige`` should.
+
+- A writer and a reader connection, each behind its own mutex, so reads never wait for a
+  write in this process, and WAL keeps them from waiting on other processes' writes.
+- ``Database.write(fn)`` is the only way to change the database.  It takes the writer mutex,
+  the cross-process write gate, then ``BEGIN IMMEDIATE`` (where SQLite's busy_timeout
+  actually waits), runs ``fn`` and commits.  A busy failure anywhere rolls the whole
+  transaction back and runs it again after a full-jitter pause, until one deadline covers
+  gate, busy waits and pauses.  ``fn`` must do database work only: anything slow inside it
+  holds every other writer out.
+- ``Database.read()`` gives one consistent snapshot for several statements.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import apsw
+
+from vestige import config
+from vestige._gate import GateTimeout, WriteGate
+from vestige.config import Durability
+from vestige.errors import CorruptionError, SQLiteTooOld, StoreBusyError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+log = logging.getLogger("vestige.store")
+T = TypeVar("T")
+
+_BUSY = 5  # SQLITE_BUSY, the primary code of BUSY_SNAPSHOT, BUSY_RECOVERY, ...
+
+
+def check_sqlite_version() -> None:
+    version = tuple(int(p) for p in apsw.sqlite_lib_version().split(".")[:3])
+    if version < config.MIN_SQLITE_VERSION:
+        need = ".".join(map(str, config.MIN_SQLITE_VERSION))
+        raise SQLiteTooOld(
+            f"SQLite {apsw.sqlite_lib_version()} is too old: Vestige needs {need} or newer "
+            "(older versions can corrupt a WAL database shared by several processes)"
+        )
+
+
+def is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, apsw.Error) and (getattr(exc, "result", 0) & 0xFF) == _BUSY
+
+
+def translate(exc: apsw.Error, path: Path) -> StoreError:
+    """Turn an SQLite error into one a person can act on."""
+    if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
+        return CorruptionError(f"{path} is damaged or is not a Vestige database: {exc}")
+    if isinstance(exc, apsw.FullError):
+        return StoreError(
+            f"the disk holding {path} is full; the last change was rolled back",
+            hint="Free some space, then retry. Nothing was half written.",
+        )
+    if isinstance(exc, apsw.ReadOnlyError):
+        return StoreError(
+            f"{path} is read-only for this process",
+            hint="Check the permissions of the data directory and of vestige.db, -wal, -shm.",
+        )
+    if isinstance(exc, apsw.CantOpenError):
+        return StoreError(
+            f"cannot open {path}: {exc}",
+            hint="Check that the data directory exists and is readable and writable.",
+        )
+    if is_busy(exc):
+        return _busy_error(path, "the database stayed locked")
+    return StoreError(f"SQLite error on {path}: {exc}")
+
+
+def _busy_error(path: Path, why: str) -> StoreBusyError:
+    return StoreBusyError(
+        f"{why}: no write could start within {config.WRITE_DEADLINE_S:.0f} s on {path}"
+    )
+
+
+class Database:
+    """Owns the connections of one process to one database file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Durability = Durability.BALANCED,
+        gate_path: Path | None = None,
+        write_deadline_s: float = config.WRITE_DEADLINE_S,
+        init: Callable[[Database], None] | None = None,
+    ) -> None:
+        check_sqlite_version()
+        self.path = path
+        self.durability = durability
+        self.write_deadline_s = write_deadline_s
+        self._gate = WriteGate(gate_path) if gate_path is not None else None
+        self._writer_lock = threading.Lock()
+        self._reader_lock = threading.Lock()
+        self._closed = False
+        self._writer: apsw.Connection | None = None
+        self._reader: apsw.Connection | None = None
+        try:
+            self._writer = self._connect(reader=False)
+            config.secure_file(path)
+            # First open of a new file: WAL conversion and migrations race between processes
+            # (pitfall 8), so they run while holding the write gate.
+            deadline = time.monotonic() + self.write_deadline_s
+            with self._writer_lock, self._gated(deadline):
+                self._enable_wal(deadline)
+                if init is not None:
+                    init(self)
+            self._reader = self._connect(reader=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect(self, *, reader: bool) -> apsw.Connection:
+        try:
+            conn = apsw.Connection(
+                str(self.path),
+                flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
+            )
+            conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
+            sync = "FULL" if self.durability is Durability.HARDENED else "NORMAL"
+            for pragma in (
+                f"synchronous = {sync}",
+                f"cache_size = -{config.CACHE_SIZE_KIB}",
+                "temp_store = MEMORY",
+                "foreign_keys = ON",
+                f"busy_timeout = {config.BUSY_TIMEOUT_MS}",
+                f"mmap_size = {config.MMAP_SIZE_BYTES}",
+                f"journal_size_limit = {config.JOURNAL_SIZE_LIMIT_BYTES}",
+            ):
+                conn.execute(f"PRAGMA {pragma}").fetchall()
+            if reader:
+                # The reader never writes: a bug that tries fails loudly instead of
+                # bypassing the gate.
+                conn.execute("PRAGMA query_only = ON").fetchall()
+        except apsw.Error as exc:
+            raise translate(exc, self.path) from exc
+        return conn
+
+    def _enable_wal(self, deadline: float) -> None:
+        assert self._writer is not None
+        attempt = 0
+        while True:
+            try:
+                mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+                break
+            except apsw.Error as exc:
+                # A brand-new file converting in several processes can fail at once with
+                # BUSY despite busy_timeout (E13): retry, the mode persists once set.
+                if not is_busy(exc):
+                    raise translate(exc, self.path) from exc
+                attempt = self._pause(attempt, deadline, exc)
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"{self.path} cannot use WAL journaling (SQLite kept {mode!r})",
+                hint="Keep the data directory on a local disk; WAL does not work on network "
+                "filesystems.",
+            )
+
+    # -- writes --------------------------------------------------------------------
+
+    def write(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one short ``BEGIN IMMEDIATE`` transaction and commit it.
+
+        Retried whole on BUSY with full jitter; StoreBusyError after the deadline.  Any other
+        error rolls back and propagates (SQLite errors translated), so nothing is half written.
+        """
+        deadline = time.monotonic() + self.write_deadline_s
+        with self._writer_lock, self._gated(deadline):
+            return self._transact(fn, deadline)
+
+    def transact_ungated(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """For migrations only: the caller already holds the writer mutex and the gate."""
+        return self._transact(fn, time.monotonic() + self.write_deadline_s)
+
+    @contextmanager
+    def _gated(self, deadline: float) -> Iterator[None]:
+        self._check_open()
+        if self._gate is None:
+            yield
+            return
+        try:
+            self._gate.acquire(max(0.0, deadline - time.monotonic()))
+        except GateTimeout:
+            raise _busy_error(self.path, "other Vestige processes kept the write gate") from None
+        try:
+            yield
+        finally:
+            self._gate.release()
+
+    def _transact(self, fn: Callable[[apsw.Connection], T], deadline: float) -> T:
+        conn = self._writer
+        assert conn is not None
+        attempt = 0
+        try:
+            while True:
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                conn.set_busy_timeout(max(1, min(config.BUSY_TIMEOUT_MS, remaining_ms)))
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        # SQLite may have undone only the failing statement, and a BUSY
+                        # COMMIT leaves the transaction open: always roll back (pitfall 16).
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    return result
+                except apsw.Error as exc:
+                    if not is_busy(exc):
+                        raise translate(exc, self.path) from exc
+                    attempt = self._pause(attempt, deadline, exc)
+        finally:
+            conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
+
+    def _pause(self, attempt: int, deadline: float, exc: apsw.Error) -> int:
+        """Sleep a full-jitter delay before the next attempt, or raise if past the deadline."""
+        attempt += 1
+        delay = random.uniform(0, min(config.RETRY_CAP_S, config.RETRY_BASE_S * 2**attempt))  # noqa: S311
+        if time.monotonic() + delay >= deadline:
+            raise _busy_error(self.path, "the database stayed locked") from exc
+        log.info("database busy (%s); retry %d in %.0f ms", exc, attempt, delay * 1000)
+        time.sleep(delay)
+        return attempt
+
+    # -- reads ---------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """One read transaction (one snapshot) on the reader connection.
+
+        Keep it short and fetch everything: an open read transaction pins the WAL.
+        """
+        self._check_open()
+        with self._reader_lock:
+            conn = self._reader
+            assert conn is not None
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except apsw.Error as exc:
+                raise translate(exc, self.path) from exc
+
+    def data_version(self) -> int:
+        """Changes whenever any connection (of any process) commits to this database."""
+        self._check_open()
+        with self._reader_lock:
+            assert self._reader is not None
+            return int(self._reader.data_version())
+
+    def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
+        """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown)."""
+        mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
+        deadline = time.monotonic() + self.write_deadline_s
+        with self._writer_lock, self._gated(deadline):
+            assert self._writer is not None
+            try:
+                log_frames, done = self._writer.wal_checkpoint(mode=mode)
+            except apsw.Error as exc:
+                raise translate(exc, self.path) from exc
+            return int(log_frames), int(done)
+
+    def snapshot_to(self, target: Path) -> None:
+        """Copy a consistent snapshot into ``target`` with the online backup API, in one step.
+
+        One step (all pages) holds a single read lock, so concurrent writers neither block it
+        nor restart it (a stepwise copy may never finish under load: reference E3).
+        """
+        self._check_open()
+        try:
+            dest = apsw.Connection(str(target))
+            try:
+                with self._reader_lock:
+                    assert self._reader is not None
+                    with dest.backup("main", self._reader, "main") as backup:
+                        backup.step(-1)
+            finally:
+                dest.close()
+        except apsw.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed", hint="Open it again with Store.open().")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._writer_lock, self._reader_lock:
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    conn.close()
+            self._reader = self._writer = None
+            if self._gate is not None:
+                self._gate.close()

@@ -1,0 +1,132 @@
+"""Checks on caller input, done before any transaction starts, so bad input writes nothing.
+
+Every failure is an ``InvalidInput`` whose message says what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from vestige import config
+from vestige.errors import InvalidInput
+
+_NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_TIMELINE_LIMIT: Final = 500
+
+
+def content(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"content must be text, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput("content is empty", hint="Pass the text to remember.")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > config.MAX_CONTENT_BYTES:
+        raise InvalidInput(
+            f"content is {size:,} bytes; the limit is {config.MAX_CONTENT_BYTES:,} bytes (UTF-8)",
+            hint="Split it into several smaller memories.",
+        )
+    return value
+
+
+def node_type(value: Any) -> str:
+    if not isinstance(value, str) or not _NODE_TYPE.match(value):
+        raise InvalidInput(
+            f"node_type {value!r} is not valid",
+            hint="Use a short word such as fact, concept, decision, pattern, event or note "
+            "(letters, digits, _ or -, at most 50 characters).",
+        )
+    return value
+
+
+def tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidInput(
+            "tags must be a list of strings", hint='For example ["identity", "python"].'
+        )
+    result: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidInput(f"every tag must be a string; got {item!r} ({type(item).__name__})")
+        tag = item.strip()
+        if not tag:
+            raise InvalidInput("a tag is empty", hint="Remove empty tags.")
+        if len(tag) > config.MAX_TAG_CHARS:
+            raise InvalidInput(f"tag {tag[:20]!r}... is longer than {config.MAX_TAG_CHARS} chars")
+        if tag not in result:
+            result.append(tag)
+    if len(result) > config.MAX_TAGS:
+        raise InvalidInput(f"{len(result)} tags given; at most {config.MAX_TAGS} are allowed")
+    return result
+
+
+def source(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"source must be text, not {type(value).__name__}")
+    if len(value) > config.MAX_SOURCE_CHARS:
+        raise InvalidInput(f"source is longer than {config.MAX_SOURCE_CHARS} characters")
+    return value or None
+
+
+def memory_id(value: Any) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInput(
+            f"{value!r} is not a memory id",
+            hint="Ids look like 7c9e6679-7425-40de-944b-e07fc1f90ae7; search lists them.",
+        )
+    return value
+
+
+def limit(value: Any, *, maximum: int = config.MAX_LIMIT, name: str = "limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+    if not 1 <= value <= maximum:
+        raise InvalidInput(f"{name} is {value}; it must be between 1 and {maximum}")
+    return value
+
+
+def fraction(value: Any, *, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidInput(f"{name} must be a number between 0 and 1, not {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"{name} is {value}; it must be between 0 and 1")
+    return float(value)
+
+
+def query(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"query must be text, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput("the search query is empty", hint="Pass some words to look for.")
+    if len(value) > config.MAX_QUERY_CHARS:
+        raise InvalidInput(f"the query is longer than {config.MAX_QUERY_CHARS} characters")
+    return value
+
+
+def timestamp(value: Any, *, name: str) -> str | None:
+    """An ISO 8601 date or date-time, returned as RFC 3339 UTC; None passes through."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(
+                f"{name} {value!r} is not a date",
+                hint="Use ISO 8601, e.g. 2026-11-24 or 2026-11-24T10:00:00Z.",
+            ) from None
+    else:
+        raise InvalidInput(f"{name} must be an ISO 8601 date string, not {type(value).__name__}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()

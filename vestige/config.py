@@ -1,0 +1,207 @@
+"""Where the memory lives, and the named defaults every part of Vestige shares.
+
+This module is the one place for the data-directory rules, so the server, the CLI and the
+library always agree on which file they open:
+
+1. an explicit ``--data-dir`` (library: the ``data_dir`` argument),
+2. else ``VESTIGE_DATA_DIR`` (an empty value is ignored),
+3. else the platform default (macOS ``~/Library/Application Support/com.vestige.core``,
+   Linux ``$XDG_DATA_HOME/vestige/core`` i.e. ``~/.local/share/vestige/core``,
+   Windows ``%APPDATA%\\vestige\\core``).
+
+The value is always a directory; the database is ``<dir>/vestige.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import platformdirs.macos
+import platformdirs.unix
+import platformdirs.windows
+
+from vestige.errors import ConfigError, DataDirError
+
+#: Environment variable naming the data directory (beaten by an explicit argument).
+DATA_DIR_ENV: Final = "VESTIGE_DATA_DIR"
+#: Environment variable choosing durability: "balanced" (synchronous=NORMAL) or "hardened" (FULL).
+DURABILITY_ENV: Final = "VESTIGE_SQLITE_DURABILITY"
+
+DATABASE_FILE: Final = "vestige.db"
+#: The cross-process write gate: a kernel lock on its own file, never on the database files.
+GATE_FILE: Final = "vestige.gate.lock"
+BACKUP_DIR: Final = "backups"
+
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+
+#: The oldest SQLite Vestige accepts: 3.51.3 fixed the WAL-reset corruption bug (3.7.0-3.51.2).
+MIN_SQLITE_VERSION: Final = (3, 51, 3)
+
+# Connection settings (both connections), with units.
+BUSY_TIMEOUT_MS: Final = 5_000
+CACHE_SIZE_KIB: Final = 64_000  # PRAGMA cache_size takes -KiB
+MMAP_SIZE_BYTES: Final = 268_435_456  # 256 MiB
+JOURNAL_SIZE_LIMIT_BYTES: Final = 67_108_864  # 64 MiB: WAL truncated to this when it resets
+#: 0x10000 check all tables, 0x10 bounded analysis (analysis_limit), 0x2 run ANALYZE where useful.
+#: 0x10002 (the Rust original's value) has no analysis limit and grows with the database.
+OPTIMIZE_MASK: Final = 0x10012
+
+# Write transactions.
+WRITE_DEADLINE_S: Final = 10.0  # a write that cannot start within this fails with StoreBusyError
+RETRY_BASE_S: Final = 0.005  # full-jitter backoff: uniform(0, min(cap, base * 2**attempt))
+RETRY_CAP_S: Final = 0.250
+
+# Input limits.
+MAX_CONTENT_BYTES: Final = 1_000_000  # UTF-8 bytes, as the Rust original
+MAX_TAGS: Final = 50
+MAX_TAG_CHARS: Final = 100
+MAX_SOURCE_CHARS: Final = 2_000
+MAX_QUERY_CHARS: Final = 10_000
+MAX_LIMIT: Final = 1_000
+
+# Maintenance.
+DECAY_BATCH_ROWS: Final = 500  # rows per decay transaction: keeps each write short
+MAINTENANCE_LEASE_S: Final = 60.0  # a claimed run that stops renewing is free after this
+
+
+class DataDirSource(StrEnum):
+    """Which rule chose the data directory (shown by `vestige doctor`)."""
+
+    ARGUMENT = "argument"
+    ENVIRONMENT = "environment"
+    DEFAULT = "default"
+
+
+class Durability(StrEnum):
+    """How hard a commit pushes to disk.
+
+    ``balanced`` (synchronous=NORMAL) survives a crash or kill -9 of any process; a power
+    loss may roll back the last transactions.  ``hardened`` (synchronous=FULL) also survives
+    power loss, at about 3x the cost per commit.
+    """
+
+    BALANCED = "balanced"
+    HARDENED = "hardened"
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    """A resolved data directory and the rule that chose it."""
+
+    path: Path
+    source: DataDirSource
+
+    @property
+    def database(self) -> Path:
+        return self.path / DATABASE_FILE
+
+    @property
+    def gate(self) -> Path:
+        return self.path / GATE_FILE
+
+    @property
+    def backups(self) -> Path:
+        return self.path / BACKUP_DIR
+
+
+def default_data_dir(platform: str | None = None) -> Path:
+    """The platform's default data directory (``platform`` as in ``sys.platform``)."""
+    platform = platform or sys.platform
+    if platform == "darwin":
+        # platformdirs gives ~/Library/Application Support/<appname>; the seed's name is the
+        # reverse-DNS one the Rust original used.
+        return Path(platformdirs.macos.MacOS("com.vestige.core").user_data_dir)
+    if platform.startswith("win"):
+        # %APPDATA% (roaming), then vestige\core.
+        return Path(platformdirs.windows.Windows("core", "vestige", roaming=True).user_data_dir)
+    # Unix: $XDG_DATA_HOME (default ~/.local/share) / vestige / core.
+    return Path(platformdirs.unix.Unix("vestige").user_data_dir) / "core"
+
+
+def resolve_data_dir(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    platform: str | None = None,
+) -> DataDir:
+    """Apply the precedence rules; expand ``~`` and make the path absolute. Creates nothing."""
+    env = os.environ if environ is None else environ
+    if data_dir is not None:
+        raw, source = os.fspath(data_dir), DataDirSource.ARGUMENT
+        if not raw.strip():
+            raise DataDirError(
+                "the data directory given is empty",
+                hint="Pass a directory path, e.g. --data-dir ./.vestige, or leave it out.",
+            )
+    elif env.get(DATA_DIR_ENV, "").strip():
+        raw, source = env[DATA_DIR_ENV], DataDirSource.ENVIRONMENT
+    else:
+        return DataDir(default_data_dir(platform), DataDirSource.DEFAULT)
+    return DataDir(_absolute(raw), source)
+
+
+def _absolute(raw: str) -> Path:
+    # Only a leading "~" (or "~/...") is the home directory; "~other" is left alone, as in
+    # the original.  A relative path is taken from the working directory.
+    if raw == "~" or raw.startswith(("~/", "~" + os.sep)):
+        raw = str(Path.home()) + raw[1:]
+    return Path(os.path.abspath(raw))
+
+
+def prepare_data_dir(data_dir: DataDir) -> DataDir:
+    """Create the directory if missing (0700 when created) and check it is usable."""
+    path = data_dir.path
+    if path.exists() and not path.is_dir():
+        raise DataDirError(
+            f"the data directory {path} exists but is not a directory",
+            hint="Point --data-dir (or VESTIGE_DATA_DIR) at a directory; Vestige keeps "
+            f"{DATABASE_FILE} inside it.",
+        )
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=DIR_MODE)
+            path.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
+        except FileExistsError:
+            pass  # another process created it first: fine
+        except OSError as exc:
+            raise DataDirError(
+                f"cannot create the data directory {path}: {exc.strerror or exc}",
+                hint="Choose a location you can write to with --data-dir or VESTIGE_DATA_DIR.",
+            ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirError(
+            f"the data directory {path} is not writable by this user",
+            hint=f"Fix its permissions (chmod u+rwx {path}) or choose another --data-dir.",
+        )
+    return data_dir
+
+
+def durability_from_env(environ: dict[str, str] | None = None) -> Durability:
+    env = os.environ if environ is None else environ
+    raw = env.get(DURABILITY_ENV, "").strip().lower()
+    if not raw:
+        return Durability.BALANCED
+    try:
+        return Durability(raw)
+    except ValueError:
+        choices = ", ".join(d.value for d in Durability)
+        raise ConfigError(
+            f"{DURABILITY_ENV}={raw!r} is not a durability profile",
+            hint=f"Use one of: {choices}.",
+        ) from None
+
+
+def secure_file(path: Path) -> None:
+    """Make a file we created private to this user (0600); SQLite creates with the umask."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+            path.chmod(FILE_MODE)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,182 @@
+"""The values the store hands out: plain frozen dataclasses, JSON-ready through ``to_dict``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """One row of ``knowledge_nodes`` (its columns, in order, minus the internal ``seq``)."""
+
+    id: str
+    content: str
+    node_type: str
+    created_at: str
+    updated_at: str
+    last_accessed: str
+    stability: float
+    difficulty: float
+    reps: int
+    lapses: int
+    learning_state: str
+    storage_strength: float
+    retrieval_strength: float
+    retention_strength: float
+    sentiment_score: float
+    sentiment_magnitude: float
+    next_review: str | None
+    scheduled_days: int
+    source: str | None
+    tags: tuple[str, ...]
+    has_embedding: bool
+    embedding_model: str | None
+    valid_from: str | None
+    valid_until: str | None
+    scope: str
+    superseded_by: str | None
+    content_hash: str
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Memory:
+        values = list(row)
+        values[TAGS_INDEX] = tuple(json.loads(values[TAGS_INDEX] or "[]"))
+        values[HAS_EMBEDDING_INDEX] = bool(values[HAS_EMBEDDING_INDEX])
+        return cls(*values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data
+
+
+MEMORY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Memory))
+TAGS_INDEX = MEMORY_COLUMNS.index("tags")
+HAS_EMBEDDING_INDEX = MEMORY_COLUMNS.index("has_embedding")
+#: ``SELECT {SELECT_MEMORY} FROM knowledge_nodes`` yields rows for Memory.from_row.
+SELECT_MEMORY = ", ".join(MEMORY_COLUMNS)
+
+
+class Decision(StrEnum):
+    """What smart_ingest did with new content."""
+
+    CREATE = "create"
+    REINFORCE = "reinforce"  # the same thing was said again: the existing memory is strengthened
+    UPDATE = "update"  # close enough: the new text is appended to the existing memory
+    SUPERSEDE = "supersede"  # it corrects a memory: new memory, the old one demoted and linked
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    decision: Decision
+    memory: Memory
+    similarity: float
+    reason: str
+    superseded_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision.value,
+            "memory": self.memory.to_dict(),
+            "similarity": round(self.similarity, 4),
+            "reason": self.reason,
+            "superseded_id": self.superseded_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    memory: Memory
+    keyword_score: float  # BM25, scaled so the best hit of this query is 1.0
+    combined_score: float  # keyword and retention blended (see vestige.search)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "memory": self.memory.to_dict(),
+            "keyword_score": round(self.keyword_score, 4),
+            "combined_score": round(self.combined_score, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StrengthChange:
+    """Before and after of a promote or demote."""
+
+    memory_id: str
+    before: dict[str, float]
+    after: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineDay:
+    date: str  # YYYY-MM-DD (UTC)
+    memories: tuple[Memory, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date, "memories": [m.to_dict() for m in self.memories]}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationReport:
+    ran: bool  # False when another process holds the run
+    nodes_processed: int = 0
+    decay_applied: int = 0
+    duration_ms: int = 0
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total_memories: int
+    due_for_review: int
+    average_retention: float
+    average_storage_strength: float
+    average_retrieval_strength: float
+    oldest_memory: str | None
+    newest_memory: str | None
+    node_types: dict[str, int]
+    retention_bands: dict[str, int]  # high >= 0.7, medium >= 0.4, low < 0.4
+    database_bytes: int
+    wal_bytes: int
+    schema_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str  # empty | critical | degraded | healthy (by average retention), or "damaged"
+    total_memories: int
+    average_retention: float
+    due_for_review: int
+    sqlite_version: str
+    journal_mode: str
+    quick_check: str
+    wal_bytes: int
+    schema_version: int
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    read: int
+    imported: int
+    skipped_existing: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

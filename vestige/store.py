@@ -1,0 +1,636 @@
+"""``Store``: the memory API that the MCP server and the CLI both call.
+
+The store knows nothing of MCP or terminals.  It validates input before any transaction,
+does slow work (similarity scoring, JSON, hashing) outside transactions, and changes the
+database only through ``Database.write`` - one short ``BEGIN IMMEDIATE`` each, retried on
+BUSY, serialised across processes by the write gate.
+
+smart_ingest thresholds (cosine similarity of word counts, see ``vestige.similarity``):
+
+============================================  =========================================
+best candidate                                decision
+============================================  =========================================
+same text after normalisation, or >= 0.92     reinforce the existing memory
+>= 0.75 and that memory was demoted           supersede it (retrieval strength < 0.3)
+>= 0.70 and the new text reads as correction  supersede it
+>= 0.75                                       update: append the new text to it
+otherwise                                     create a new memory
+============================================  =========================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any, Final, Self
+
+from vestige import _validate, config, fsrs, migrations, search, similarity, transfer
+from vestige._database import Database
+from vestige.config import DataDir, Durability
+from vestige.decay import consolidate
+from vestige.errors import MemoryNotFound, StoreError
+from vestige.models import (
+    MEMORY_COLUMNS,
+    SELECT_MEMORY,
+    ConsolidationReport,
+    Decision,
+    Health,
+    ImportReport,
+    IngestResult,
+    Memory,
+    SearchHit,
+    Stats,
+    StrengthChange,
+    TimelineDay,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    import apsw
+
+REINFORCE_AT: Final = 0.92
+SUPERSEDE_DEMOTED_AT: Final = 0.75
+SUPERSEDE_CORRECTION_AT: Final = 0.70
+UPDATE_AT: Final = 0.75
+DEMOTED_BELOW: Final = 0.3  # retrieval strength under which a memory counts as demoted
+SMART_CANDIDATES: Final = 20
+TIMELINE_DEFAULT_DAYS: Final = 7
+
+_INSERT: Final = (
+    f"INSERT INTO knowledge_nodes({SELECT_MEMORY}) VALUES ({', '.join('?' * len(MEMORY_COLUMNS))})"
+)
+_SELECT_BY_ID: Final = f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE id = ?"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Store:
+    """One process's handle on one Vestige database.  Thread-safe; close it when done."""
+
+    def __init__(self, db: Database, data_dir: DataDir, schema_version: int) -> None:
+        self._db = db
+        self.data_dir = data_dir
+        self.schema_version = schema_version
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str] | DataDir | None = None,
+        *,
+        durability: Durability | str | None = None,
+        write_gate: bool = True,
+        create: bool = True,
+        environ: dict[str, str] | None = None,
+    ) -> Store:
+        """Open (and if needed create and migrate) the database of a data directory.
+
+        :param data_dir: the directory; None applies ``VESTIGE_DATA_DIR`` then the OS default.
+        :param durability: "balanced" (default, or ``VESTIGE_SQLITE_DURABILITY``) or "hardened".
+        :param write_gate: serialise writers across processes fairly (leave on; the benchmark
+            turns it off to measure what it buys).
+        :param create: False refuses to create a missing database (read-only commands).
+        """
+        resolved = (
+            data_dir
+            if isinstance(data_dir, DataDir)
+            else config.resolve_data_dir(data_dir, environ=environ)
+        )
+        if create:
+            config.prepare_data_dir(resolved)
+        elif not resolved.database.is_file():
+            raise StoreError(
+                f"there is no Vestige database at {resolved.database}",
+                hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
+                "or running `vestige ingest`.",
+            )
+        level = (
+            Durability(durability)
+            if durability is not None
+            else config.durability_from_env(environ)
+        )
+        version = 0
+
+        def init(db: Database) -> None:
+            nonlocal version
+            version = migrations.migrate(db)
+            # Bounded (0x10012) so it stays fast as the database grows (pitfall 10).
+            db.transact_ungated(
+                lambda c: c.execute(f"PRAGMA optimize = {config.OPTIMIZE_MASK:#x}").fetchall()
+            )
+
+        db = Database(
+            resolved.database,
+            durability=level,
+            gate_path=resolved.gate if write_gate else None,
+            init=init,
+        )
+        config.secure_file(resolved.gate)
+        return cls(db, resolved, version)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir.database
+
+    def data_version(self) -> int:
+        """Changes when any process commits: a cache keyed on it never goes stale."""
+        return self._db.data_version()
+
+    # -- writing -------------------------------------------------------------------
+
+    def ingest(
+        self,
+        content: str,
+        *,
+        node_type: str = "fact",
+        tags: list[str] | tuple[str, ...] | None = None,
+        source: str | None = None,
+        valid_from: str | None = None,
+        valid_until: str | None = None,
+    ) -> Memory:
+        """Store a new memory as given (no duplicate detection)."""
+        memory = self._new_memory(
+            content,
+            node_type=node_type,
+            tags=tags,
+            source=source,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+        row = _row(memory)
+        self._db.write(lambda c: c.execute(_INSERT, row))
+        return memory
+
+    def smart_ingest(
+        self,
+        content: str,
+        *,
+        node_type: str = "fact",
+        tags: list[str] | tuple[str, ...] | None = None,
+        source: str | None = None,
+        force_create: bool = False,
+    ) -> IngestResult:
+        """Store new content, or fold it into the memory it repeats, updates or corrects."""
+        new = self._new_memory(
+            content,
+            node_type=node_type,
+            tags=tags,
+            source=source,
+            valid_from=None,
+            valid_until=None,
+        )
+        if force_create:
+            self._db.write(lambda c: c.execute(_INSERT, _row(new)))
+            return IngestResult(Decision.CREATE, new, 0.0, "force_create was set")
+
+        decision, target, score, reason = self._decide(new)
+
+        def tx(conn: apsw.Connection) -> IngestResult:
+            current = _fetch(conn, target.id) if target is not None else None
+            if decision is Decision.CREATE or current is None:
+                conn.execute(_INSERT, _row(new))
+                why = reason if target is None else "the similar memory was deleted meanwhile"
+                return IngestResult(Decision.CREATE, new, score, why)
+            if decision is Decision.REINFORCE:
+                return IngestResult(decision, _reinforce(conn, current, new), score, reason)
+            if decision is Decision.UPDATE:
+                updated = _append(conn, current, new)
+                if updated is not None:
+                    return IngestResult(decision, updated, score, reason)
+                conn.execute(_INSERT, _row(new))
+                return IngestResult(Decision.CREATE, new, score, "update would exceed size limit")
+            conn.execute(_INSERT, _row(new))
+            _supersede(conn, current, new.id)
+            return IngestResult(decision, new, score, reason, superseded_id=current.id)
+
+        return self._db.write(tx)
+
+    def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:  # noqa: PLR0911
+        """Pick the decision from a read snapshot; the write re-checks the target exists."""
+        with self._db.read() as conn:
+            exact = conn.execute(
+                f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
+            ).fetchall()
+            if exact:
+                return Decision.REINFORCE, Memory.from_row(exact[0]), 1.0, "same content"
+            query = search.fts_query(new.content)
+            rows = (
+                conn.execute(_CANDIDATES, (query, new.node_type, SMART_CANDIDATES)).fetchall()
+                if query
+                else []
+            )
+        scored = [
+            (similarity.cosine(new.content, m.content), m) for m in map(Memory.from_row, rows)
+        ]
+        if not scored:
+            return Decision.CREATE, None, 0.0, "nothing similar"
+        best, target = max(scored, key=lambda pair: pair[0])
+        if best >= REINFORCE_AT:
+            return Decision.REINFORCE, target, best, f"similarity {best:.2f} >= {REINFORCE_AT}"
+        if best >= SUPERSEDE_DEMOTED_AT and target.retrieval_strength < DEMOTED_BELOW:
+            return Decision.SUPERSEDE, target, best, "replaces a demoted memory"
+        if best >= SUPERSEDE_CORRECTION_AT and similarity.looks_like_correction(
+            new.content, target.content
+        ):
+            return Decision.SUPERSEDE, target, best, "reads as a correction"
+        if best >= UPDATE_AT:
+            return Decision.UPDATE, target, best, f"similarity {best:.2f} >= {UPDATE_AT}"
+        return Decision.CREATE, None, best, f"best similarity {best:.2f} < {UPDATE_AT}"
+
+    def delete(self, memory_id: str) -> None:
+        mid = _validate.memory_id(memory_id)
+
+        def tx(conn: apsw.Connection) -> None:
+            conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (mid,))
+            if conn.changes() == 0:
+                raise MemoryNotFound(mid)
+
+        self._db.write(tx)
+
+    def promote(self, memory_id: str) -> StrengthChange:
+        """The memory helped: strengthen it (and count it as accessed now)."""
+        return self._restrength(memory_id, fsrs.promoted, touch=True)
+
+    def demote(self, memory_id: str) -> StrengthChange:
+        """The memory misled: weaken it.  last_accessed is kept, so decay does not undo it."""
+        return self._restrength(memory_id, fsrs.demoted, touch=False)
+
+    def _restrength(self, memory_id: str, change: Any, *, touch: bool) -> StrengthChange:
+        mid = _validate.memory_id(memory_id)
+
+        def tx(conn: apsw.Connection) -> StrengthChange:
+            rows = conn.execute(
+                "SELECT retrieval_strength, retention_strength, stability "
+                "FROM knowledge_nodes WHERE id = ?",
+                (mid,),
+            ).fetchall()
+            if not rows:
+                raise MemoryNotFound(mid)
+            before = fsrs.Strengths(*rows[0])
+            after: fsrs.Strengths = change(before)
+            now = now_iso()
+            conn.execute(
+                "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
+                "stability = ?, updated_at = ?, last_accessed = "
+                + ("?" if touch else "last_accessed")
+                + " WHERE id = ?",
+                (after.retrieval, after.retention, after.stability, now)
+                + ((now,) if touch else ())
+                + (mid,),
+            )
+            return StrengthChange(mid, _strengths(before), _strengths(after))
+
+        return self._db.write(tx)
+
+    def consolidate(self) -> ConsolidationReport:
+        """Apply FSRS-6 decay to every memory, unless another process is already doing it."""
+        return consolidate(self._db)
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (bounded; for the maintenance owner)."""
+        self._db.write(
+            lambda c: c.execute(f"PRAGMA optimize = {config.OPTIMIZE_MASK:#x}").fetchall()
+        )
+
+    def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
+        return self._db.checkpoint(truncate=truncate)
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory:
+        mid = _validate.memory_id(memory_id)
+        with self._db.read() as conn:
+            memory = _fetch(conn, mid)
+        if memory is None:
+            raise MemoryNotFound(mid)
+        return memory
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        min_retention: float = 0.0,
+        node_type: str | None = None,
+        tags: list[str] | None = None,
+    ) -> list[SearchHit]:
+        """Full-text search ranked by BM25 blended with retention.  Never a syntax error."""
+        text = _validate.query(query)
+        n = _validate.limit(limit, maximum=config.MAX_LIMIT)
+        floor = _validate.fraction(min_retention, name="min_retention")
+        kind = _validate.node_type(node_type) if node_type is not None else None
+        wanted = set(_validate.tags(tags))
+        match = search.fts_query(text)
+        if match is None:
+            return []  # only punctuation: nothing can match
+        with self._db.read() as conn:
+            rows = conn.execute(
+                _SEARCH, (match, floor, kind, kind, min(n * 3, config.MAX_LIMIT))
+            ).fetchall()
+        memories = [Memory.from_row(r[:-1]) for r in rows]
+        keyword = search.keyword_scores([r[-1] for r in rows])
+        hits = [
+            SearchHit(m, k, search.combined_score(k, m.retention_strength))
+            for m, k in zip(memories, keyword, strict=True)
+            if wanted.issubset(m.tags)
+        ]
+        hits.sort(key=lambda h: h.combined_score, reverse=True)
+        return hits[:n]
+
+    def timeline(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        node_type: str | None = None,
+        tags: list[str] | None = None,
+        limit: int = 50,
+    ) -> list[TimelineDay]:
+        """Memories created between start and end (default: the last 7 days), newest first."""
+        until = _validate.timestamp(end, name="end") or now_iso()
+        since = (
+            _validate.timestamp(start, name="start")
+            or (datetime.fromisoformat(until) - timedelta(days=TIMELINE_DEFAULT_DAYS)).isoformat()
+        )
+        n = _validate.limit(limit, maximum=_validate.MAX_TIMELINE_LIMIT)
+        kind = _validate.node_type(node_type) if node_type is not None else None
+        wanted = set(_validate.tags(tags))
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE created_at >= ? "
+                "AND created_at <= ? AND (? IS NULL OR node_type = ?) "
+                "ORDER BY created_at DESC",
+                (since, until, kind, kind),
+            )
+            picked: list[Memory] = []
+            for row in rows:
+                memory = Memory.from_row(row)
+                if wanted.issubset(memory.tags):
+                    picked.append(memory)
+                    if len(picked) == n:
+                        break
+        days: dict[str, list[Memory]] = {}
+        for memory in picked:
+            days.setdefault(memory.created_at[:10], []).append(memory)
+        return [TimelineDay(day, tuple(ms)) for day, ms in days.items()]
+
+    def stats(self) -> Stats:
+        now = now_iso()
+        with self._db.read() as conn:
+            total, avg_ret, avg_sto, avg_rtr, oldest, newest = conn.execute(
+                "SELECT COUNT(*), AVG(retention_strength), AVG(storage_strength), "
+                "AVG(retrieval_strength), MIN(created_at), MAX(created_at) FROM knowledge_nodes"
+            ).fetchall()[0]
+            due = conn.execute(
+                "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
+            ).fetchall()[0][0]
+            types = dict(
+                conn.execute(
+                    "SELECT node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type "
+                    "ORDER BY 2 DESC"
+                ).fetchall()
+            )
+            high, medium, low = conn.execute(
+                "SELECT COALESCE(SUM(retention_strength >= 0.7), 0), "
+                "COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0), "
+                "COALESCE(SUM(retention_strength < 0.4), 0) FROM knowledge_nodes"
+            ).fetchall()[0]
+            page_count = conn.execute("PRAGMA page_count").fetchall()[0][0]
+            page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
+            version = migrations.current_version(conn)
+        return Stats(
+            total_memories=total,
+            due_for_review=due,
+            average_retention=round(avg_ret or 0.0, 4),
+            average_storage_strength=round(avg_sto or 0.0, 4),
+            average_retrieval_strength=round(avg_rtr or 0.0, 4),
+            oldest_memory=oldest,
+            newest_memory=newest,
+            node_types=types,
+            retention_bands={"high": high, "medium": medium, "low": low},
+            database_bytes=page_count * page_size,
+            wal_bytes=self.wal_bytes(),
+            schema_version=version,
+        )
+
+    def health(self) -> Health:
+        """Memory health (the original's rules) plus the database's own checks."""
+        import apsw  # noqa: PLC0415 - only for the version string
+
+        stats = self.stats()
+        with self._db.read() as conn:
+            journal = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
+            check = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check").fetchall())
+        warnings: list[str] = []
+        if check != "ok":
+            status = "damaged"
+            warnings.append(f"quick_check found damage: {check}")
+        elif stats.total_memories == 0:
+            status = "empty"
+        elif stats.average_retention < 0.3:
+            status = "critical"
+        elif stats.average_retention < 0.5:
+            status = "degraded"
+        else:
+            status = "healthy"
+        if stats.total_memories and stats.average_retention < 0.5:
+            warnings.append("average retention is low: promote what proved useful")
+        if stats.due_for_review > 10:
+            warnings.append(f"{stats.due_for_review} memories are due for review")
+        if journal != "wal":
+            warnings.append(f"journal mode is {journal}, not wal")
+        if stats.wal_bytes > config.JOURNAL_SIZE_LIMIT_BYTES:
+            warnings.append(
+                f"the WAL is {stats.wal_bytes:,} bytes, over the "
+                f"{config.JOURNAL_SIZE_LIMIT_BYTES:,}-byte limit: a long read may pin it"
+            )
+        return Health(
+            status=status,
+            total_memories=stats.total_memories,
+            average_retention=stats.average_retention,
+            due_for_review=stats.due_for_review,
+            sqlite_version=apsw.sqlite_lib_version(),
+            journal_mode=journal,
+            quick_check=check,
+            wal_bytes=stats.wal_bytes,
+            schema_version=stats.schema_version,
+            warnings=tuple(warnings),
+        )
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size  # stat only: never open SQLite's files
+        except FileNotFoundError:
+            return 0
+
+    def iter_memories(self) -> Iterator[Memory]:
+        """Every memory, oldest first, read in short snapshots (a long one pins the WAL)."""
+        return transfer.iter_memories(self._db)
+
+    # -- backup, export, import ------------------------------------------------------
+
+    def backup(self, target: str | os.PathLike[str] | None = None) -> Path:
+        """A consistent online snapshot (0600), verified with quick_check; never a file copy."""
+        return transfer.backup(self._db, self.data_dir, target)
+
+    def export_jsonl(self, out: IO[str]) -> int:
+        """Write every memory as one JSON object per line; return how many."""
+        return transfer.export_jsonl(self._db, out)
+
+    def import_jsonl(self, source: IO[str]) -> ImportReport:
+        """Import memories; ids already present are skipped, so importing twice is harmless.
+
+        Every line is checked before anything is written: one bad line imports nothing.
+        """
+        return transfer.import_jsonl(self._db, source)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _new_memory(
+        self,
+        content: Any,
+        *,
+        node_type: Any,
+        tags: Any,
+        source: Any,
+        valid_from: Any,
+        valid_until: Any,
+    ) -> Memory:
+        text = _validate.content(content)
+        now = now_iso()
+        return Memory(
+            id=str(uuid.uuid4()),
+            content=text,
+            node_type=_validate.node_type(node_type),
+            created_at=now,
+            updated_at=now,
+            last_accessed=now,
+            stability=fsrs.INITIAL_STABILITY_DAYS,
+            difficulty=fsrs.INITIAL_DIFFICULTY,
+            reps=0,
+            lapses=0,
+            learning_state="new",
+            storage_strength=1.0,
+            retrieval_strength=1.0,
+            retention_strength=1.0,
+            sentiment_score=0.0,
+            sentiment_magnitude=0.0,
+            next_review=now,
+            scheduled_days=0,
+            source=_validate.source(source),
+            tags=tuple(_validate.tags(tags)),
+            has_embedding=False,
+            embedding_model=None,
+            valid_from=_validate.timestamp(valid_from, name="valid_from"),
+            valid_until=_validate.timestamp(valid_until, name="valid_until"),
+            scope="user",
+            superseded_by=None,
+            content_hash=similarity.content_hash(text),
+        )
+
+
+_SELECT_BY_HASH: Final = (
+    f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE content_hash = ? AND node_type = ? "
+    "AND superseded_by IS NULL"
+)
+_N_COLUMNS: Final = ", ".join(f"n.{c}" for c in MEMORY_COLUMNS)
+_CANDIDATES: Final = (
+    f"SELECT {_N_COLUMNS} FROM knowledge_fts f JOIN knowledge_nodes n ON n.seq = f.rowid "
+    "WHERE knowledge_fts MATCH ? AND n.node_type = ? AND n.superseded_by IS NULL "
+    "ORDER BY f.rank LIMIT ?"
+)
+_SEARCH: Final = (
+    f"SELECT {_N_COLUMNS}, f.rank FROM knowledge_fts f JOIN knowledge_nodes n "
+    "ON n.seq = f.rowid WHERE knowledge_fts MATCH ? AND n.retention_strength >= ? "
+    "AND (? IS NULL OR n.node_type = ?) ORDER BY f.rank LIMIT ?"
+)
+
+
+def _row(memory: Memory) -> tuple[Any, ...]:
+    values = list(memory.__getattribute__(c) for c in MEMORY_COLUMNS)
+    values[MEMORY_COLUMNS.index("tags")] = json.dumps(list(memory.tags), ensure_ascii=False)
+    values[MEMORY_COLUMNS.index("has_embedding")] = int(memory.has_embedding)
+    return tuple(values)
+
+
+def _fetch(conn: apsw.Connection, memory_id: str) -> Memory | None:
+    rows = conn.execute(_SELECT_BY_ID, (memory_id,)).fetchall()
+    return Memory.from_row(rows[0]) if rows else None
+
+
+def _strengths(s: fsrs.Strengths) -> dict[str, float]:
+    return {"retrieval": s.retrieval, "retention": s.retention, "stability": s.stability}
+
+
+def _merged_tags(old: tuple[str, ...], new: tuple[str, ...]) -> str:
+    return json.dumps(list(dict.fromkeys(old + new))[: config.MAX_TAGS], ensure_ascii=False)
+
+
+def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
+    after = fsrs.reinforced(
+        fsrs.Strengths(current.retrieval_strength, current.retention_strength, current.stability)
+    )
+    conn.execute(
+        "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
+        "stability = ?, reps = reps + 1, storage_strength = MIN(storage_strength + 0.1, ?), "
+        "last_accessed = ?, updated_at = ?, tags = ? WHERE id = ?",
+        (
+            after.retrieval,
+            after.retention,
+            after.stability,
+            fsrs.MAX_STORAGE_STRENGTH,
+            new.created_at,
+            new.created_at,
+            _merged_tags(current.tags, new.tags),
+            current.id,
+        ),
+    )
+    updated = _fetch(conn, current.id)
+    assert updated is not None
+    return updated
+
+
+def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | None:
+    content = f"{current.content}\n\n[Updated {new.created_at[:10]}]\n{new.content}"
+    if len(content.encode("utf-8", "surrogatepass")) > config.MAX_CONTENT_BYTES:
+        return None
+    conn.execute(
+        "UPDATE knowledge_nodes SET content = ?, content_hash = ?, tags = ?, updated_at = ?, "
+        "last_accessed = ?, retrieval_strength = 1.0, reps = reps + 1 WHERE id = ?",
+        (
+            content,
+            similarity.content_hash(content),
+            _merged_tags(current.tags, new.tags),
+            new.created_at,
+            new.created_at,
+            current.id,
+        ),
+    )
+    return _fetch(conn, current.id)
+
+
+def _supersede(conn: apsw.Connection, old: Memory, new_id: str) -> None:
+    after = fsrs.demoted(
+        fsrs.Strengths(old.retrieval_strength, old.retention_strength, old.stability)
+    )
+    conn.execute(
+        "UPDATE knowledge_nodes SET superseded_by = ?, retrieval_strength = ?, "
+        "retention_strength = ?, stability = ?, updated_at = ? WHERE id = ?",
+        (new_id, after.retrieval, after.retention, after.stability, now_iso(), old.id),
+    )
