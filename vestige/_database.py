@@ -93,12 +93,14 @@ class Database:
         durability: Durability = Durability.BALANCED,
         gate_path: Path | None = None,
         write_deadline_s: float = config.WRITE_DEADLINE_S,
+        retry_busy: bool = True,
         init: Callable[[Database], None] | None = None,
     ) -> None:
         check_sqlite_version()
         self.path = path
         self.durability = durability
         self.write_deadline_s = write_deadline_s
+        self.retry_busy = retry_busy
         self._gate = WriteGate(gate_path) if gate_path is not None else None
         self._writer_lock = threading.Lock()
         self._reader_lock = threading.Lock()
@@ -220,7 +222,7 @@ class Database:
                         raise
                     return result
                 except apsw.Error as exc:
-                    if not is_busy(exc):
+                    if not is_busy(exc) or not self.retry_busy:
                         raise translate(exc, self.path) from exc
                     attempt = self._pause(attempt, deadline, exc)
         finally:

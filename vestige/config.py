@@ -32,6 +32,9 @@ from vestige.errors import ConfigError, DataDirError
 DATA_DIR_ENV: Final = "VESTIGE_DATA_DIR"
 #: Environment variable choosing durability: "balanced" (synchronous=NORMAL) or "hardened" (FULL).
 DURABILITY_ENV: Final = "VESTIGE_SQLITE_DURABILITY"
+#: "1" turns off the write gate and the retry (busy_timeout only): the load test's baseline,
+#: to show what they buy.  Never set it for real use.
+NAIVE_WRITES_ENV: Final = "VESTIGE_UNSAFE_NAIVE_WRITES"
 
 DATABASE_FILE: Final = "vestige.db"
 #: The cross-process write gate: a kernel lock on its own file, never on the database files.
@@ -196,6 +199,11 @@ def durability_from_env(environ: dict[str, str] | None = None) -> Durability:
             f"{DURABILITY_ENV}={raw!r} is not a durability profile",
             hint=f"Use one of: {choices}.",
         ) from None
+
+
+def naive_writes_from_env(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env.get(NAIVE_WRITES_ENV, "").strip() == "1"
 
 
 def secure_file(path: Path) -> None:

@@ -21,6 +21,7 @@ otherwise                                     create a new memory
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,8 @@ UPDATE_AT: Final = 0.75
 DEMOTED_BELOW: Final = 0.3  # retrieval strength under which a memory counts as demoted
 SMART_CANDIDATES: Final = 20
 TIMELINE_DEFAULT_DAYS: Final = 7
+
+log = logging.getLogger("vestige.store")
 
 _INSERT: Final = (
     f"INSERT INTO knowledge_nodes({SELECT_MEMORY}) VALUES ({', '.join('?' * len(MEMORY_COLUMNS))})"
@@ -126,13 +129,18 @@ class Store:
                 lambda c: c.execute(f"PRAGMA optimize = {config.OPTIMIZE_MASK:#x}").fetchall()
             )
 
+        naive = config.naive_writes_from_env(environ)
+        if naive:
+            log.warning(
+                "%s=1: no write gate, no retry (load-test baseline)", config.NAIVE_WRITES_ENV
+            )
         db = Database(
             resolved.database,
             durability=level,
-            gate_path=resolved.gate if write_gate else None,
+            gate_path=resolved.gate if write_gate and not naive else None,
+            retry_busy=not naive,
             init=init,
         )
-        config.secure_file(resolved.gate)
         return cls(db, resolved, version)
 
     def close(self) -> None:
@@ -335,20 +343,19 @@ class Store:
         n = _validate.limit(limit, maximum=config.MAX_LIMIT)
         floor = _validate.fraction(min_retention, name="min_retention")
         kind = _validate.node_type(node_type) if node_type is not None else None
-        wanted = set(_validate.tags(tags))
+        wanted = json.dumps(_validate.tags(tags))
         match = search.fts_query(text)
         if match is None:
             return []  # only punctuation: nothing can match
         with self._db.read() as conn:
             rows = conn.execute(
-                _SEARCH, (match, floor, kind, kind, min(n * 3, config.MAX_LIMIT))
+                _SEARCH, (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT))
             ).fetchall()
         memories = [Memory.from_row(r[:-1]) for r in rows]
         keyword = search.keyword_scores([r[-1] for r in rows])
         hits = [
             SearchHit(m, k, search.combined_score(k, m.retention_strength))
             for m, k in zip(memories, keyword, strict=True)
-            if wanted.issubset(m.tags)
         ]
         hits.sort(key=lambda h: h.combined_score, reverse=True)
         return hits[:n]
@@ -370,23 +377,16 @@ class Store:
         )
         n = _validate.limit(limit, maximum=_validate.MAX_TIMELINE_LIMIT)
         kind = _validate.node_type(node_type) if node_type is not None else None
-        wanted = set(_validate.tags(tags))
+        wanted = json.dumps(_validate.tags(tags))
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE created_at >= ? "
-                "AND created_at <= ? AND (? IS NULL OR node_type = ?) "
-                "ORDER BY created_at DESC",
-                (since, until, kind, kind),
-            )
-            picked: list[Memory] = []
-            for row in rows:
-                memory = Memory.from_row(row)
-                if wanted.issubset(memory.tags):
-                    picked.append(memory)
-                    if len(picked) == n:
-                        break
+                f"SELECT {SELECT_MEMORY} FROM knowledge_nodes n WHERE created_at >= ? "
+                f"AND created_at <= ? AND (? IS NULL OR node_type = ?) AND {_HAS_TAGS} "
+                "ORDER BY created_at DESC LIMIT ?",
+                (since, until, kind, kind, wanted, n),
+            ).fetchall()
         days: dict[str, list[Memory]] = {}
-        for memory in picked:
+        for memory in map(Memory.from_row, rows):
             days.setdefault(memory.created_at[:10], []).append(memory)
         return [TimelineDay(day, tuple(ms)) for day, ms in days.items()]
 
@@ -555,10 +555,15 @@ _CANDIDATES: Final = (
     "WHERE knowledge_fts MATCH ? AND n.node_type = ? AND n.superseded_by IS NULL "
     "ORDER BY f.rank LIMIT ?"
 )
+#: Every tag of the bound JSON array is among the row's tags.
+_HAS_TAGS: Final = (
+    "NOT EXISTS (SELECT 1 FROM json_each(?) w "
+    "WHERE w.value NOT IN (SELECT value FROM json_each(n.tags)))"
+)
 _SEARCH: Final = (
     f"SELECT {_N_COLUMNS}, f.rank FROM knowledge_fts f JOIN knowledge_nodes n "
     "ON n.seq = f.rowid WHERE knowledge_fts MATCH ? AND n.retention_strength >= ? "
-    "AND (? IS NULL OR n.node_type = ?) ORDER BY f.rank LIMIT ?"
+    f"AND (? IS NULL OR n.node_type = ?) AND {_HAS_TAGS} ORDER BY f.rank LIMIT ?"
 )
 
 
