@@ -11,6 +11,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from tests.process_helpers import WorkerPool
 from vestige import Store
 from vestige.config import DATA_DIR_ENV
 
@@ -51,3 +52,13 @@ def child_env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env[DATA_DIR_ENV] = str(data_dir)
     return env
+
+
+@pytest.fixture
+def worker_pool(tmp_path: Path, child_env: dict[str, str]) -> Iterator[WorkerPool]:
+    """Real worker processes for this test; every one is reaped (then SIGKILLed) at the end."""
+    pool = WorkerPool(tmp_path / "workers", env=child_env)
+    try:
+        yield pool
+    finally:
+        pool.close()

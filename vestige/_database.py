@@ -77,9 +77,11 @@ def translate(exc: apsw.Error, path: Path) -> StoreError:
     return StoreError(f"SQLite error on {path}: {exc}")
 
 
-def _busy_error(path: Path, why: str) -> StoreBusyError:
+def _busy_error(
+    path: Path, why: str, deadline_s: float = config.WRITE_DEADLINE_S
+) -> StoreBusyError:
     return StoreBusyError(
-        f"{why}: no write could start within {config.WRITE_DEADLINE_S:.0f} s on {path}"
+        f"the database is busy ({why}): no write could start within {deadline_s:g} s on {path}"
     )
 
 
@@ -94,8 +96,14 @@ class Database:
         gate_path: Path | None = None,
         write_deadline_s: float = config.WRITE_DEADLINE_S,
         retry_busy: bool = True,
+        check: Callable[[apsw.Connection], object] | None = None,
         init: Callable[[Database], None] | None = None,
     ) -> None:
+        """Open both connections; on first use, convert to WAL and run ``init`` (migrations).
+
+        ``check`` runs on the writer before anything is changed, so a file that is not ours
+        is refused untouched (not switched to WAL, not chmodded).
+        """
         check_sqlite_version()
         self.path = path
         self.durability = durability
@@ -109,11 +117,16 @@ class Database:
         self._reader: apsw.Connection | None = None
         try:
             self._writer = self._connect(reader=False)
-            config.secure_file(path)
             # First open of a new file: WAL conversion and migrations race between processes
             # (pitfall 8), so they run while holding the write gate.
             deadline = time.monotonic() + self.write_deadline_s
             with self._writer_lock, self._gated(deadline):
+                if check is not None:
+                    try:
+                        check(self._writer)
+                    except apsw.Error as exc:
+                        raise translate(exc, self.path) from exc
+                config.secure_file(path)
                 self._enable_wal(deadline)
                 if init is not None:
                     init(self)
@@ -195,7 +208,9 @@ class Database:
         try:
             self._gate.acquire(max(0.0, deadline - time.monotonic()))
         except GateTimeout:
-            raise _busy_error(self.path, "other Vestige processes kept the write gate") from None
+            raise _busy_error(
+                self.path, "other Vestige processes kept the write gate", self.write_deadline_s
+            ) from None
         try:
             yield
         finally:
@@ -233,7 +248,9 @@ class Database:
         attempt += 1
         delay = random.uniform(0, min(config.RETRY_CAP_S, config.RETRY_BASE_S * 2**attempt))  # noqa: S311
         if time.monotonic() + delay >= deadline:
-            raise _busy_error(self.path, "the database stayed locked") from exc
+            raise _busy_error(
+                self.path, "the database stayed locked", self.write_deadline_s
+            ) from exc
         log.info("database busy (%s); retry %d in %.0f ms", exc, attempt, delay * 1000)
         time.sleep(delay)
         return attempt
@@ -261,11 +278,15 @@ class Database:
                 raise translate(exc, self.path) from exc
 
     def data_version(self) -> int:
-        """Changes whenever any connection (of any process) commits to this database."""
-        self._check_open()
-        with self._reader_lock:
-            assert self._reader is not None
-            return int(self._reader.data_version())
+        """Changes whenever any connection (of any process) commits to this database.
+
+        Read with PRAGMA inside a read: the pager's counter (``Connection.data_version()``)
+        only moves when a read transaction starts, so on an idle reader it is stale.
+        """
+        with self.read() as conn:
+            version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+        assert isinstance(version, int)
+        return version
 
     def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
         """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown)."""

@@ -8,15 +8,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from vestige import config
 from vestige.errors import InvalidInput
 
 _NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-MAX_TIMELINE_LIMIT: Final = 500
+MAX_TIMELINE_LIMIT: Final = 200
 
 
 def content(value: Any) -> str:
@@ -24,13 +25,25 @@ def content(value: Any) -> str:
         raise InvalidInput(f"content must be text, not {type(value).__name__}")
     if not value.strip():
         raise InvalidInput("content is empty", hint="Pass the text to remember.")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(_utf8(value, "content"))
     if size > config.MAX_CONTENT_BYTES:
         raise InvalidInput(
             f"content is {size:,} bytes; the limit is {config.MAX_CONTENT_BYTES:,} bytes (UTF-8)",
             hint="Split it into several smaller memories.",
         )
     return value
+
+
+def _utf8(value: str, name: str) -> bytes:
+    """The UTF-8 bytes; a lone surrogate (JSON can carry "\\ud800") cannot be stored."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{name} has {value[exc.start]!r} at position {exc.start}: a lone surrogate, "
+            "not a character",
+            hint="Send valid Unicode text (UTF-8); surrogates come only in pairs.",
+        ) from None
 
 
 def node_type(value: Any) -> str:
@@ -55,6 +68,7 @@ def tags(value: Any) -> list[str]:
         if not isinstance(item, str):
             raise InvalidInput(f"every tag must be a string; got {item!r} ({type(item).__name__})")
         tag = item.strip()
+        _utf8(tag, "a tag")
         if not tag:
             raise InvalidInput("a tag is empty", hint="Remove empty tags.")
         if len(tag) > config.MAX_TAG_CHARS:
@@ -73,6 +87,7 @@ def source(value: Any) -> str | None:
         raise InvalidInput(f"source must be text, not {type(value).__name__}")
     if len(value) > config.MAX_SOURCE_CHARS:
         raise InvalidInput(f"source is longer than {config.MAX_SOURCE_CHARS} characters")
+    _utf8(value, "source")
     return value or None
 
 
@@ -111,8 +126,12 @@ def query(value: Any) -> str:
     return value
 
 
-def timestamp(value: Any, *, name: str) -> str | None:
-    """An ISO 8601 date or date-time, returned as RFC 3339 UTC; None passes through."""
+def timestamp(value: Any, *, name: str, end_of_day: bool = False) -> str | None:
+    """An ISO 8601 date or date-time, returned as RFC 3339 UTC; None passes through.
+
+    A bare date means the start of that day (UTC), or its last microsecond with
+    ``end_of_day``, so "until 2026-11-24" includes the 24th.
+    """
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -129,4 +148,6 @@ def timestamp(value: Any, *, name: str) -> str | None:
         raise InvalidInput(f"{name} must be an ISO 8601 date string, not {type(value).__name__}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if end_of_day and isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+        parsed += timedelta(days=1, microseconds=-1)
     return parsed.astimezone(UTC).isoformat()

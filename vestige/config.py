@@ -22,7 +22,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-import platformdirs.macos
 import platformdirs.unix
 import platformdirs.windows
 
@@ -118,9 +117,9 @@ def default_data_dir(platform: str | None = None) -> Path:
     """The platform's default data directory (``platform`` as in ``sys.platform``)."""
     platform = platform or sys.platform
     if platform == "darwin":
-        # platformdirs gives ~/Library/Application Support/<appname>; the seed's name is the
-        # reverse-DNS one the Rust original used.
-        return Path(platformdirs.macos.MacOS("com.vestige.core").user_data_dir)
+        # The seed's reverse-DNS name, as the Rust original used.  Not platformdirs' MacOS:
+        # since 4.3 it honours XDG_DATA_HOME on macOS, which would move the memory.
+        return Path.home() / "Library" / "Application Support" / "com.vestige.core"
     if platform.startswith("win"):
         # %APPDATA% (roaming), then vestige\core.
         return Path(platformdirs.windows.Windows("core", "vestige", roaming=True).user_data_dir)
@@ -191,12 +190,16 @@ def durability_from_env(environ: dict[str, str] | None = None) -> Durability:
     raw = env.get(DURABILITY_ENV, "").strip().lower()
     if not raw:
         return Durability.BALANCED
+    return parse_durability(raw, name=DURABILITY_ENV)
+
+
+def parse_durability(value: str, *, name: str = "durability") -> Durability:
     try:
-        return Durability(raw)
+        return Durability(str(value).strip().lower())
     except ValueError:
         choices = ", ".join(d.value for d in Durability)
         raise ConfigError(
-            f"{DURABILITY_ENV}={raw!r} is not a durability profile",
+            f"{name}={value!r} is not a durability profile",
             hint=f"Use one of: {choices}.",
         ) from None
 

@@ -105,3 +105,22 @@ class ImportFileError(InvalidInput):
             hint=hint or "Fix or remove that line; nothing was imported.",
         )
         self.line = line
+
+
+class OwnerLockHeld(VestigeError):
+    """Raised when another process holds the data directory's owner lock: the refusal.
+
+    The message names the database and each live holder (pid, mode, command line, since
+    when); the hint says what to do.  ``owners`` holds their ``vestige.owner.OwnerInfo``
+    (empty while a holder is still starting and has not published itself).
+    """
+
+    def __init__(
+        self, message: str, *, owners: tuple[Any, ...] = (), hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.owners = owners
+
+
+class OwnerLockUnsupported(DataDirError):
+    """Raised when the data directory's filesystem cannot take the owner lock (fail closed)."""

@@ -81,3 +81,31 @@ def reinforced(s: Strengths) -> Strengths:
         retention=min(1.0, s.retention + 0.05),
         stability=min(MAX_STABILITY_DAYS, s.stability * 1.2),
     )
+
+
+#: Memory states by accessibility, highest band first (the Rust original's thresholds).
+ACCESSIBILITY_ACTIVE: Final = 0.7
+ACCESSIBILITY_DORMANT: Final = 0.4
+ACCESSIBILITY_SILENT: Final = 0.1
+
+
+def accessibility(retention_strength: float, retrieval_strength: float, storage: float) -> float:
+    """How readily a memory comes back: 0.5 retention + 0.3 retrieval + 0.2 storage.
+
+    Storage strength runs up to MAX_STORAGE_STRENGTH (10), so it is scaled to 0..1 first,
+    as ``retention`` does.  The Rust original added it unscaled, which kept any memory with
+    storage >= 3.5 Active however faded it was.
+    """
+    scaled = min(max(storage, 0.0) / MAX_STORAGE_STRENGTH, 1.0)
+    return 0.5 * retention_strength + 0.3 * retrieval_strength + 0.2 * scaled
+
+
+def memory_state(accessibility_score: float) -> str:
+    """active >= 0.7 > dormant >= 0.4 > silent >= 0.1 > unavailable."""
+    if accessibility_score >= ACCESSIBILITY_ACTIVE:
+        return "active"
+    if accessibility_score >= ACCESSIBILITY_DORMANT:
+        return "dormant"
+    if accessibility_score >= ACCESSIBILITY_SILENT:
+        return "silent"
+    return "unavailable"

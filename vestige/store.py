@@ -106,6 +106,11 @@ class Store:
             if isinstance(data_dir, DataDir)
             else config.resolve_data_dir(data_dir, environ=environ)
         )
+        level = (
+            config.parse_durability(durability)
+            if durability is not None
+            else config.durability_from_env(environ)
+        )
         if create:
             config.prepare_data_dir(resolved)
         elif not resolved.database.is_file():
@@ -114,11 +119,6 @@ class Store:
                 hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
                 "or running `vestige ingest`.",
             )
-        level = (
-            Durability(durability)
-            if durability is not None
-            else config.durability_from_env(environ)
-        )
         version = 0
 
         def init(db: Database) -> None:
@@ -139,6 +139,7 @@ class Store:
             durability=level,
             gate_path=resolved.gate if write_gate and not naive else None,
             retry_busy=not naive,
+            check=migrations.current_version,
             init=init,
         )
         return cls(db, resolved, version)
@@ -370,7 +371,7 @@ class Store:
         limit: int = 50,
     ) -> list[TimelineDay]:
         """Memories created between start and end (default: the last 7 days), newest first."""
-        until = _validate.timestamp(end, name="end") or now_iso()
+        until = _validate.timestamp(end, name="end", end_of_day=True) or now_iso()
         since = (
             _validate.timestamp(start, name="start")
             or (datetime.fromisoformat(until) - timedelta(days=TIMELINE_DEFAULT_DAYS)).isoformat()

@@ -1,0 +1,206 @@
+"""search: BM25 blended with retention, filters, and any text a person types as a safe query."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from vestige import Store
+from vestige.errors import InvalidInput
+from vestige.search import KEYWORD_WEIGHT, RETENTION_WEIGHT
+
+CORPUS = {
+    "fruit": "apple banana smoothie recipe",
+    "column": "content column filter syntax",
+    "river": "a walk near the river",
+    "logic": "and or not are logic words",
+    "paren": "unbalanced paren in a query",
+    "emoji": "emoji party 🎉 tonight",
+    "cafe": "naïve café on the corner",
+    "japan": "日本語 の テキスト",
+    "running": "running every morning",
+}
+
+
+@pytest.fixture
+def corpus(store: Store) -> dict[str, str]:
+    return {key: store.ingest(text).id for key, text in CORPUS.items()}
+
+
+def found(store: Store, query: str, **kwargs: Any) -> list[str]:
+    return [h.memory.id for h in store.search(query, **kwargs)]
+
+
+# -- ranking -----------------------------------------------------------------------------------
+
+
+def test_higher_retention_wins_a_keyword_tie(store: Store) -> None:
+    weaker = store.ingest("deploy with the blue green strategy")  # inserted first
+    stronger = store.ingest("deploy with the blue green strategy")
+    store.demote(weaker.id)
+    hits = store.search("blue green")
+    assert [h.memory.id for h in hits] == [stronger.id, weaker.id]
+    assert hits[0].keyword_score == hits[1].keyword_score == 1.0
+    assert hits[0].combined_score > hits[1].combined_score
+
+
+def test_scores_blend_bm25_and_retention(store: Store) -> None:
+    both = store.ingest("postgres vacuum tuning guide")
+    one = store.ingest("postgres install notes and other unrelated words here")
+    store.demote(both.id)  # retention 0.85 vs 1.0: keyword relevance still wins
+    hits = store.search("postgres vacuum")
+    assert [h.memory.id for h in hits] == [both.id, one.id]
+    assert hits[0].keyword_score == 1.0
+    assert 0.0 <= hits[1].keyword_score < 1.0
+    for h in hits:
+        expected = KEYWORD_WEIGHT * h.keyword_score + RETENTION_WEIGHT * h.memory.retention_strength
+        assert h.combined_score == pytest.approx(expected)
+    assert [h.combined_score for h in hits] == sorted(
+        (h.combined_score for h in hits), reverse=True
+    )
+
+
+def test_any_word_matches_and_stemming_and_diacritics_apply(
+    store: Store, corpus: dict[str, str]
+) -> None:
+    assert found(store, "cafe") == [corpus["cafe"]]  # remove_diacritics
+    assert found(store, "run") == [corpus["running"]]  # porter stemmer
+    assert set(found(store, "apple river")) == {corpus["fruit"], corpus["river"]}
+
+
+def test_filters(store: Store) -> None:
+    a = store.ingest("shared topic alpha", node_type="decision", tags=["x", "y"])
+    b = store.ingest("shared topic beta", node_type="fact", tags=["x"])
+    c = store.ingest("shared topic gamma", node_type="fact")
+    for _ in range(4):
+        store.demote(c.id)  # retention 0.4
+    assert set(found(store, "shared")) == {a.id, b.id, c.id}
+    assert set(found(store, "shared", min_retention=0.5)) == {a.id, b.id}
+    assert set(found(store, "shared", min_retention=0.39)) == {a.id, b.id, c.id}
+    assert found(store, "shared", node_type="decision") == [a.id]
+    assert set(found(store, "shared", tags=["x"])) == {a.id, b.id}
+    assert found(store, "shared", tags=["x", "y"]) == [a.id]
+    assert found(store, "shared", min_retention=1) == found(store, "shared", min_retention=1.0)
+
+
+def test_limit(store: Store) -> None:
+    for i in range(25):
+        store.ingest(f"common word number {i}")
+    assert len(store.search("common", limit=5)) == 5
+    assert len(store.search("common", limit=1)) == 1
+    assert len(store.search("common", limit=1000)) == 25
+
+
+# -- any text is a query ----------------------------------------------------------------------
+
+NASTY = [
+    '"', '""', '"unbalanced', "apple*", "*", "**", "*apple", "ap*ple",
+    "apple AND", "AND", "OR", "NOT", "AND OR NOT", "NOT apple", "apple AND zzzunknown",
+    "NEAR", "NEAR(apple banana)", "NEAR(apple banana, 2)", "apple NEAR/3 banana", "NEAR/",
+    "-apple", "- -", "^apple", "^", ":", "content:apple", "content:", "id:x", "tags:identity",
+    "{content tags}: apple", "-content:apple", "rank:1", "rowid:1", "knowledge_fts:apple",
+    "(", ")", "((apple", "apple)", "apple OR (banana", "(((", ")))(((",
+    "'", "'; DROP TABLE knowledge_nodes; --", "\\", "\x00", "apple\x00banana",
+    "🎉", "🎉 party", "+", "apple + banana", '"apple" "banana', "%", "_", "?", "?1",
+    ":name", "@x", "$x", "\u200b", "\ufeffapple", "\ud800", "apple\udfff", "e\u0301",
+    "日本語", "İstanbul", "\u202eapple", "a" * 10_000, ("apple " * 2000)[:10_000],
+    "x" * 10_000, " ".join(f"w{i}" for i in range(2000))[:10_000], "\t apple \n",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", NASTY, ids=[f"nasty{i}" for i in range(len(NASTY))])
+def test_nasty_queries_never_raise(store: Store, corpus: dict[str, str], query: str) -> None:
+    hits = store.search(query, limit=50)
+    assert isinstance(hits, list)
+    assert {h.memory.id for h in hits} <= set(corpus.values())
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ('"unbalanced', "paren"),
+        ("((apple", "fruit"),
+        ("NEAR(apple banana)", "fruit"),
+        ("-apple", "fruit"),
+        ("NOT apple", "fruit"),  # NOT is a word here, not an operator that excludes apple
+        ("apple AND zzzunknown", "fruit"),
+        ("content:zzz", "column"),  # no column filter: "content" is just a word
+        ("^river", "river"),
+        ("🎉 party", "emoji"),
+        ("日本語", "japan"),
+        ("apple\x00banana", "fruit"),
+        ("\ufeffapple", "fruit"),
+    ],
+)
+def test_operators_are_taken_as_words(
+    store: Store, corpus: dict[str, str], query: str, key: str
+) -> None:
+    assert corpus[key] in found(store, query)
+
+
+def test_only_punctuation_finds_nothing(store: Store, corpus: dict[str, str]) -> None:
+    assert store.search("!!! ??? ***") == []
+    assert store.search("🎉") == []  # an emoji alone is no word
+
+
+def test_random_fuzz_queries_never_raise(store: Store, corpus: dict[str, str]) -> None:
+    alphabet = [
+        '"', "'", "*", "(", ")", ":", "-", "^", "+", " ", " ", "AND", "OR", "NOT", "NEAR",
+        "NEAR/2", "NEAR(", "{", "}", ",", ".", "/", "\\", ";", "--", "%", "_", "\x00", "\t",
+        "\n", "apple", "banana", "content", "tags", "id", "rank", "MATCH", "🎉", "é", "日本",
+        "\u0301", "\ud800",
+    ]  # fmt: skip
+    rng = random.Random(20261124)
+    ids = set(corpus.values())
+    for _ in range(300):
+        query = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16)))
+        if not query.strip():
+            with pytest.raises(InvalidInput):
+                store.search(query)
+            continue
+        hits = store.search(query, limit=rng.choice([1, 10, 1000]))
+        assert {h.memory.id for h in hits} <= ids, query
+
+
+# -- bad parameters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("", "empty"),
+        ("   \n\t", "empty"),
+        ("x" * 10_001, "longer than 10000"),
+        (None, "must be text"),
+        (5, "must be text"),
+        (b"apple", "must be text"),
+    ],
+)
+def test_bad_query(store: Store, query: Any, fragment: str) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        store.search(query)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001, 10**9, True, 1.5, "10", None])
+def test_bad_limit(store: Store, limit: Any) -> None:
+    with pytest.raises(InvalidInput, match="limit"):
+        store.search("apple", limit=limit)
+
+
+@pytest.mark.parametrize(
+    "value", [-0.01, 1.01, -1, 2, math.nan, math.inf, -math.inf, "0.5", None, True]
+)
+def test_bad_min_retention(store: Store, value: Any) -> None:
+    with pytest.raises(InvalidInput, match="min_retention"):
+        store.search("apple", min_retention=value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"), [({"node_type": "two words"}, "node_type"), ({"tags": "x"}, "tags")]
+)
+def test_bad_filters(store: Store, kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        store.search("apple", **kwargs)

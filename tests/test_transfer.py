@@ -1,0 +1,265 @@
+"""Backups (online, private, checked) and JSON Lines export/import (exact, all-or-nothing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from tests.process_helpers import WorkerPool, read_lines
+from vestige import Store
+from vestige.errors import ImportFileError, InvalidInput
+
+
+def count(store: Store) -> int:
+    return store.stats().total_memories
+
+
+def integrity(path: Path) -> str:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
+
+
+def backup_rows(path: Path) -> dict[str, str]:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute("SELECT id, content FROM knowledge_nodes").fetchall()
+        return {str(mid): str(content) for mid, content in rows}
+    finally:
+        conn.close()
+
+
+def varied(store: Store) -> None:
+    """Memories that exercise every column: strengths, times, tags, links, unicode."""
+    a = store.ingest("plain fact")
+    b = store.ingest(
+        '  naïve café ☕ — 日本語 "quoted" \\ back\nslash  ',
+        node_type="decision",
+        tags=["ünïcode", "ops"],
+        source="chat: 2026-11-24",
+        valid_from="2026-01-01",
+        valid_until="2026-12-31T23:59:59.123456+05:30",
+    )
+    store.promote(a.id)
+    store.demote(b.id)
+    store.ingest("staging database runs on port 5433 behind bastion host firewall")
+    fix = store.smart_ingest("actually staging database runs on port 5433 behind tunnel")
+    assert fix.decision.value == "supersede"
+    store.ingest("alpha bravo charlie delta")
+    assert store.smart_ingest("alpha bravo charlie echo").decision.value == "update"
+    store.consolidate()
+
+
+# -- backup ------------------------------------------------------------------------------
+
+
+def test_default_backup_is_private_checked_and_complete(store: Store) -> None:
+    varied(store)
+    expected = {m.id: m.content for m in store.iter_memories()}
+    before = datetime.now(UTC).replace(microsecond=0)
+    path = store.backup()
+    after = datetime.now(UTC)
+    assert path.parent == store.data_dir.path / "backups"
+    match = re.fullmatch(r"vestige-(\d{8}-\d{6})\.db", path.name)
+    assert match, path.name
+    stamp = datetime.strptime(match.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    assert before <= stamp <= after
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert integrity(path) == "ok"
+    assert backup_rows(path) == expected
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no leftovers
+
+
+def test_backup_opens_as_a_vestige_store(store: Store, tmp_path: Path) -> None:
+    varied(store)
+    target = tmp_path / "restore-check" / "vestige.db"
+    target.parent.mkdir()
+    store.backup(target)
+    with Store.open(target.parent) as restored:
+        assert [m.to_dict() for m in restored.iter_memories()] == [
+            m.to_dict() for m in store.iter_memories()
+        ]
+
+
+def test_two_default_backups_get_distinct_names(store: Store) -> None:
+    store.ingest("x")
+    first, second = store.backup(), store.backup()
+    assert first != second
+    assert first.exists()
+    assert second.exists()
+
+
+def test_backup_refuses_an_existing_target(store: Store, tmp_path: Path) -> None:
+    store.ingest("x")
+    target = tmp_path / "exists.db"
+    target.write_bytes(b"precious")
+    with pytest.raises(InvalidInput, match="already exists"):
+        store.backup(target)
+    assert target.read_bytes() == b"precious"
+    with pytest.raises(InvalidInput, match="already exists"):
+        store.backup(store.path)  # the live database itself
+
+
+def test_backup_into_a_missing_folder_is_refused(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        store.backup(tmp_path / "no" / "such" / "dir" / "b.db")
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_backup_while_another_process_writes(
+    store: Store, worker_pool: WorkerPool, tmp_path: Path
+) -> None:
+    acks, stop = tmp_path / "acks", tmp_path / "stop"
+    writer = worker_pool.spawn(
+        "write-loop",
+        "writer",
+        data_dir=str(store.data_dir.path),
+        acks=str(acks),
+        stop=str(stop),
+        ready_after=50,
+        max_s=60.0,
+    )
+    worker_pool.wait_ready(writer)
+    sizes = []
+    try:
+        for i in range(4):
+            acked_before = set(read_lines(acks))
+            path = store.backup(tmp_path / f"under-load-{i}.db")
+            assert writer.proc.poll() is None, "the writer must still be writing"
+            assert integrity(path) == "ok"
+            rows = backup_rows(path)
+            assert acked_before <= set(rows)  # every write acknowledged before it is in it
+            sizes.append(len(rows))
+    finally:
+        stop.touch()
+    worker_pool.join(writer, deadline_s=30)
+    written = writer.result()["written"]
+    assert sizes == sorted(sizes)
+    assert sizes[-1] > sizes[0]  # the writer really was writing between backups
+    assert count(store) == written
+    assert set(read_lines(acks)) == {m.id for m in store.iter_memories()}
+
+
+# -- export and import -------------------------------------------------------------------------
+
+
+def export(store: Store) -> str:
+    out = io.StringIO()
+    n = store.export_jsonl(out)
+    text = out.getvalue()
+    assert n == len(text.splitlines())
+    return text
+
+
+def test_round_trip_preserves_every_field(store: Store, tmp_path: Path) -> None:
+    varied(store)
+    original = [m.to_dict() for m in store.iter_memories()]
+    assert any(m["superseded_by"] for m in original)
+    text = export(store)
+    with Store.open(tmp_path / "other") as other:
+        report = other.import_jsonl(io.StringIO(text))
+        assert (report.read, report.imported, report.skipped_existing) == (
+            len(original),
+            len(original),
+            0,
+        )
+        assert [m.to_dict() for m in other.iter_memories()] == original
+        assert export(other) == text
+        again = other.import_jsonl(io.StringIO(text))
+        assert (again.imported, again.skipped_existing) == (0, len(original))
+        assert [m.to_dict() for m in other.iter_memories()] == original
+        hits = other.search("café")
+        assert [h.memory.content for h in hits] == [
+            m["content"] for m in original if "café" in m["content"]
+        ]
+
+
+def test_export_lines_are_json_objects_with_every_column(store: Store) -> None:
+    store.ingest("one", tags=["a"])
+    (line,) = export(store).splitlines()
+    data = json.loads(line)
+    assert data["content"] == "one"
+    assert data["tags"] == ["a"]
+    assert set(data) == set(store.get(data["id"]).to_dict())
+
+
+def test_import_into_the_same_store_imports_nothing(store: Store) -> None:
+    varied(store)
+    before = [m.to_dict() for m in store.iter_memories()]
+    report = store.import_jsonl(io.StringIO(export(store)))
+    assert report.imported == 0
+    assert report.skipped_existing == len(before)
+    assert [m.to_dict() for m in store.iter_memories()] == before
+
+
+def test_import_fills_defaults_and_skips_blank_lines(store: Store) -> None:
+    text = '\n{"id": "hand-written-1", "content": "typed by hand"}\n\n'
+    report = store.import_jsonl(io.StringIO(text))
+    assert (report.read, report.imported) == (1, 1)
+    m = store.get("hand-written-1")
+    assert m.content == "typed by hand"
+    assert (m.node_type, m.tags, m.retention_strength) == ("fact", (), 1.0)
+    assert m.created_at == m.updated_at == m.last_accessed
+
+
+def test_large_import_spans_several_batches(store: Store) -> None:
+    lines = [json.dumps({"id": f"bulk-{i}", "content": f"bulk row {i}"}) for i in range(1203)]
+    report = store.import_jsonl(io.StringIO("\n".join(lines)))
+    assert report.imported == 1203
+    assert count(store) == 1203
+
+
+GOOD = [json.dumps({"id": f"good-{i}", "content": f"good {i}"}) for i in range(5)]
+
+BAD_LINES: list[tuple[str, str, str]] = [
+    ("not-json", '{"id": "x", "content": ', "not valid JSON"),
+    ("array", '["id", "content"]', "JSON object"),
+    ("string", '"just text"', "JSON object"),
+    ("null", "null", "JSON object"),
+    ("bad-number", '{"id": "b1", "content": "c", "stability": "high"}', "stability"),
+    ("bool-number", '{"id": "b2", "content": "c", "reps": true}', "reps"),
+    ("bad-tags", '{"id": "b3", "content": "c", "tags": "identity"}', "tags"),
+    ("bad-text", '{"id": "b4", "content": "c", "scope": 5}', "scope"),
+    ("bad-date", '{"id": "b5", "content": "c", "created_at": "last week"}', "created_at"),
+    ("missing-content", '{"id": "b6"}', "content"),
+    ("missing-id", '{"content": "c"}', "id"),
+    ("empty-content", '{"id": "b7", "content": "  "}', "empty"),
+    ("content-not-text", '{"id": "b8", "content": 42}', "content must be text"),
+    ("content-surrogate", '{"id": "b10", "content": "half \\ud800 a pair"}', "lone surrogate"),
+    ("bad-id", '{"id": "has space", "content": "c"}', "not a memory id"),
+    ("unknown-field", '{"id": "b9", "content": "c", "colour": "red"}', "unknown fields"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"), [pytest.param(bad, frag, id=name) for name, bad, frag in BAD_LINES]
+)
+@pytest.mark.parametrize("position", [1, 4, 7])
+def test_one_bad_line_imports_nothing(store: Store, bad: str, fragment: str, position: int) -> None:
+    store.ingest("already here")
+    lines: list[Any] = list(GOOD)
+    lines.insert(position - 1, bad)
+    if position == 7:
+        lines.insert(5, "")  # a blank line still counts in the numbering
+    text = "\n".join(lines) + "\n"
+    with pytest.raises(ImportFileError) as info:
+        store.import_jsonl(io.StringIO(text))
+    expected_line = text.splitlines().index(bad) + 1
+    assert info.value.line == expected_line
+    assert info.value.message.startswith(f"line {expected_line}: ")
+    assert fragment in info.value.message
+    assert "nothing was imported" in info.value.hint
+    assert count(store) == 1
