@@ -115,7 +115,7 @@ def export_jsonl(db: Database, out: IO[str]) -> int:
 
 
 def import_jsonl(db: Database, source: IO[str]) -> ImportReport:
-    rows = [_parse_line(n, line) for n, line in enumerate(source, start=1) if line.strip()]
+    rows = [parse_line(n, line) for n, line in enumerate(source, start=1) if line.strip()]
     imported = 0
     for start in range(0, len(rows), IMPORT_BATCH_ROWS):
         batch = rows[start : start + IMPORT_BATCH_ROWS]
@@ -145,7 +145,7 @@ _OPTIONAL_TEXT: Final = ("embedding_model", "superseded_by")
 _TIMES: Final = ("next_review", "valid_from", "valid_until")
 
 
-def _parse_line(number: int, line: str) -> tuple[Any, ...]:
+def parse_line(number: int, line: str) -> tuple[Any, ...]:
     """Validate one exported memory and return its row; any problem names the line."""
     try:
         data = json.loads(line)

@@ -1,0 +1,90 @@
+"""The CLI documents itself: help for every command, docs/CLI.md in step, progress on a TTY."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import CLI, cli_json, run_cli
+from vestige.cli import cli
+from vestige.cli._exit import ExitCode
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
+COMMANDS = sorted(cli.commands)
+
+
+def test_every_command_is_documented_with_its_options() -> None:
+    docs = DOCS.read_text("utf-8")
+    assert COMMANDS == [
+        "backup", "consolidate", "doctor", "export", "health", "import", "ingest",
+        "restore", "search", "stats",
+    ]  # fmt: skip
+    for name in COMMANDS:
+        assert re.search(rf"^##+ `vestige {name}\b", docs, re.M), name
+        for param in cli.commands[name].params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt not in ("--data-dir", "--json"):
+                    assert re.search(rf"`[^`]*{re.escape(opt)}\b[^`]*`", docs), (name, opt)
+
+
+def test_the_exit_code_table_matches_the_code() -> None:
+    docs = DOCS.read_text("utf-8")
+    rows = re.findall(r"^\| (\d+) +\| `(\w+)` +\|", docs, re.M)
+    assert [(int(n), name) for n, name in rows] == [(c.value, c.name) for c in ExitCode]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help_with_an_example(name: str) -> None:
+    result = run_cli(name, "--help")
+    assert result.returncode == 0
+    assert f"Usage: vestige {name}" in result.stdout
+    assert "Example:\n    vestige " in result.stdout
+    assert "--data-dir" in result.stdout
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_progress_is_drawn_on_a_terminal_and_never_in_a_pipe(data_dir: Path) -> None:
+    cli_json("ingest", "first", data_dir=data_dir)
+    cli_json("ingest", "second thing entirely", data_dir=data_dir)
+    piped = run_cli("export", data_dir=data_dir)
+    assert piped.stderr == "Exported 2 memories.\n"
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "export", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=child,
+        )
+        os.close(child)
+        out, _ = proc.communicate(timeout=60)
+        seen = b""
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if not ready:
+                break
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child side is closed: everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 2  # stdout stays pure JSON Lines
+    assert "Exporting… 2".encode() in seen
+    assert b"Exported 2 memories." in seen

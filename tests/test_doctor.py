@@ -1,0 +1,294 @@
+"""`vestige doctor` as a subprocess: holders, locks, staleness, damage, and honest exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+from tests import cli_helpers
+from tests.cli_helpers import cli_json, damage, run_cli
+from vestige.config import DATA_DIR_ENV
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.cli_helpers import Server
+
+servers = cli_helpers.servers  # the fixture, under its own name
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(120)]
+
+UNHEALTHY = 3
+
+
+def doctor(
+    data_dir: Path | None, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    result = run_cli("doctor", "--json", *args, data_dir=data_dir, env=env)
+    assert result.returncode in (0, UNHEALTHY), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def check(report: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in report["checks"] if c["name"] == name]
+    return found
+
+
+def failing(report: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in report["checks"] if c["status"] == "fail"]
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, float]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime) for p in sorted(path.rglob("*"))}
+
+
+def test_a_healthy_idle_store_exits_0_and_doctor_changes_nothing(data_dir: Path) -> None:
+    cli_json("ingest", "a healthy memory", data_dir=data_dir)
+    before = snapshot(data_dir)
+    code, report = doctor(data_dir)
+    assert code == 0
+    assert report["healthy"] is True
+    assert failing(report) == []
+    assert report["data_dir"] == {
+        "path": str(data_dir),
+        "source": "argument",
+        "chosen_by": "--data-dir",
+        "exists": True,
+    }
+    assert report["owner_lock"]["state"] == "free"
+    assert report["processes"]["holders"] == []
+    assert report["database"]["journal_mode"] == "wal"
+    assert report["database"]["quick_check"] == ["ok"]
+    assert report["database"]["schema_version"] == report["database"]["latest_schema_version"]
+    assert {c["name"] for c in report["checks"]} >= {
+        "data-dir", "sqlite-version", "filesystem", "permissions", "owner-lock",
+        "processes", "journal-mode", "quick-check", "schema", "wal-size",
+    }  # fmt: skip
+    assert snapshot(data_dir) == before  # no file created, removed or written
+    text = run_cli("doctor", data_dir=data_dir)
+    assert text.returncode == 0
+    assert f"{data_dir} (chosen by --data-dir)" in text.stdout
+    assert text.stdout.splitlines()[-1].startswith("Healthy")
+
+
+def test_it_says_which_rule_chose_the_data_dir(tmp_path: Path, data_dir: Path) -> None:
+    cli_json("ingest", "x", data_dir=data_dir)
+    env = {**os.environ, DATA_DIR_ENV: str(data_dir)}
+    _, report = doctor(None, env=env)
+    assert (report["data_dir"]["source"], report["data_dir"]["chosen_by"]) == (
+        "environment",
+        DATA_DIR_ENV,
+    )
+    # The platform default (the test's HOME is a temp dir): missing, reported, not created.
+    env.pop(DATA_DIR_ENV)
+    code, report = doctor(None, env=env)
+    assert code == UNHEALTHY
+    assert report["data_dir"]["source"] == "default"
+    assert report["data_dir"]["path"].startswith(str(tmp_path / "home"))
+    assert failing(report) == ["data-dir"]
+    assert not Path(report["data_dir"]["path"]).exists()
+
+
+def test_it_names_a_running_servers_pid_and_the_files_it_holds(
+    data_dir: Path, servers: Callable[..., Server]
+) -> None:
+    server = servers(data_dir)
+    code, report = doctor(data_dir)
+    assert code == 0, report
+    lock = report["owner_lock"]
+    assert lock["state"] == "exclusive"
+    (holder,) = lock["holders"]
+    assert (holder["pid"], holder["alive"], holder["mode"]) == (server.pid, True, "exclusive")
+    (proc,) = [p for p in report["processes"]["holders"] if p["pid"] == server.pid]
+    names = {Path(f).name for f in proc["files"]}
+    assert names >= {"vestige.db", "vestige.db-wal", "vestige.db-shm", "vestige.owner.lock"}
+    assert proc["create_time"] == pytest.approx(psutil.Process(server.pid).create_time(), abs=0.01)
+    assert os.getpid() not in [p["pid"] for p in report["processes"]["holders"]]
+    text = run_cli("doctor", data_dir=data_dir).stdout
+    assert f"held by an exclusive owner: pid {server.pid}" in text
+    assert "db,shm,wal,gate-lock,owner-lock" in text
+
+
+def test_shared_writers_are_reported_as_shared(
+    data_dir: Path, servers: Callable[..., Server]
+) -> None:
+    first = servers(data_dir, "--shared-writers")
+    second = servers(data_dir, "--shared-writers")
+    code, report = doctor(data_dir)
+    assert code == 0
+    assert report["owner_lock"]["state"] == "shared"
+    assert {h["pid"] for h in report["owner_lock"]["holders"]} == {first.pid, second.pid}
+    assert {first.pid, second.pid} <= {p["pid"] for p in report["processes"]["holders"]}
+
+
+def test_a_killed_owner_leaves_a_free_lock_and_stale_metadata(
+    data_dir: Path, servers: Callable[..., Server]
+) -> None:
+    server = servers(data_dir)
+    pid = server.pid
+    server.kill()  # SIGKILL: no clean-up ran
+    meta = data_dir / "owners" / f"{pid}.json"
+    assert meta.exists()
+    code, report = doctor(data_dir)
+    assert code == UNHEALTHY
+    assert report["owner_lock"]["state"] == "free"  # the kernel released it
+    assert failing(report) == ["owner-metadata"]
+    stale = check(report, "owner-metadata")
+    assert f"{meta} (pid {pid} no longer exists)" in stale["detail"]
+    assert f"remove only these files: rm {meta}" in stale["hint"]
+    assert meta.exists()  # doctor changed nothing on its own
+    assert check(report, "quick-check")["status"] == "ok"  # SQLite recovers the WAL
+    code, fixed = doctor(data_dir, "--remove-stale")
+    assert code == 0
+    assert fixed["removed_stale"] == [str(meta)]
+    assert not meta.exists()
+    assert doctor(data_dir)[0] == 0
+
+
+def test_metadata_of_a_reused_pid_is_stale(data_dir: Path) -> None:
+    cli_json("ingest", "x", data_dir=data_dir)
+    owners = data_dir / "owners"
+    owners.mkdir()
+    # A live pid (this test's) with another process's creation time: the pid was reused.
+    me = psutil.Process()
+    fake = {
+        "pid": me.pid,
+        "create_time": me.create_time() - 1000.0,
+        "cmdline": ["vestige-mcp"],
+        "data_dir": str(data_dir),
+        "version": "0",
+        "mode": "exclusive",
+        "transport": "stdio",
+        "endpoint": None,
+        "started_at": "2025-01-01T00:00:00+00:00",
+    }
+    path = owners / f"{me.pid}.json"
+    path.write_text(json.dumps(fake))
+    code, report = doctor(data_dir)
+    assert code == UNHEALTHY
+    assert (
+        "now belongs to another process (pid reused)" in check(report, "owner-metadata")["detail"]
+    )
+    assert report["owner_lock"]["holders"][0]["alive"] is False
+
+
+def test_a_plain_process_with_the_database_open_is_listed(data_dir: Path) -> None:
+    cli_json("ingest", "x", data_dir=data_dir)
+    code_text = (
+        "import sys; from vestige import Store; s = Store.open(sys.argv[1], create=False); "
+        "print('open', flush=True); sys.stdin.read(); s.close()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code_text, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        started = time.time()
+        code, report = doctor(data_dir)
+    finally:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait(timeout=10)
+        holder.stdout.close()
+    assert code == 0
+    assert report["owner_lock"]["state"] == "free"
+    (proc,) = report["processes"]["holders"]
+    assert proc["pid"] == holder.pid
+    assert proc["cmdline"][:2] == [sys.executable, "-c"]
+    assert {Path(f).name for f in proc["files"]} >= {"vestige.db", "vestige.gate.lock"}
+    assert 0 <= proc["running_s"] <= time.time() - started + 30
+
+
+def test_a_damaged_database_fails_and_points_at_the_newest_backup(data_dir: Path) -> None:
+    cli_json("ingest", "soon damaged", data_dir=data_dir)
+    backup = cli_json("backup", data_dir=data_dir)["path"]
+    damage(data_dir / "vestige.db")
+    code, report = doctor(data_dir)
+    assert code == UNHEALTHY
+    assert failing(report) == ["quick-check"]
+    assert "found damage" in check(report, "quick-check")["detail"]
+    assert check(report, "quick-check")["hint"] == (
+        f"Restore the newest backup: vestige restore {backup} --move-damaged"
+    )
+    code, deep = doctor(data_dir, "--deep")
+    assert code == UNHEALTHY
+    assert failing(deep) == ["integrity-check"]
+
+
+def test_a_file_that_is_not_a_database_fails(data_dir: Path) -> None:
+    cli_json("ingest", "x", data_dir=data_dir)
+    (data_dir / "vestige.db").write_bytes(b"garbage " * 1000)
+    code, report = doctor(data_dir)
+    assert code == UNHEALTHY
+    assert failing(report) == ["integrity"]
+    assert "is damaged or is not a database" in check(report, "integrity")["detail"]
+    text = run_cli("doctor", data_dir=data_dir)
+    assert text.returncode == UNHEALTHY
+    assert "1 problem(s) found" in text.stdout
+
+
+def test_a_newer_schema_fails_with_an_upgrade_hint(data_dir: Path) -> None:
+    cli_json("ingest", "x", data_dir=data_dir)
+    import apsw  # noqa: PLC0415
+
+    conn = apsw.Connection(str(data_dir / "vestige.db"))
+    conn.execute("INSERT INTO schema_version VALUES (99, 'future', '2099-01-01')")
+    conn.close()
+    code, report = doctor(data_dir)
+    assert code == UNHEALTHY
+    assert check(report, "schema")["detail"] == "version 99 is newer than this Vestige knows (2)"
+    assert "pip install --upgrade vestige" in check(report, "schema")["hint"]
+
+
+def test_missing_database_and_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, report = doctor(empty)
+    assert code == UNHEALTHY
+    assert failing(report) == ["database"]
+    assert list(empty.iterdir()) == []  # nothing created, not even a lock file
+    file = tmp_path / "file"
+    file.write_text("x")
+    code, report = doctor(file)
+    assert code == UNHEALTHY
+    assert failing(report) == ["data-dir"]
+    assert "is a file, not a directory" in check(report, "data-dir")["detail"]
+
+
+def test_processes_it_may_not_inspect_are_counted_not_ignored(data_dir: Path) -> None:
+    denied = set()
+    for proc in psutil.process_iter():
+        try:
+            proc.open_files()
+        except psutil.AccessDenied:
+            denied.add(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    if not denied:
+        pytest.skip("every process on this machine can be inspected by this user")
+    cli_json("ingest", "x", data_dir=data_dir)
+    _, report = doctor(data_dir)
+    # Long-lived protected processes (an init, other users' daemons) are still there.
+    assert denied & set(report["processes"]["not_inspected_pids"])
+    assert report["processes"]["complete"] is False
+    found = check(report, "processes")
+    assert found["status"] == "warn"
+    assert "could not be inspected (access denied" in found["detail"]
+    assert "authoritative" in found["hint"]

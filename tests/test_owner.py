@@ -1,0 +1,225 @@
+"""The owner lock: exclusive and shared holders across real processes, stale metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vestige.errors import OwnerLockHeld, OwnerLockUnsupported, VestigeError
+from vestige.owner import (
+    LOCK_FILE,
+    OWNERS_DIR,
+    LockMode,
+    LockState,
+    acquire_owner,
+    lock_state,
+    read_owners,
+)
+
+pytestmark = pytest.mark.multiprocess
+
+HOLDER = """
+import sys
+from vestige.owner import acquire_owner
+lock = acquire_owner(sys.argv[1], shared=sys.argv[2] == "shared", transport="test-holder")
+print("ready", flush=True)
+sys.stdin.read()  # hold until the test closes our stdin
+lock.release()
+"""
+
+
+@contextlib.contextmanager
+def holder(data_dir: Path, mode: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the lock until the block ends (then reaped)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == "ready\n", proc.stderr.read() if proc.stderr else line
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.communicate(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def ddir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+def test_exclusive_refuses_exclusive_and_names_the_owner(ddir: Path) -> None:
+    with holder(ddir, "exclusive") as proc:
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir)
+        err = caught.value
+        assert [o.pid for o in err.owners] == [proc.pid]
+        assert err.owners[0].mode == "exclusive"
+        assert err.owners[0].transport == "test-holder"
+        text = str(err)
+        assert str(ddir / "vestige.db") in text
+        assert f"pid {proc.pid} (exclusive, test-holder)" in text
+        assert f"kill -INT {proc.pid}" in text
+        assert "vestige doctor" in text
+        assert "--data-dir" in text
+        assert sys.executable in text  # the holder's command line
+        assert lock_state(ddir) is LockState.EXCLUSIVE
+    assert lock_state(ddir) is LockState.FREE
+    assert read_owners(ddir) == []
+
+
+def test_shared_holders_coexist(ddir: Path) -> None:
+    with holder(ddir, "shared") as proc:
+        lock = acquire_owner(ddir, shared=True, transport="stdio")
+        try:
+            assert lock.mode is LockMode.SHARED
+            assert lock_state(ddir) is LockState.SHARED
+            owners = read_owners(ddir)
+            assert {o.pid for o in owners} == {proc.pid, os.getpid()}
+            assert all(o.alive and o.mode == "shared" for o in owners)
+        finally:
+            lock.release()
+        assert [o.pid for o in read_owners(ddir)] == [proc.pid]
+        assert lock_state(ddir) is LockState.SHARED
+
+
+@pytest.mark.parametrize(("held", "wanted"), [("shared", False), ("exclusive", True)])
+def test_shared_and_exclusive_refuse_each_other(ddir: Path, held: str, wanted: bool) -> None:
+    with holder(ddir, held) as proc:
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir, shared=wanted)
+        assert [o.pid for o in caught.value.owners] == [proc.pid]
+        assert "--shared-writers" in str(caught.value)
+    # Once the holder is gone, the same request succeeds.
+    with acquire_owner(ddir, shared=wanted) as lock:
+        assert lock.held
+
+
+def test_kill9_frees_the_lock_and_its_metadata_reads_as_stale(ddir: Path) -> None:
+    with holder(ddir, "exclusive") as proc:
+        dead_pid = proc.pid
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    stale = read_owners(ddir)
+    assert [(o.pid, o.alive) for o in stale] == [(dead_pid, False)]
+    assert "no longer exists" in stale[0].problem
+    assert lock_state(ddir) is LockState.FREE
+    # No waiting at all: the kernel released the lock when the holder died.
+    with acquire_owner(ddir, grace_s=0.0) as lock:
+        assert [o.pid for o in read_owners(ddir)] == [os.getpid()]  # stale file removed
+        assert lock.info.alive
+
+
+def test_pid_reuse_is_detected_through_create_time(ddir: Path) -> None:
+    owners = ddir / OWNERS_DIR
+    owners.mkdir()
+    me = psutil.Process()
+    record = {
+        "pid": me.pid,
+        "create_time": me.create_time() - 1000.0,  # the "same" pid, started long before us
+        "cmdline": ["vestige-mcp"],
+        "data_dir": str(ddir),
+        "version": "0",
+        "mode": "exclusive",
+        "transport": "stdio",
+        "endpoint": None,
+        "started_at": "2026-01-01T00:00:00+00:00",
+    }
+    (owners / f"{me.pid}.json").write_text(json.dumps(record))
+    (owners / "77.json").write_text("{not json")
+    infos = {o.path.name: o for o in read_owners(ddir)}
+    assert infos[f"{me.pid}.json"].alive is False
+    assert "pid reused" in infos[f"{me.pid}.json"].problem
+    assert infos["77.json"].alive is False
+    assert infos["77.json"].pid == 77
+    assert infos["77.json"].problem.startswith("unreadable")
+    # A stale record never blocks, and the next holder clears it.
+    with acquire_owner(ddir):
+        assert [o.path.name for o in read_owners(ddir)] == [f"{me.pid}.json"]
+        assert read_owners(ddir)[0].alive
+
+
+def test_metadata_is_private_complete_and_written_atomically(ddir: Path) -> None:
+    with acquire_owner(ddir, transport="http", endpoint="http://127.0.0.1:1/mcp", version="9"):
+        files = sorted(p.name for p in (ddir / OWNERS_DIR).iterdir())
+        assert files == [f"{os.getpid()}.json"]  # no temp file left behind
+        path = ddir / OWNERS_DIR / files[0]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE((ddir / LOCK_FILE).stat().st_mode) == 0o600
+        data = json.loads(path.read_text())
+        assert data["pid"] == os.getpid()
+        assert data["create_time"] == pytest.approx(psutil.Process().create_time(), abs=0.01)
+        assert data["cmdline"] == psutil.Process().cmdline()
+        assert data["data_dir"] == str(ddir)
+        assert (data["version"], data["mode"], data["transport"]) == ("9", "exclusive", "http")
+        assert data["endpoint"] == "http://127.0.0.1:1/mcp"
+        assert data["started_at"].endswith("+00:00")
+    assert list((ddir / OWNERS_DIR).iterdir()) == []
+
+
+def test_probing_from_the_holder_process_keeps_the_lock(ddir: Path) -> None:
+    """flock belongs to the open file description: the probe's own open+close drops nothing."""
+    lock = acquire_owner(ddir)
+    try:
+        assert lock_state(ddir) is LockState.EXCLUSIVE
+        assert lock_state(ddir) is LockState.EXCLUSIVE
+        probe = subprocess.run(
+            [sys.executable, "-c", HOLDER, str(ddir), "exclusive"],
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert probe.returncode == 1
+        assert "OwnerLockHeld" in probe.stderr
+    finally:
+        lock.release()
+    lock.release()  # idempotent
+    assert lock_state(ddir) is LockState.FREE
+
+
+def test_one_lock_per_process_and_directory(ddir: Path) -> None:
+    with acquire_owner(ddir, shared=True), pytest.raises(RuntimeError, match="already holds"):
+        acquire_owner(ddir, shared=True)
+
+
+def test_refusal_survives_pickling(ddir: Path) -> None:
+    with holder(ddir, "exclusive") as proc:
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir)
+        copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own object
+    assert isinstance(copy, VestigeError)
+    assert str(copy) == str(caught.value)
+    assert [o.pid for o in copy.owners] == [proc.pid]
+
+
+def test_unlockable_directory_fails_closed(tmp_path: Path) -> None:
+    missing = tmp_path / "does-not-exist"
+    with pytest.raises(OwnerLockUnsupported, match="cannot open the owner lock"):
+        acquire_owner(missing)

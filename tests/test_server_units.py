@@ -1,0 +1,125 @@
+"""The server's pure parts, in process: options, token, memory states, the fresh cache."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from vestige import fsrs
+from vestige.config import DataDirSource
+from vestige.errors import ConfigError
+from vestige.server import options
+from vestige.server.app import VersionedCache
+from vestige.server.http import load_token, security
+
+
+def test_defaults_and_flags(tmp_path: Path) -> None:
+    opts = options.parse(["--data-dir", str(tmp_path)], environ={})
+    assert (opts.transport, opts.host, opts.port) == ("stdio", "127.0.0.1", 3928)
+    assert opts.shared_writers is False
+    assert opts.consolidation_interval_s == 6 * 3600
+    assert opts.data_dir.source is DataDirSource.ARGUMENT
+    assert opts.endpoint is None
+    http = options.parse(
+        ["--transport", "http", "--host", "::1", "--port", "9000", "--shared-writers"], environ={}
+    )
+    assert http.endpoint == "http://[::1]:9000/mcp"
+    assert http.shared_writers is True
+
+
+def test_environment(tmp_path: Path) -> None:
+    env = {
+        "VESTIGE_DATA_DIR": str(tmp_path),
+        "VESTIGE_SHARED_WRITERS": "Yes",
+        "VESTIGE_CONSOLIDATION_INTERVAL_HOURS": "0.5",
+        "VESTIGE_LOG_LEVEL": "debug",
+    }
+    opts = options.parse([], environ=env)
+    assert opts.data_dir.path == tmp_path
+    assert opts.data_dir.source is DataDirSource.ENVIRONMENT
+    assert opts.shared_writers is True
+    assert opts.consolidation_interval_s == 1800
+    assert opts.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("VESTIGE_SHARED_WRITERS", "sometimes", "is not a yes/no value"),
+        ("VESTIGE_CONSOLIDATION_INTERVAL_HOURS", "0", "not a positive number of hours"),
+        ("VESTIGE_CONSOLIDATION_INTERVAL_HOURS", "nan", "not a positive number of hours"),
+        ("VESTIGE_CONSOLIDATION_INTERVAL_HOURS", "inf", "not a positive number of hours"),
+        ("VESTIGE_LOG_LEVEL", "loud", "is not a log level"),
+    ],
+)
+def test_bad_environment_is_a_config_error(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        options.parse(["--data-dir", "x"], environ={name: value})
+    assert caught.value.hint
+
+
+def test_token_file_is_created_private_once_and_env_wins(tmp_path: Path) -> None:
+    first = load_token(tmp_path, environ={})
+    path = tmp_path / "auth_token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) >= 32
+    assert load_token(tmp_path, environ={}) == first  # reused, not regenerated
+    path.chmod(0o644)
+    assert load_token(tmp_path, environ={}) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # tightened again
+    assert load_token(tmp_path, environ={"VESTIGE_AUTH_TOKEN": "  env-token  "}) == "env-token"
+
+
+def test_dns_rebinding_allows_only_loopback_and_the_given_host(tmp_path: Path) -> None:
+    opts = options.parse(["--data-dir", str(tmp_path), "--host", "10.0.0.5"], environ={})
+    settings = security(opts)
+    assert settings.enable_dns_rebinding_protection
+    assert settings.allowed_hosts == ["127.0.0.1:*", "localhost:*", "[::1]:*", "10.0.0.5:*"]
+    assert "http://10.0.0.5:*" in settings.allowed_origins
+
+
+@pytest.mark.parametrize(
+    ("retention", "retrieval", "storage", "state"),
+    [
+        (1.0, 1.0, 1.0, "active"),  # a new memory: 0.5 + 0.3 + 0.02 = 0.82
+        (0.5, 0.5, 5.0, "dormant"),  # 0.25 + 0.15 + 0.1 = 0.5
+        (0.2, 0.2, 1.0, "silent"),  # 0.1 + 0.06 + 0.02 = 0.18
+        (0.05, 0.05, 1.0, "unavailable"),  # 0.025 + 0.015 + 0.02 = 0.06
+        (0.0, 0.0, 10.0, "silent"),  # storage counts, scaled to 1 at most: 0.2
+        (0.0, 0.0, 50.0, "silent"),
+    ],
+)
+def test_memory_states(retention: float, retrieval: float, storage: float, state: str) -> None:
+    score = fsrs.accessibility(retention, retrieval, storage)
+    assert score == pytest.approx(0.5 * retention + 0.3 * retrieval + 0.2 * min(storage / 10, 1))
+    assert fsrs.memory_state(score) == state
+
+
+def test_band_edges() -> None:
+    assert [fsrs.memory_state(x) for x in (0.7, 0.6999, 0.4, 0.3999, 0.1, 0.0999)] == [
+        "active",
+        "dormant",
+        "dormant",
+        "silent",
+        "silent",
+        "unavailable",
+    ]
+
+
+def test_cache_recomputes_only_when_the_version_moves() -> None:
+    version = [1]
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(version[0])
+        return version[0] * 10
+
+    cache = VersionedCache(lambda: version[0])
+    assert [cache.get("k", compute) for _ in range(3)] == [10, 10, 10]
+    version[0] = 2  # someone committed
+    assert cache.get("k", compute) == 20
+    assert cache.get("other", lambda: 7) == 7
+    assert computed == [1, 2]
+    assert (cache.hits, cache.misses) == (2, 3)

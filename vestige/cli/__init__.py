@@ -1,0 +1,84 @@
+"""`vestige`: operate a Vestige data directory from the shell, safely beside running servers.
+
+The commands are thin: they call the library (``Store``, ``vestige.doctor``,
+``vestige.restore``) and render the result.  Errors are handled in one place,
+``VestigeGroup.invoke``: a ``VestigeError`` becomes ``Error: <message>`` and ``Hint: <hint>``
+on stderr with the exit code from ``vestige.cli._exit``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from vestige import __version__
+from vestige.cli._exit import ExitCode, exit_code_for
+from vestige.cli._options import data_dir_option
+from vestige.errors import VestigeError
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
+    click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
+    if hint:
+        click.echo(click.style("Hint: ", fg="cyan") + hint, err=True)
+    raise click.exceptions.Exit(int(code))
+
+
+class VestigeGroup(click.Group):
+    """The command group; turns library errors into a message and a named exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VestigeError as exc:
+            fail(exc.message, exc.hint, exit_code_for(exc))
+        except PermissionError as exc:
+            fail(
+                f"permission denied: {exc.filename or exc}",
+                "Run as the user who owns the data directory, or fix its permissions.",
+                ExitCode.ERROR,
+            )
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}", None, ExitCode.ERROR)
+
+
+@click.group(cls=VestigeGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="vestige")
+@data_dir_option
+def cli() -> None:
+    """Vestige: a local memory for AI agents, kept in one SQLite file.
+
+    Every command works while vestige-mcp servers run on the same data directory.
+    Run `vestige doctor` first when something looks wrong.
+    """
+
+
+def _register() -> None:
+    from vestige.cli import doctor, maintenance, memory  # noqa: PLC0415 - after cli exists
+
+    for module in (memory, maintenance, doctor):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (`vestige`)."""
+    try:
+        cli.main(args=argv, prog_name="vestige")
+    except BrokenPipeError:
+        # `vestige export | head`: the reader left; point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(int(ExitCode.ERROR))

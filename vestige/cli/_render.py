@@ -1,0 +1,128 @@
+"""How results reach the terminal: aligned text for people, JSON for scripts.
+
+Commands build plain data (dicts and lists from the library's dataclasses) and hand it here,
+so the text and the ``--json`` form always carry the same facts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+#: A terminal counter is redrawn at most this often, so progress never slows the work.
+PROGRESS_REDRAW_S: Final = 0.1
+
+
+def emit(data: Any, *, as_json: bool, text: Callable[[], None]) -> None:
+    """Print ``data`` as JSON, or call ``text`` to print it for a person."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        text()
+
+
+def key_values(rows: Iterable[tuple[str, Any]], *, indent: int = 0) -> None:
+    items = [(label, "-" if value is None else str(value)) for label, value in rows]
+    if not items:
+        return
+    width = max(len(label) for label, _ in items)
+    pad = " " * indent
+    for label, value in items:
+        click.echo(f"{pad}{label + ':':<{width + 1}}  {value}")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A left-aligned table; the last column is not padded (it may be long text)."""
+    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        line = "  ".join(c if i == len(row) - 1 else f"{c:<{widths[i]}}" for i, c in enumerate(row))
+        click.echo(click.style(line, bold=True) if n == 0 else line)
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+def warn(message: str) -> None:
+    click.echo(click.style("Warning: ", fg="yellow") + message, err=True)
+
+
+class Progress:
+    """A status line on stderr, drawn only when stderr is a terminal (never in pipes).
+
+    With ``counting`` it shows how many items are done (``Exporting… 1200/5000``); without,
+    just what is happening (``Backing up…``) until the work ends.
+    """
+
+    def __init__(self, label: str, total: int | None = None, *, counting: bool = True) -> None:
+        self.label = label
+        self.total = total
+        self.counting = counting
+        self.count = 0
+        self.enabled = sys.stderr.isatty()
+        self._drawn_at = 0.0
+
+    def __enter__(self) -> Progress:
+        self._draw(force=True)
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.count += n
+        self._draw()
+
+    def _line(self) -> str:
+        if not self.counting:
+            return f"{self.label}…"
+        of = f"/{self.total}" if self.total is not None else ""
+        return f"{self.label}… {self.count}{of}"
+
+    def _draw(self, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._drawn_at < PROGRESS_REDRAW_S:
+            return
+        self._drawn_at = now
+        click.echo(f"\r{self._line()}", err=True, nl=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.enabled:
+            return
+        if self.counting:
+            self._draw(force=True)
+            click.echo("", err=True)
+        else:
+            click.echo("\r" + " " * len(self._line()) + "\r", err=True, nl=False)

@@ -1,0 +1,75 @@
+"""`vestige doctor`: who holds the database, and is it healthy?  Checks only, no click.
+
+Each check adds a :class:`CheckResult` (ok | warn | fail) whose hint is the exact next
+step.  Doctor creates nothing and changes nothing unless asked (``remove_stale``); it opens
+the database files only through SQLite, and finds processes with psutil (which reads the
+OS's process table, never the files).  It excludes itself from the process list.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import TYPE_CHECKING
+
+import apsw
+
+from vestige import __version__, owner, processes
+from vestige.doctor._database import check_database
+from vestige.doctor._files import (
+    check_data_dir,
+    check_filesystem,
+    check_permissions,
+    check_sqlite_version,
+)
+from vestige.doctor._holders import check_owner, check_processes
+from vestige.doctor._report import CheckResult, Report, Status, stop_command
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vestige.config import DataDir
+
+__all__ = ["CheckResult", "Report", "Status", "run", "stop_command", "watched_files"]
+
+
+def watched_files(data_dir: DataDir) -> list[Path]:
+    """The files whose holders are named: the database trio and the two lock files."""
+    db = data_dir.database
+    return [
+        db,
+        db.with_name(db.name + "-wal"),
+        db.with_name(db.name + "-shm"),
+        data_dir.path / owner.LOCK_FILE,
+        data_dir.gate,
+    ]
+
+
+def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) -> Report:
+    """Run every check on ``data_dir``; problems become results, never exceptions.
+
+    :param deep: integrity_check instead of quick_check (slower: O(N log N)).
+    :param remove_stale: delete holder metadata whose process is provably gone.
+    """
+    started = time.perf_counter()
+    report = Report(data_dir)
+    report.facts.update(
+        vestige_version=__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        sqlite_version=apsw.sqlite_lib_version(),
+    )
+    usable = check_data_dir(report)
+    check_sqlite_version(report)
+    if usable:
+        check_filesystem(report)
+        check_permissions(report)
+        # Scan before doctor opens the database, and never list doctor itself.
+        scan = processes.scan(watched_files(data_dir), exclude_pids=(os.getpid(),))
+        report.facts["processes"] = scan.to_dict()
+        check_owner(report, scan, remove_stale=remove_stale)
+        check_processes(report, scan)
+        check_database(report, scan, deep=deep)
+    report.elapsed_ms = (time.perf_counter() - started) * 1000
+    return report

@@ -1,0 +1,63 @@
+"""The shapes doctor reports in: one ``CheckResult`` per check, gathered in a ``Report``.
+
+Strictly private to ``vestige.doctor`` (re-exported there).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vestige.config import DataDir
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"  # worth knowing; nothing is broken yet
+    FAIL = "fail"  # a problem: doctor exits non-zero
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""  # the exact next step; empty when there is nothing to do
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Report:
+    """Every check's result plus the facts behind them (what ``--json`` prints)."""
+
+    data_dir: DataDir
+    checks: list[CheckResult] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.status is not Status.FAIL for c in self.checks)
+
+    def add(self, name: str, status: Status, detail: str, hint: str = "") -> None:
+        self.checks.append(CheckResult(name, status, detail, hint))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            **self.facts,
+            "checks": [c.to_dict() for c in self.checks],
+            "elapsed_ms": round(self.elapsed_ms, 1),
+        }
+
+
+def stop_command(pid: int) -> str:
+    """The exact, narrow command that asks one process to shut down cleanly (never pkill)."""
+    if sys.platform.startswith("win"):
+        return f"taskkill /PID {pid}"
+    return f"kill -INT {pid}"

@@ -1,0 +1,121 @@
+"""``vestige-mcp``: the MCP server over a Vestige data directory.
+
+``main`` takes the owner lock *before* importing the MCP SDK (about a second of imports on a
+small machine), so a second server on the same directory is refused in a fraction of a
+second with :data:`EXIT_OWNER_LOCKED` and a message naming the owner.  Everything heavy
+lives in :mod:`vestige.server.lifecycle`, imported only once the lock is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from typing import Final
+
+from vestige import __version__
+from vestige.config import prepare_data_dir
+from vestige.errors import ConfigError, OwnerLockHeld, VestigeError
+from vestige.owner import OwnerLock, acquire_owner
+from vestige.server import options as _options
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_OWNER_LOCKED",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "main",
+]
+
+#: Clean shutdown: stdin closed, SIGINT, SIGTERM, or the parent process died.
+EXIT_OK: Final = 0
+#: A bug: the traceback is in the log (stderr).
+EXIT_ERROR: Final = 1
+#: Bad command line (unknown flag, bad value); argparse's convention.
+EXIT_USAGE: Final = 2
+#: Another process owns the data directory; stderr names it and says what to do.
+EXIT_OWNER_LOCKED: Final = 3
+#: Unusable configuration: environment variable, data directory (not a directory, not
+#: writable, no file locking), or HTTP port (in use, not allowed).
+EXIT_CONFIG: Final = 4
+#: The database cannot be opened: damaged, SQLite too old, migration failed, stayed busy.
+EXIT_STORE: Final = 5
+
+log = logging.getLogger("vestige.server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server; return the exit code (the serving path leaves through os._exit)."""
+    try:
+        opts = _options.parse(argv)
+    except ConfigError as err:
+        return _fail(err, EXIT_CONFIG)
+    logging.basicConfig(
+        level=opts.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        data_dir = prepare_data_dir(opts.data_dir)
+        lock = acquire_owner(
+            data_dir,
+            shared=opts.shared_writers,
+            transport=opts.transport,
+            endpoint=opts.endpoint,
+            version=__version__,
+        )
+    except OwnerLockHeld as err:
+        return _fail(err, EXIT_OWNER_LOCKED)
+    except ConfigError as err:
+        return _fail(err, EXIT_CONFIG)
+    return _serve(lock, opts)
+
+
+def _serve(lock: OwnerLock, opts: _options.Options) -> int:
+    # Until the event loop takes signals over, SIGTERM must unwind like Ctrl-C (releasing the
+    # lock and its metadata) instead of killing the process outright.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sock = _bind(opts) if opts.transport == "http" else None
+    except ConfigError as err:
+        lock.release()
+        return _fail(err, EXIT_CONFIG)
+    try:
+        # Only now, with the lock held: the SDK and pydantic cost most of the start-up time.
+        from vestige.server import lifecycle  # noqa: PLC0415
+
+        return lifecycle.run(lock, opts, sock)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM before the event loop took over signals
+        return EXIT_OK
+    finally:
+        lock.release()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _bind(opts: _options.Options) -> socket.socket:
+    """Bind the HTTP port before serving, so "port in use" is a clear error, not a traceback."""
+    try:
+        infos = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}",
+            hint="Pick another --port, or stop whatever uses it.",
+        ) from exc
+    sock.set_inheritable(False)
+    return sock
+
+
+def _fail(err: VestigeError, code: int) -> int:
+    print(f"vestige-mcp: {err}", file=sys.stderr)  # the one message a person reads
+    return code

@@ -1,0 +1,119 @@
+"""What every tool call shares: the store, the threads its calls run on, and a fresh cache.
+
+Every database call runs in a worker thread under its own ``CapacityLimiter``, never on the
+event loop (a SQLite busy wait there would freeze the transport), and never on anyio's
+default limiter, which the SDK's stdin/stdout threads need (mcp-sdk.md §6).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+
+from vestige.errors import StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vestige.owner import OwnerLock
+    from vestige.server.maintenance import Maintenance
+    from vestige.server.options import Options
+    from vestige.store import Store
+
+log = logging.getLogger("vestige.server")
+T = TypeVar("T")
+
+#: Worker threads for database calls.  The store serialises on one writer and one reader
+#: connection anyway; more threads would only queue on its mutexes.
+DB_THREADS: Final = 8
+
+
+class VersionedCache:
+    """Values computed from the database, dropped as soon as anyone commits.
+
+    Keyed on ``Store.data_version()`` (``PRAGMA data_version`` read in a snapshot on the
+    reader connection, which never writes, so every commit by any connection moves it).
+    This is how the server notices writes made by other processes (the CLI, other
+    ``--shared-writers`` servers): no cached answer outlives the data it came from.
+    """
+
+    def __init__(self, version: Callable[[], int]) -> None:
+        self._version_of = version
+        self._version: int | None = None
+        self._values: dict[str, Any] = {}
+        self._guard = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str, compute: Callable[[], T]) -> T:
+        version = self._version_of()
+        with self._guard:
+            if version != self._version:
+                self._values.clear()
+                self._version = version
+            if key in self._values:
+                self.hits += 1
+                return self._values[key]  # type: ignore[no-any-return]
+            self.misses += 1
+        value = compute()
+        with self._guard:
+            if self._version == version:
+                self._values[key] = value
+        return value
+
+
+class ServerApp:
+    """The state of one running server, shared by its tools and its lifecycle."""
+
+    def __init__(self, store: Store, lock: OwnerLock, options: Options) -> None:
+        self.store = store
+        self.lock = lock
+        self.options = options
+        self.started = time.time()
+        self.cache = VersionedCache(store.data_version)
+        self.maintenance: Maintenance | None = None
+        self.closing = False
+        self._limiter = anyio.CapacityLimiter(DB_THREADS)
+        self._inflight = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a worker thread.
+
+        Cancelling the caller does not abandon the thread: a write in flight finishes (or
+        rolls back) before the task ends, which is what shutdown relies on.
+        """
+        if self.closing:
+            raise StoreError("the server is shutting down", hint="Retry once it has restarted.")
+        self._inflight += 1
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(fn, *args, **kwargs), limiter=self._limiter
+            )
+        finally:
+            self._inflight -= 1
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no database call is running; False if some still are after ``timeout``."""
+        with anyio.move_on_after(timeout):
+            while self._inflight:
+                await anyio.sleep(0.005)
+            return True
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """This server, for health_check: who it is and what it owns."""
+        info = self.lock.info
+        return {
+            "pid": info.pid,
+            "version": info.version,
+            "data_dir": str(self.store.data_dir.path),
+            "lock_mode": str(self.lock.mode),
+            "transport": self.options.transport,
+            "endpoint": self.options.endpoint,
+            "maintenance_owner": bool(self.maintenance and self.maintenance.owner),
+            "uptime_s": round(time.time() - self.started, 1),
+        }

@@ -1,0 +1,173 @@
+"""Command line and environment of ``vestige-mcp``: parsed before anything heavy is imported."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from vestige import __version__, config
+from vestige.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vestige.config import DataDir
+
+SHARED_WRITERS_ENV: Final = "VESTIGE_SHARED_WRITERS"
+CONSOLIDATION_INTERVAL_ENV: Final = "VESTIGE_CONSOLIDATION_INTERVAL_HOURS"
+LOG_LEVEL_ENV: Final = "VESTIGE_LOG_LEVEL"
+DEFAULT_CONSOLIDATION_INTERVAL_H: Final = 6.0
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 3928  # the Rust original's HTTP port
+HTTP_PATH: Final = "/mcp"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+
+DESCRIPTION: Final = """\
+Serve a Vestige memory over MCP (stdio by default, or streamable HTTP).
+
+One vestige-mcp owns a data directory: a second one on the same directory is refused at
+once with exit code 3 and a message naming the owner.  Servers started with
+--shared-writers share a directory with each other (never with an exclusive owner)."""
+
+EPILOG: Final = f"""\
+environment:
+  {config.DATA_DIR_ENV}   data directory when --data-dir is not given
+  {SHARED_WRITERS_ENV}   1/true: same as --shared-writers
+  {CONSOLIDATION_INTERVAL_ENV}   hours between decay passes (default 6)
+  {config.DURABILITY_ENV}   balanced (default) or hardened
+  VESTIGE_AUTH_TOKEN   bearer token for --transport http (else <data-dir>/auth_token)
+  {LOG_LEVEL_ENV}   DEBUG, INFO (default), WARNING or ERROR; logs go to stderr
+
+exit codes:
+  0 clean shutdown   1 internal error   2 bad command line   3 data directory owned by
+  another process   4 unusable configuration, data directory or port   5 database error"""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    data_dir: DataDir
+    transport: str  # "stdio" | "http"
+    host: str
+    port: int
+    shared_writers: bool
+    consolidation_interval_s: float
+    log_level: LogLevel
+    #: The process that started us, read first thing: the stdio watchdog exits when it dies.
+    parent_pid: int
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.transport != "http":
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{HTTP_PATH}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vestige-mcp",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # "--data" must not silently mean --data-dir
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"directory holding vestige.db (default: ${config.DATA_DIR_ENV}, else the "
+        "platform's data directory)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (one client, launched by it) or http (streamable HTTP, many clients)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"HTTP address to listen on (default {DEFAULT_HOST}; keep it on loopback)",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--shared-writers",
+        action="store_true",
+        default=None,
+        help="share the data directory with other servers started with this flag "
+        "(experimental pattern; the store's write gate and retries keep it safe)",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"vestige-mcp {__version__}")
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
+    return port
+
+
+def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Options:
+    """Parse flags (argparse exits 2 on a bad one, 0 for --help/--version) and environment.
+
+    :raises ConfigError: an environment variable or the data directory value is unusable.
+    """
+    parent_pid = os.getppid()
+    env = dict(os.environ if environ is None else environ)
+    args = build_parser().parse_args(argv)
+    shared = args.shared_writers or _flag(env, SHARED_WRITERS_ENV)
+    return Options(
+        data_dir=config.resolve_data_dir(args.data_dir, environ=env),
+        transport=args.transport,
+        host=args.host,
+        port=args.port,
+        shared_writers=shared,
+        consolidation_interval_s=_hours(env) * 3600.0,
+        log_level=_log_level(env),
+        parent_pid=parent_pid,
+    )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value", hint=f"Set {name}=1 or unset it.")
+
+
+def _hours(env: dict[str, str]) -> float:
+    raw = env.get(CONSOLIDATION_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONSOLIDATION_INTERVAL_H
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0 or hours == float("inf"):
+        raise ConfigError(
+            f"{CONSOLIDATION_INTERVAL_ENV}={raw!r} is not a positive number of hours",
+            hint=f"Use e.g. {CONSOLIDATION_INTERVAL_ENV}=6, or unset it for the default.",
+        )
+    return hours
+
+
+def _log_level(env: dict[str, str]) -> LogLevel:
+    raw = env.get(LOG_LEVEL_ENV, "").strip().upper() or "INFO"
+    for level in LOG_LEVELS:
+        if raw == level:
+            return level
+    raise ConfigError(
+        f"{LOG_LEVEL_ENV}={raw!r} is not a log level",
+        hint=f"Use one of {', '.join(LOG_LEVELS)}.",
+    )
