@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from vestige import _humanize
 from vestige import doctor as checks
 from vestige.cli import _render
 from vestige.cli._exit import ExitCode
@@ -82,7 +83,7 @@ def _text(report: checks.Report) -> None:
                     h["pid"],
                     h["user"],
                     h["name"],
-                    _render.human_duration(h["running_s"]),
+                    _humanize.human_duration(h["running_s"]),
                     ",".join(_short(f, data_dir) for f in h["files"]),
                     _render.one_line(" ".join(h["cmdline"]) or "?", 60),
                 )

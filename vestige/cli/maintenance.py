@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from vestige import config, transfer
+from vestige import _humanize, config, transfer
 from vestige.cli import _render
 from vestige.cli._exit import CommandError, ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
@@ -57,7 +57,7 @@ def backup(path: Path | None, as_json: bool) -> None:
         data,
         as_json=as_json,
         text=lambda: click.echo(
-            f"Backup written: {written} ({_render.human_bytes(size)}, quick_check ok)"
+            f"Backup written: {written} ({_humanize.human_bytes(size)}, quick_check ok)"
         ),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vestige._humanize import human_duration
 from vestige.config import DATABASE_FILE
 from vestige.errors import OwnerLockHeld
 
@@ -49,18 +50,7 @@ def refusal(path: Path, *, lock_file: Path, shared: bool, owners: list[OwnerInfo
 def _describe(o: OwnerInfo) -> str:
     where = o.transport + (f" {o.endpoint}" if o.endpoint else "")
     return (
-        f"  pid {o.pid} ({o.mode}, {where}), running for {_duration(o.held_for_s)} "
+        f"  pid {o.pid} ({o.mode}, {where}), running for {human_duration(o.held_for_s)} "
         f"since {o.started_at[:19].replace('T', ' ')} UTC\n"
         f"    command: {' '.join(o.cmdline) or '?'}"
     )
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
