@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,8 +34,10 @@ from vestige.config import DataDir, Durability
 from vestige.decay import consolidate
 from vestige.errors import MemoryNotFound, StoreError
 from vestige.models import (
+    HAS_EMBEDDING_INDEX,
     MEMORY_COLUMNS,
     SELECT_MEMORY,
+    TAGS_INDEX,
     ConsolidationReport,
     Decision,
     Health,
@@ -568,10 +571,14 @@ _SEARCH: Final = (
 )
 
 
+_COLUMN_VALUES: Final = operator.attrgetter(*MEMORY_COLUMNS)
+
+
 def _row(memory: Memory) -> tuple[Any, ...]:
-    values = list(memory.__getattribute__(c) for c in MEMORY_COLUMNS)
-    values[MEMORY_COLUMNS.index("tags")] = json.dumps(list(memory.tags), ensure_ascii=False)
-    values[MEMORY_COLUMNS.index("has_embedding")] = int(memory.has_embedding)
+    """The memory as SQL parameters, in column order (tags as JSON text)."""
+    values = list(_COLUMN_VALUES(memory))
+    values[TAGS_INDEX] = json.dumps(list(memory.tags), ensure_ascii=False)
+    values[HAS_EMBEDDING_INDEX] = int(memory.has_embedding)
     return tuple(values)
 
 
