@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import pytest
 
-from vestige import Memory, Store, similarity
+from vestige import Memory, Store, errors, similarity
 from vestige.config import DURABILITY_ENV, Durability
 from vestige.errors import ConfigError, InvalidInput, MemoryNotFound, StoreError
 from vestige.migrations import LATEST_VERSION
@@ -652,3 +652,15 @@ def test_data_version_moves_on_every_commit_without_a_read_between(data_dir: Pat
         assert v2 != v1
         store.search("write")
         assert store.data_version() == v2  # reads do not move it
+
+
+def test_open_without_create_refuses_a_missing_database_and_creates_nothing(
+    data_dir: Path,
+) -> None:
+    with pytest.raises(errors.DatabaseMissing, match="does not exist"):
+        Store.open(data_dir, create=False)
+    assert not data_dir.exists()
+    data_dir.mkdir()
+    with pytest.raises(errors.DatabaseMissing, match="no Vestige database"):
+        Store.open(data_dir, create=False)
+    assert list(data_dir.iterdir()) == []

@@ -25,7 +25,7 @@ from typing import Final
 import platformdirs.unix
 import platformdirs.windows
 
-from vestige.errors import ConfigError, DataDirError
+from vestige.errors import ConfigError, DatabaseMissing, DataDirError
 
 #: Environment variable naming the data directory (beaten by an explicit argument).
 DATA_DIR_ENV: Final = "VESTIGE_DATA_DIR"
@@ -112,6 +112,15 @@ class DataDir:
     def backups(self) -> Path:
         return self.path / BACKUP_DIR
 
+    def describe(self) -> str:
+        """The path and the rule that chose it, for messages: "/x (chosen by --data-dir)"."""
+        why = {
+            DataDirSource.ARGUMENT: "chosen by --data-dir",
+            DataDirSource.ENVIRONMENT: f"chosen by {DATA_DIR_ENV}",
+            DataDirSource.DEFAULT: "the platform default",
+        }[self.source]
+        return f"{self.path} ({why})"
+
 
 def default_data_dir(platform: str | None = None) -> Path:
     """The platform's default data directory (``platform`` as in ``sys.platform``)."""
@@ -181,6 +190,39 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
         raise DataDirError(
             f"the data directory {path} is not writable by this user",
             hint=f"Fix its permissions (chmod u+rwx {path}) or choose another --data-dir.",
+        )
+    return data_dir
+
+
+def require_database(data_dir: DataDir) -> DataDir:
+    """Check that the directory holds a database to read; create nothing."""
+    path, where = data_dir.path, data_dir.describe()
+    if path.exists() and not path.is_dir():
+        raise DataDirError(
+            f"the data directory {where} is a file, not a directory",
+            hint="Point --data-dir (or VESTIGE_DATA_DIR) at the directory that holds "
+            f"{DATABASE_FILE}.",
+        )
+    if not path.exists():
+        raise DatabaseMissing(
+            f"the data directory {where} does not exist",
+            hint="Check --data-dir / VESTIGE_DATA_DIR; `vestige doctor` shows which one is used.",
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataDirError(
+            f"the data directory {where} cannot be read by this user",
+            hint=f"Run as the user who owns it, or fix its permissions (chmod u+rwx {path}).",
+        )
+    if not data_dir.database.exists():
+        raise DatabaseMissing(
+            f"there is no Vestige database in {where}",
+            hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
+            "or running `vestige ingest TEXT`.",
+        )
+    if not data_dir.database.is_file():
+        raise DataDirError(
+            f"{data_dir.database} is not a regular file",
+            hint="Move it away; Vestige keeps a SQLite file there.",
         )
     return data_dir
 

@@ -64,6 +64,14 @@ class MigrationError(StoreError):
     """Raised when the schema cannot be brought to the current version."""
 
 
+class DatabaseMissing(StoreError):
+    """Raised when a command that only reads finds no database (it never creates one)."""
+
+
+class DatabaseInUse(StoreError):
+    """Raised when other processes have the database open, so it must not be replaced."""
+
+
 class StoreBusyError(StoreError, TimeoutError):
     """Raised when a write could not get the database within its deadline."""
 

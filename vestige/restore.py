@@ -31,11 +31,11 @@ from vestige._gate import GateTimeout, WriteGate
 from vestige.doctor import stop_command, watched_files
 from vestige.errors import (
     CorruptionError,
+    DatabaseInUse,
     InvalidInput,
     MigrationError,
     OwnerLockHeld,
     StoreError,
-    VestigeError,
 )
 from vestige.store import Store
 
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
 
 #: How long the restore's own connection waits for SQLite locks held by short readers.
 BUSY_TIMEOUT_MS: Final = 5_000
-
-
-class DatabaseInUse(VestigeError):
-    """Raised when other processes have the database open, so it must not be replaced."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from vestige import _validate, config, fsrs, migrations, search, similarity, tra
 from vestige._database import Database
 from vestige.config import DataDir, Durability
 from vestige.decay import consolidate
-from vestige.errors import MemoryNotFound, StoreError
+from vestige.errors import MemoryNotFound
 from vestige.models import (
     HAS_EMBEDDING_INDEX,
     MEMORY_COLUMNS,
@@ -116,12 +116,8 @@ class Store:
         )
         if create:
             config.prepare_data_dir(resolved)
-        elif not resolved.database.is_file():
-            raise StoreError(
-                f"there is no Vestige database at {resolved.database}",
-                hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
-                "or running `vestige ingest`.",
-            )
+        else:
+            config.require_database(resolved)
         version = 0
 
         def init(db: Database) -> None:

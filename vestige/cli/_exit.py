@@ -10,6 +10,8 @@ from enum import IntEnum
 from vestige.errors import (
     ConfigError,
     CorruptionError,
+    DatabaseInUse,
+    DatabaseMissing,
     InvalidInput,
     MemoryNotFound,
     MigrationError,
@@ -18,7 +20,6 @@ from vestige.errors import (
     StoreBusyError,
     VestigeError,
 )
-from vestige.restore import DatabaseInUse
 
 
 class ExitCode(IntEnum):
@@ -45,16 +46,12 @@ class CommandError(VestigeError):
         self.code = code
 
 
-class NoDatabase(VestigeError):
-    """Raised when the data directory holds no Vestige database (read commands never create one)."""
-
-
 def exit_code_for(exc: VestigeError) -> ExitCode:
     """Map a library error to the exit code a script can branch on."""
     if isinstance(exc, CommandError):
         return exc.code
     mapping: tuple[tuple[type[VestigeError], ExitCode], ...] = (
-        (NoDatabase, ExitCode.NOT_FOUND),
+        (DatabaseMissing, ExitCode.NOT_FOUND),
         (MemoryNotFound, ExitCode.NOT_FOUND),
         (StoreBusyError, ExitCode.IN_USE),
         (OwnerLockHeld, ExitCode.IN_USE),

@@ -9,20 +9,18 @@ directory.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from vestige import config
-from vestige.cli._exit import NoDatabase
-from vestige.config import DataDir, DataDirSource
-from vestige.errors import DataDirError
 from vestige.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from vestige.config import DataDir
 
 F = TypeVar("F", bound="Callable[..., Any]")
 
@@ -65,53 +63,12 @@ def resolved_data_dir() -> DataDir:
     return config.resolve_data_dir(flag)
 
 
-def describe_source(data_dir: DataDir) -> str:
-    return {
-        DataDirSource.ARGUMENT: "chosen by --data-dir",
-        DataDirSource.ENVIRONMENT: f"chosen by {config.DATA_DIR_ENV}",
-        DataDirSource.DEFAULT: "the platform default",
-    }[data_dir.source]
-
-
-def require_database(data_dir: DataDir) -> None:
-    """Refuse, with a clear message, when there is no database to read (never create one)."""
-    path = data_dir.path
-    where = f"{path} ({describe_source(data_dir)})"
-    if path.exists() and not path.is_dir():
-        raise DataDirError(
-            f"the data directory {where} is a file, not a directory",
-            hint="Point --data-dir (or VESTIGE_DATA_DIR) at the directory that holds "
-            f"{config.DATABASE_FILE}.",
-        )
-    if not path.exists():
-        raise NoDatabase(
-            f"the data directory {where} does not exist",
-            hint="Check --data-dir / VESTIGE_DATA_DIR; `vestige doctor` shows which one is used.",
-        )
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise DataDirError(
-            f"the data directory {where} cannot be read by this user",
-            hint=f"Run as the user who owns it, or fix its permissions (chmod u+rwx {path}).",
-        )
-    db = data_dir.database
-    if not db.exists():
-        raise NoDatabase(
-            f"there is no Vestige database in {where}",
-            hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
-            "or running `vestige ingest TEXT`.",
-        )
-    if not db.is_file():
-        raise DataDirError(
-            f"{db} is not a regular file", hint="Move it away; Vestige keeps a SQLite file there."
-        )
-
-
 @contextmanager
 def open_store(*, create: bool = False) -> Iterator[Store]:
     """Open the store of this run's data directory; read commands pass create=False."""
     data_dir = resolved_data_dir()
     if not create:
-        require_database(data_dir)
+        config.require_database(data_dir)
     store = Store.open(data_dir, create=create)
     try:
         yield store
