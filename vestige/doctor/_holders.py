@@ -7,7 +7,6 @@ every process that has the files open, and says how many it could not inspect.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -99,17 +98,7 @@ def _report_stale(report: Report, stale: list[OwnerInfo], *, remove: bool) -> No
             f"these files: rm {paths}  (or run `vestige doctor --remove-stale`)",
         )
         return
-    removed = []
-    for info in stale:
-        # Re-validate just before unlinking: only a file whose process is provably gone
-        # (pid missing, zombie, or a different creation time) is removed.
-        again = next(
-            (i for i in owner.read_owners(report.data_dir.path) if i.path == info.path), None
-        )
-        if again is not None and not again.alive:
-            with contextlib.suppress(FileNotFoundError):
-                again.path.unlink()
-            removed.append(str(again.path))
+    removed = [str(p) for p in owner.remove_stale_metadata(report.data_dir.path)]
     report.facts["removed_stale"] = removed
     report.add(
         "owner-metadata",

@@ -55,6 +55,7 @@ __all__ = [
     "acquire_owner",
     "lock_state",
     "read_owners",
+    "remove_stale_metadata",
 ]
 
 LOCK_FILE: Final = "vestige.owner.lock"
@@ -215,11 +216,30 @@ def _remove_stale(path: Path, *, everyone_else: bool) -> None:
     Holding it exclusively proves every other file is stale, whatever it says (e.g. a holder
     whose pid was reused by a live process); holding it shared, only validation can tell.
     """
+    if not everyone_else:
+        remove_stale_metadata(path)
+        return
     me = os.getpid()
     for info in read_owners(path):
-        if info.pid != me and (everyone_else or not info.alive):
+        if info.pid != me:
             with contextlib.suppress(FileNotFoundError):
                 info.path.unlink()
+
+
+def remove_stale_metadata(data_dir: Path | str | DataDir) -> list[Path]:
+    """Remove only the metadata files whose process is provably gone; return their paths.
+
+    "Provably gone" is the validation of ``read_owners``: the pid does not exist, is a
+    zombie, or has another creation time (the pid was reused).  A live holder's file is
+    never touched, so this is safe to call at any time (`vestige doctor --remove-stale`).
+    """
+    removed = []
+    for info in read_owners(data_dir):
+        if not info.alive:
+            with contextlib.suppress(FileNotFoundError):
+                info.path.unlink()
+                removed.append(info.path)
+    return removed
 
 
 def read_owners(data_dir: Path | str | DataDir) -> list[OwnerInfo]:
