@@ -34,3 +34,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (not tests): store throughput, gate fairness, server RTT."""
     session.install("-e", ".")
     session.run("python", "tests/benchmarks/bench_store.py", *session.posargs)
+
+
+@nox.session
+def loadtest(session: nox.Session) -> None:
+    """The multi-process load test (docs/LOADTEST.md); the CI profile unless posargs say else."""
+    session.install("-e", ".")
+    session.run("python", "-m", "loadtest", *(session.posargs or ["--profile", "ci"]))

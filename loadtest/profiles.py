@@ -1,0 +1,217 @@
+"""Named load profiles: the load to apply and the bounds it must stay within.
+
+Shaped after Litestream's ``LoadProfile`` (style.md §3): a profile says what the load is
+(servers, in-flight calls, rate, mix, payload sizes, side traffic, faults) and what counts
+as passing (latency bounds, fairness).  Every field can be overridden from the command line.
+
+Rates are paced per server, not "as fast as possible": the machine this runs on has two
+cores shared with other jobs, and an unpaced loop measures CPU queueing, not the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+#: MCP operations the workload issues, by what they do to the ledger.
+WRITE_OPS: Final = ("ingest", "smart_ingest", "delete", "promote", "demote")
+READ_OPS: Final = ("search", "get")
+MCP_OPS: Final = WRITE_OPS + READ_OPS
+
+FAULT_KINDS: Final = ("kill-server", "kill-external", "exclusive-launch")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What passing means for latency and fairness (client-side, per MCP call)."""
+
+    p99_write_ms: float = 50.0
+    max_write_ms: float = 1_000.0
+    p99_read_ms: float | None = None
+    max_read_ms: float | None = None
+    #: min/max over servers of acknowledged writes per connected second.
+    min_fairness: float = 0.5
+    #: The WAL may pass Vestige's journal_size_limit (64 MiB) only while a reader pins it.
+    max_wal_mib: float = 64.0
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Which faults fire, and when (fractions of the run's duration)."""
+
+    kill_server_at: tuple[float, ...] = (0.4,)
+    kill_external_at: tuple[float, ...] = (0.65,)
+    exclusive_launch_at: tuple[float, ...] = (0.2,)
+
+    def enabled(self) -> list[str]:
+        return [
+            kind
+            for kind, times in zip(
+                FAULT_KINDS,
+                (self.kill_server_at, self.kill_external_at, self.exclusive_launch_at),
+                strict=True,
+            )
+            if times
+        ]
+
+    def only(self, kinds: set[str]) -> Faults:
+        """Keep the schedule of the named kinds, switch the others off."""
+        return Faults(
+            self.kill_server_at if "kill-server" in kinds else (),
+            self.kill_external_at if "kill-external" in kinds else (),
+            self.exclusive_launch_at if "exclusive-launch" in kinds else (),
+        )
+
+    def schedule(self, duration_s: float) -> list[tuple[float, str]]:
+        events = [
+            (at * duration_s, kind)
+            for kind, times in zip(
+                FAULT_KINDS,
+                (self.kill_server_at, self.kill_external_at, self.exclusive_launch_at),
+                strict=True,
+            )
+            for at in times
+        ]
+        return sorted(events)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProfile:
+    name: str
+    description: str
+    servers: int
+    duration_s: float
+    #: Stop early after this many MCP operations (None: run for the whole duration).
+    max_ops: int | None = None
+    #: Concurrent calls in flight per server (an agent issuing parallel tool calls).
+    inflight: int = 2
+    #: Target MCP operations per second per server; 0 means unpaced.
+    rate_per_server: float = 30.0
+    #: Relative weights of the MCP operations.
+    mix: dict[str, int] = field(
+        default_factory=lambda: {
+            "ingest": 25,
+            "smart_ingest": 10,
+            "search": 20,
+            "get": 20,
+            "promote": 5,
+            "demote": 5,
+            "delete": 15,
+        }
+    )
+    #: A memory is a fact, a decision, a pattern: usually well under 2 KB (soak goes to 64 KB).
+    payload_min_bytes: int = 64
+    payload_max_bytes: int = 2_048
+    #: Side traffic through the `vestige` CLI, one command every N seconds (0 = none).
+    cli_read_every_s: float = 3.0
+    #: The read commands taken in turn.
+    cli_reads: tuple[str, ...] = ("stats", "search", "health")
+    backup_every_s: float = 12.0
+    consolidate_every_s: float = 15.0
+    #: The external writer: one transaction of ``external_rows`` rows held open
+    #: ``external_hold_ms`` every ``external_every_ms``.
+    external_writer: bool = True
+    external_rows: int = 5
+    external_hold_ms: float = 5.0
+    external_every_ms: float = 250.0
+    faults: Faults = field(default_factory=Faults)
+    bounds: Bounds = field(default_factory=Bounds)
+    seed: int = 20_240_601
+
+    def with_overrides(self, **changes: Any) -> LoadProfile:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PROFILES: Final[dict[str, LoadProfile]] = {
+    p.name: p
+    for p in (
+        LoadProfile(
+            name="ci",
+            description="3 servers, 45 s, every fault once: the CI gate (~1-2 min on 2 cores)",
+            servers=3,
+            duration_s=45.0,
+        ),
+        LoadProfile(
+            name="short",
+            description="2 servers, 15 s, every fault once: a quick local check",
+            servers=2,
+            duration_s=15.0,
+            rate_per_server=25.0,
+            cli_read_every_s=2.0,
+            backup_every_s=5.0,
+            consolidate_every_s=6.0,
+            faults=Faults(
+                kill_server_at=(0.45,), kill_external_at=(0.7,), exclusive_launch_at=(0.2,)
+            ),
+        ),
+        LoadProfile(
+            name="burst",
+            description="4 servers, unpaced, 20 s, no faults: contention; run it with --baseline",
+            servers=4,
+            duration_s=20.0,
+            rate_per_server=0.0,
+            cli_read_every_s=5.0,
+            backup_every_s=10.0,
+            consolidate_every_s=10.0,
+            faults=Faults((), (), ()),
+            bounds=Bounds(p99_write_ms=250.0, max_write_ms=1_000.0, min_fairness=0.5),
+        ),
+        LoadProfile(
+            name="soak",
+            description="4 servers, 30 min, larger payloads, a kill every few minutes",
+            servers=4,
+            duration_s=1_800.0,
+            rate_per_server=40.0,
+            inflight=3,
+            payload_max_bytes=65_536,
+            cli_read_every_s=2.0,
+            backup_every_s=60.0,
+            consolidate_every_s=45.0,
+            faults=Faults(
+                kill_server_at=tuple(i / 10 for i in range(1, 10)),
+                kill_external_at=(0.25, 0.55, 0.85),
+                exclusive_launch_at=(0.05, 0.45, 0.95),
+            ),
+        ),
+    )
+}
+
+DEFAULT_PROFILE: Final = "ci"
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``"ingest=30,search=20"`` -> weights; unknown operations are a usage error."""
+    mix: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or name not in MCP_OPS:
+            raise ValueError(
+                f"bad --mix entry {part!r}: use op=weight with op one of {', '.join(MCP_OPS)}"
+            )
+        try:
+            mix[name] = int(weight)
+        except ValueError:
+            raise ValueError(f"bad --mix weight in {part!r}: must be a whole number") from None
+        if mix[name] < 0:
+            raise ValueError(f"bad --mix weight in {part!r}: must be >= 0")
+    if not any(mix.values()):
+        raise ValueError("--mix gives every operation weight 0: nothing to do")
+    return mix
+
+
+def parse_faults(text: str) -> set[str]:
+    """``"all"``, ``"none"`` or a comma list of fault kinds."""
+    text = text.strip().lower()
+    if text == "all":
+        return set(FAULT_KINDS)
+    if text in ("none", ""):
+        return set()
+    kinds = {k.strip() for k in text.split(",") if k.strip()}
+    unknown = kinds - set(FAULT_KINDS)
+    if unknown:
+        raise ValueError(
+            f"unknown fault {', '.join(sorted(unknown))}: use all, none, or any of "
+            f"{', '.join(FAULT_KINDS)}"
+        )
+    return kinds

@@ -1,0 +1,489 @@
+"""The load test's own logic, and one tiny end-to-end run of it.
+
+The unit tests (unmarked) prove the checks can fail: a ledger missing an acknowledged write,
+a resurrected delete, a half-committed killed transaction, a drifted full-text index, a
+refusal naming the wrong pid, a latency over its bound - each must be reported.  The
+``loadtest``-marked test runs ``python -m loadtest`` for real (servers, CLI, faults).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import apsw
+import pytest
+
+from loadtest import checks, report
+from loadtest.checks import Summary, fairness, latency_checks, percentile
+from loadtest.client import Clock, ErrorKind, classify
+from loadtest.external import ExternalWriter
+from loadtest.faults import EXIT_OWNER_LOCKED, judge_refusal, owners_named
+from loadtest.ledger import ExternalLedger, Ledger, Row, verify, verify_external
+from loadtest.profiles import PROFILES, Bounds, Faults, parse_faults, parse_mix
+from loadtest.spawn import Registry, wait_exit
+from loadtest.workload import Pool, Recorder, Sample, ToolCalls, payload, vocabulary
+from vestige import Store
+from vestige.errors import MemoryNotFound, StoreBusyError
+
+MARKER = "lttest"
+
+
+def acked(
+    ledger: Ledger, n: int, content: str | None = None, *, at: float = 1.0
+) -> tuple[str, str]:
+    """Record write n as sent and acknowledged; returns (token, content)."""
+    token = f"{MARKER}s0n{n:07d}"
+    text = content or f"{token} some words {n}"
+    record = ledger.begin_write(token, text, op="ingest", slot="s0", at=at - 0.5)
+    ledger.acknowledge(record, f"id-{n}", at=at)
+    return token, text
+
+
+def row(n: int, content: str) -> Row:
+    return Row(seq=n, id=f"id-{n}", content=content)
+
+
+# -- the ledger --------------------------------------------------------------------------
+
+
+class TestLedger:
+    def test_every_acknowledged_write_present_passes(self) -> None:
+        ledger = Ledger(MARKER)
+        rows = [row(n, acked(ledger, n)[1]) for n in range(5)]
+        verdict = verify(ledger, rows, name="final")
+        assert verdict.ok
+        assert verdict.counts["acked"] == 5
+        assert verdict.counts["present"] == 5
+
+    def test_a_missing_acknowledged_write_is_reported_lost(self) -> None:
+        ledger = Ledger(MARKER)
+        rows = [row(n, acked(ledger, n)[1]) for n in range(5)]
+        verdict = verify(ledger, rows[:2] + rows[3:], name="final")
+        assert not verdict.ok
+        assert verdict.counts["lost"] == 1
+        assert f"{MARKER}s0n0000002" in verdict.problems[0]
+
+    def test_changed_content_is_reported_corrupted(self) -> None:
+        ledger = Ledger(MARKER)
+        _, text = acked(ledger, 1)
+        verdict = verify(ledger, [row(1, text + " tampered")], name="final")
+        assert not verdict.ok
+        assert verdict.counts["corrupted"] == 1
+
+    def test_an_acknowledged_delete_that_is_still_there_is_resurrected(self) -> None:
+        ledger = Ledger(MARKER)
+        _, text = acked(ledger, 1)
+        record = ledger.by_id["id-1"]
+        ledger.acknowledge_delete(ledger.begin_delete(record, at=2.0), at=2.1)
+        assert verify(ledger, [], name="deleted").ok
+        verdict = verify(ledger, [row(1, text)], name="still there")
+        assert verdict.counts["resurrected"] == 1
+        assert not verdict.ok
+
+    def test_lost_answers_may_go_either_way_and_are_counted(self) -> None:
+        ledger = Ledger(MARKER)
+        stored = ledger.begin_write(
+            f"{MARKER}s0n0000001", f"{MARKER}s0n0000001 a", op="ingest", slot="s0", at=1
+        )
+        absent = ledger.begin_write(
+            f"{MARKER}s0n0000002", f"{MARKER}s0n0000002 b", op="ingest", slot="s0", at=1
+        )
+        ledger.refuse(stored, at=2, definite=False)
+        ledger.refuse(absent, at=2, definite=False)
+        verdict = verify(ledger, [row(1, f"{MARKER}s0n0000001 a")], name="final")
+        assert verdict.ok
+        assert verdict.counts["in_doubt_recovered"] == 1
+        assert verdict.counts["in_doubt_absent"] == 1
+
+    def test_a_refused_write_must_not_be_stored(self) -> None:
+        ledger = Ledger(MARKER)
+        record = ledger.begin_write(
+            f"{MARKER}s0n0000001", f"{MARKER}s0n0000001 a", op="ingest", slot="s0", at=1
+        )
+        ledger.refuse(record, at=2, definite=True)
+        assert verify(ledger, [], name="absent").ok
+        verdict = verify(ledger, [row(1, f"{MARKER}s0n0000001 a")], name="present")
+        assert verdict.counts["failed_but_present"] == 1
+        assert not verdict.ok
+
+    def test_duplicates_and_rows_never_sent_are_reported(self) -> None:
+        ledger = Ledger(MARKER)
+        _, text = acked(ledger, 1)
+        verdict = verify(
+            ledger,
+            [row(1, text), Row(9, "id-9", text), Row(10, "id-10", f"{MARKER}s9n0000001 x")],
+            name="final",
+        )
+        assert verdict.counts["duplicate"] == 1
+        assert verdict.counts["unexpected"] == 1
+        assert not verdict.ok
+
+    def test_rows_of_other_runs_are_ignored(self) -> None:
+        ledger = Ledger(MARKER)
+        assert verify(ledger, [Row(1, "x", "someone else's memory")], name="final").ok
+
+    def test_a_snapshot_judges_only_what_was_settled_before_it_began(self) -> None:
+        ledger = Ledger(MARKER)
+        acked(ledger, 1, at=5.0)  # acknowledged after the snapshot began: not judged
+        acked(ledger, 2, at=1.0)
+        record = ledger.by_id["id-2"]
+        ledger.begin_delete(record, at=3.5)  # sent while the snapshot was read: in doubt
+        verdict = verify(ledger, [], name="mid-run", read_from=3.0, read_to=4.0)
+        assert verdict.ok
+        assert verdict.counts["unsettled_at_snapshot"] == 1
+        assert verdict.counts["delete_in_doubt_absent"] == 1
+        # The same write, with no delete sent before the snapshot ended, must be there.
+        ledger2 = Ledger(MARKER)
+        acked(ledger2, 2, at=1.0)
+        assert verify(ledger2, [], name="mid-run", read_from=3.0, read_to=4.0).counts["lost"] == 1
+
+    def test_a_write_merged_by_smart_ingest_extends_its_target(self) -> None:
+        ledger = Ledger(MARKER)
+        _, text = acked(ledger, 1)
+        merged = ledger.begin_write(
+            f"{MARKER}s0n0000002", f"{MARKER}s0n0000002 more", op="smart_ingest", slot="s0", at=2
+        )
+        ledger.acknowledge(merged, "id-1", at=3, decision="update")
+        verdict = verify(
+            ledger, [row(1, text + "\n\n[Updated]\n" + f"{MARKER}s0n0000002 more")], name="final"
+        )
+        assert verdict.ok
+        assert verdict.counts["merged"] == 1
+
+    def test_tokens_must_be_fresh(self) -> None:
+        ledger = Ledger(MARKER)
+        acked(ledger, 1)
+        with pytest.raises(ValueError, match="not a fresh token"):
+            ledger.begin_write(f"{MARKER}s0n0000001", "again", op="ingest", slot="s0", at=2)
+        with pytest.raises(ValueError, match="not a fresh token"):
+            ledger.begin_write("other-run-token", "x", op="ingest", slot="s0", at=2)
+
+
+class TestExternalLedger:
+    def test_committed_rows_present_and_killed_transaction_rolled_back_pass(self) -> None:
+        ledger = ExternalLedger(committed={"g1t1": ["a", "b"]}, killed={"g1t2": ["c", "d"]})
+        verdict = verify_external(ledger, {"a", "b"}, name="external")
+        assert verdict.ok
+        assert verdict.counts["killed_txn_rolled_back"] == 1
+
+    def test_a_half_committed_killed_transaction_is_corruption(self) -> None:
+        ledger = ExternalLedger(killed={"g1t2": ["c", "d"]})
+        verdict = verify_external(ledger, {"c"}, name="external")
+        assert not verdict.ok
+        assert verdict.counts["corrupted"] == 1
+
+    def test_a_missing_committed_row_is_lost_and_a_rolled_back_one_must_be_absent(self) -> None:
+        ledger = ExternalLedger(committed={"g1t1": ["a", "b"]}, refused={"g1t3": ["e"]})
+        verdict = verify_external(ledger, {"a", "e"}, name="external")
+        assert verdict.counts["lost"] == 1
+        assert verdict.counts["failed_but_present"] == 1
+        assert not verdict.ok
+
+
+# -- latency, fairness, bounds -----------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_latency_over_its_bound_fails_unless_excused() -> None:
+    slow = Summary.of([1.0] * 98 + [80.0, 900.0])
+    fast = Summary.of([1.0] * 100)
+    bounds = Bounds(p99_write_ms=50, max_write_ms=1000, min_fairness=0.5)
+    failed = [c.name for c in latency_checks(slow, fast, 0.9, bounds, excused=False) if c.failed]
+    assert failed == ["latency: write p99"]
+    assert not any(c.failed for c in latency_checks(fast, fast, 0.9, bounds, excused=False))
+    excused = latency_checks(slow, fast, 0.1, bounds, excused=True)
+    assert [c.ok for c in excused] == [False, True, False]
+    assert not any(c.failed for c in excused)
+
+
+def test_fairness_is_min_over_max() -> None:
+    assert fairness({"s0": 10.0, "s1": 5.0}) == 0.5
+    assert fairness({"s0": 10.0, "s1": 0.0}) == 0.0
+    assert fairness({"s0": 3.0}) == 1.0
+
+
+def test_wal_over_its_bound_fails() -> None:
+    assert checks.wal_check([(0.0, 10), (1.0, 2**20)], 1.0).ok
+    assert not checks.wal_check([(0.0, 2**20 + 1)], 1.0).ok
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+def test_refusal_must_exit_3_naming_only_live_owners() -> None:
+    stderr = (
+        "vestige-mcp: the Vestige database /d/vestige.db is already served by another "
+        "process; ...:\n  pid 101 (shared, stdio), running for 3 s\n  pid 102 (shared, stdio)\n"
+    )
+    assert owners_named(stderr) == {101, 102}
+    assert judge_refusal(EXIT_OWNER_LOCKED, stderr, {101, 102, 103})[0]
+    assert not judge_refusal(EXIT_OWNER_LOCKED, stderr, {101})[0]  # 102 is not a live server
+    assert not judge_refusal(EXIT_OWNER_LOCKED, "in use by another process", {101})[0]
+    assert not judge_refusal(1, stderr, {101, 102})[0]
+    assert not judge_refusal(None, "", {101})[0]  # still running: it was accepted
+
+
+def test_fault_schedule_and_switches() -> None:
+    faults = Faults(kill_server_at=(0.5,), kill_external_at=(0.75,), exclusive_launch_at=(0.25,))
+    assert faults.schedule(40) == [
+        (10.0, "exclusive-launch"),
+        (20.0, "kill-server"),
+        (30.0, "kill-external"),
+    ]
+    assert faults.only({"kill-server"}).schedule(40) == [(20.0, "kill-server")]
+    assert parse_faults("none") == set()
+    assert parse_faults("all") == {"kill-server", "kill-external", "exclusive-launch"}
+    with pytest.raises(ValueError, match="unknown fault"):
+        parse_faults("kill-everything")
+
+
+def test_mix_parsing_rejects_unknown_operations() -> None:
+    assert parse_mix("ingest=3, get=1") == {"ingest": 3, "get": 1}
+    for bad in ("teleport=1", "ingest", "ingest=x", "ingest=-1", "ingest=0"):
+        with pytest.raises(ValueError, match="--mix"):
+            parse_mix(bad)
+
+
+def test_ci_profile_matches_the_issue_defaults() -> None:
+    ci = PROFILES["ci"]
+    assert ci.bounds.p99_write_ms <= 50
+    assert ci.bounds.max_write_ms <= 1000
+    assert ci.bounds.min_fairness >= 0.5
+    assert set(ci.faults.enabled()) == {"kill-server", "kill-external", "exclusive-launch"}
+
+
+# -- the workload's parts ----------------------------------------------------------------
+
+
+def test_payloads_start_with_their_token_and_fit_the_size_range() -> None:
+    words = vocabulary(1, size=2000)
+    assert words == vocabulary(1, size=2000)
+    rng = random.Random(3)
+    for n in range(200):
+        text = payload(rng, words, f"tok{n}", 64, 4096)
+        assert text.split(None, 1)[0] == f"tok{n}"
+        assert 64 <= len(text) <= 4096 + 10
+
+
+def test_pool_picks_and_discards() -> None:
+    ledger = Ledger(MARKER)
+    pool = Pool()
+    for n in range(3):
+        acked(ledger, n)
+        pool.add(ledger.by_id[f"id-{n}"])
+    pool.discard(ledger.by_id["id-1"])
+    picked = {pool.pick(random.Random(i)).id for i in range(50)}  # type: ignore[union-attr]
+    assert picked == {"id-0", "id-2"}
+    assert len(pool) == 2
+
+
+def test_tool_results_are_read_as_the_server_returns_them() -> None:
+    memory = {"id": "m1", "content": "text"}
+    assert ToolCalls.new_id({"id": "m1", "memory": memory}) == "m1"
+    assert ToolCalls.decision({"decision": "CREATE"}) == "create"
+    assert ToolCalls.content({"action": "get", "memory": memory}) == "text"
+    assert ToolCalls.ids_in({"results": [{"id": "a"}, {"id": "b"}]}) == {"a", "b"}
+    schema = {"properties": {"content": {}}, "required": ["content", "tenant"]}
+    problems = ToolCalls.missing({"ingest": schema})
+    assert "ingest: requires 'tenant', which the load test does not send" in problems
+    assert "tool 'search' is missing" in problems
+
+
+def test_errors_are_classified_from_the_store_messages() -> None:
+    assert classify(str(StoreBusyError("the database stayed locked: no write"))) == ErrorKind.BUSY
+    assert classify(str(MemoryNotFound("abc"))) == ErrorKind.NOT_FOUND
+    assert classify("content: String should have at least 1 character") == ErrorKind.TOOL_ERROR
+
+
+def test_the_page_marks_faults_and_bounds() -> None:
+    samples = [Sample(10.0 + i / 10, "ingest", "s0", 1.0 + i % 7) for i in range(50)]
+    svg = report.timeline_svg(samples, origin=10.0, faults=[(2.0, "kill-server")], bound=50.0)
+    assert "kill-server" in svg
+    assert "p99 bound 50 ms" in svg
+    assert svg.count("<circle") == 50
+    hist = report.histogram_svg([s.latency_ms for s in samples], Summary.of([1.0, 7.0]))
+    assert "p99" in hist
+
+
+# -- checks on real database files -------------------------------------------------------
+
+
+def test_fts_check_finds_rows_the_index_does_not_know(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "data") as store:
+        for n in range(3):
+            store.ingest(f"{MARKER}s0n{n:07d} alpha beta")
+        path = store.path
+    assert checks.fts_problems(path, MARKER) == []
+    snapshot = checks.read_snapshot(path)
+    assert snapshot.integrity_ok
+    assert len(snapshot.rows) == 3
+    # A writer that bypasses the triggers: the table and its index now disagree.
+    conn = apsw.Connection(str(path))
+    conn.execute("DROP TRIGGER knowledge_ai")
+    conn.execute(
+        "INSERT INTO knowledge_nodes(id, content, created_at, updated_at, last_accessed, "
+        "content_hash) VALUES ('x', ?, 'now', 'now', 'now', 'h')",
+        (f"{MARKER}s0n0000099 gamma",),
+    )
+    conn.close()
+    assert checks.read_snapshot(path).integrity_ok  # integrity_check alone does not see it
+    problems = checks.fts_problems(path, MARKER)
+    assert any("integrity-check" in p for p in problems)
+    assert any(f"{MARKER}s0n0000099" in p for p in problems)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_external_writer_killed_inside_a_transaction_leaves_no_trace(tmp_path: Path) -> None:
+    """The real child process: commits are acknowledged, a killed open transaction vanishes."""
+    with Store.open(tmp_path / "data") as store:
+        db = store.path
+    ledger = ExternalLedger()
+    recorder = Recorder()
+    profile = PROFILES["short"].with_overrides(external_hold_ms=1.0, external_every_ms=20.0)
+
+    async def scenario() -> tuple[bool, str]:
+        registry = Registry(tmp_path)
+        writer = ExternalWriter(
+            registry=registry,
+            db=db,
+            marker="exttest",
+            profile=profile,
+            clock=Clock(),
+            recorder=recorder,
+            ledger=ledger,
+            env=dict(os.environ),
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run)
+                with anyio.fail_after(60):
+                    await writer.ready.wait()
+                    while len(ledger.committed) < 3:
+                        await anyio.sleep(0.01)
+                result = await writer.kill_in_transaction()
+                with anyio.fail_after(60):  # the next writer starts and commits
+                    while not any(k.startswith("g2") for k in ledger.committed):
+                        await anyio.sleep(0.01)
+                await writer.stop()
+        finally:
+            await registry.stop_all()
+            assert registry.reap_all() == []
+        return result
+
+    ok, detail = anyio.run(scenario)
+    assert ok, detail
+    assert len(ledger.killed) == 1
+    present = checks.read_snapshot(db).external
+    verdict = verify_external(ledger, present, name="external")
+    assert verdict.ok, verdict.problems
+    assert verdict.counts["killed_txn_rolled_back"] == 1
+    assert verdict.counts["committed_present"] >= 3 * profile.external_rows
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_registry_stops_a_child_that_ignores_eof(tmp_path: Path) -> None:
+    """stdin EOF, then SIGTERM, then SIGKILL: a stubborn child is still stopped, by pid."""
+    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+
+    async def scenario() -> tuple[int | None, float]:
+        registry = Registry(tmp_path)
+        child = await registry.spawn("stubborn", [sys.executable, "-c", stubborn], dict(os.environ))
+        started = time.monotonic()
+        code = await registry.stop(child, grace_s=0.2)
+        assert await wait_exit(child, 1)
+        return code, time.monotonic() - started
+
+    code, took = anyio.run(scenario)
+    assert code == -9
+    assert took < 10
+
+
+# -- end to end --------------------------------------------------------------------------
+
+
+@pytest.mark.loadtest
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_tiny_profile_runs_end_to_end(tmp_path: Path) -> None:
+    """Two real servers, the CLI, the external writer and every fault, for a few seconds.
+
+    Latency bounds are loosened: this test is about the machinery and the invariants; the
+    bounds are the profile runs' business (`nox -s loadtest`), not a noisy test worker's.
+    """
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VESTIGE_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "--profile",
+            "short",
+            "--servers",
+            "2",
+            "--duration",
+            "10",
+            "--p99-write-ms",
+            "5000",
+            "--max-write-ms",
+            "30000",
+            "--min-fairness",
+            "0",
+            "--out",
+            str(out),
+            "--tmp",
+            str(tmp_path / "tmp"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "RESULT: PASS" in proc.stdout
+    data = json.loads((out / "report.json").read_text())
+    run = data["runs"][0]
+    assert data["ok"] is True
+    assert run["figures"]["lost_acknowledged_writes"] == 0
+    assert run["figures"]["acknowledged_writes"] > 20
+    assert run["errors"] == {}
+    assert {f["kind"] for f in run["faults"]} == {
+        "kill-server",
+        "kill-external",
+        "exclusive-launch",
+    }
+    assert all(f["ok"] for f in run["faults"])
+    assert run["backups"]
+    assert run["leftover_pids"] == []
+    names = [c["name"] for c in run["checks"]]
+    assert "FTS index matches the table" in names
+    assert any(n.startswith("at most one maintenance owner") for n in names)
+    assert any(n.startswith("integrity_check backup") for n in names)
+    assert any(n.startswith("ledger after kill -9") for n in names)
+    html_page = (out / "report.html").read_text()
+    assert html_page.count("<svg") >= 4
+    assert "kill-server" in html_page
+    assert (out / "samples.csv").read_text().startswith("run,t_s,kind")
+    # The data directory is removed after a passing run; nothing is left running.
+    assert not list((tmp_path / "tmp").iterdir())
