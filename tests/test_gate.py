@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vestige._gate import GateTimeout, WriteGate
+from vestige.errors import StoreBusyError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock gate")
 
@@ -154,3 +155,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.multiprocess
+def test_reading_an_up_to_date_store_never_waits_for_the_gate(tmp_path: Path) -> None:
+    """WAL lets reads run beside a writer; opening for a read must not queue on the gate."""
+    from vestige import Store  # noqa: PLC0415 - the gate tests above need only _gate
+
+    data = tmp_path / "data"
+    with Store.open(data) as store:
+        store.ingest("readable while another process holds the write gate")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(data / "vestige.gate.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        began = time.monotonic()
+        with Store.open(data, create=False) as store:
+            hits = store.search("readable gate")
+            store._db.write_deadline_s = 0.5
+            with pytest.raises(StoreBusyError):
+                store.ingest("a write does wait for the gate")
+        assert [h.memory.content for h in hits] == [
+            "readable while another process holds the write gate"
+        ]
+        assert time.monotonic() - began < 5.0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate()

@@ -96,13 +96,15 @@ class Database:
         gate_path: Path | None = None,
         write_deadline_s: float = config.WRITE_DEADLINE_S,
         retry_busy: bool = True,
-        check: Callable[[apsw.Connection], object] | None = None,
+        needs_init: Callable[[apsw.Connection], bool] | None = None,
         init: Callable[[Database], None] | None = None,
     ) -> None:
-        """Open both connections; on first use, convert to WAL and run ``init`` (migrations).
+        """Open both connections; convert a new file to WAL and run ``init`` (migrations).
 
-        ``check`` runs on the writer before anything is changed, so a file that is not ours
-        is refused untouched (not switched to WAL, not chmodded).
+        ``needs_init(conn)`` reads the file and says whether ``init`` must run; it raises for a
+        file that is not ours, before anything is changed (not switched to WAL, not chmodded).
+        An up-to-date WAL database is opened without taking the write gate and without
+        writing, so read-only commands never queue behind writers.
         """
         check_sqlite_version()
         self.path = path
@@ -117,23 +119,31 @@ class Database:
         self._reader: apsw.Connection | None = None
         try:
             self._writer = self._connect(reader=False)
-            # First open of a new file: WAL conversion and migrations race between processes
-            # (pitfall 8), so they run while holding the write gate.
-            deadline = time.monotonic() + self.write_deadline_s
-            with self._writer_lock, self._gated(deadline):
-                if check is not None:
-                    try:
-                        check(self._writer)
-                    except apsw.Error as exc:
-                        raise translate(exc, self.path) from exc
-                config.secure_file(path)
-                self._enable_wal(deadline)
-                if init is not None:
-                    init(self)
+            with self._writer_lock:
+                needed = self._setup_needed(needs_init)
+                config.secure_file(path)  # ours (checked above): keep it private
+                if needed:
+                    # A new or old file: WAL conversion and migrations race between processes
+                    # (pitfall 8), so they run while holding the write gate, re-checked there.
+                    deadline = time.monotonic() + self.write_deadline_s
+                    with self._gated(deadline):
+                        if self._setup_needed(needs_init):
+                            self._enable_wal(deadline)
+                            if init is not None:
+                                init(self)
             self._reader = self._connect(reader=True)
         except BaseException:
             self.close()
             raise
+
+    def _setup_needed(self, needs_init: Callable[[apsw.Connection], bool] | None) -> bool:
+        assert self._writer is not None
+        try:
+            pending = needs_init is not None and needs_init(self._writer)
+            mode = self._writer.execute("PRAGMA journal_mode").fetchall()[0][0]
+        except apsw.Error as exc:
+            raise translate(exc, self.path) from exc
+        return pending or str(mode).lower() != "wal"
 
     # -- connections ---------------------------------------------------------------
 

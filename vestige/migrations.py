@@ -161,7 +161,7 @@ def current_version(conn: apsw.Connection) -> int:
 def migrate(db: Database) -> int:
     """Bring the schema up to date; return the version reached.  Caller holds the gate."""
     version = db.transact_ungated(current_version)
-    _refuse_newer(version)
+    refuse_newer(version)
     for migration in MIGRATIONS:
         if migration.version > version:
             db.transact_ungated(partial(_apply, migration=migration))
@@ -170,7 +170,7 @@ def migrate(db: Database) -> int:
 
 def _apply(conn: apsw.Connection, *, migration: Migration) -> None:
     version = current_version(conn)
-    _refuse_newer(version)
+    refuse_newer(version)
     if version >= migration.version:
         return  # already applied, perhaps by another process a moment ago
     for _ in conn.execute(migration.sql):
@@ -181,7 +181,7 @@ def _apply(conn: apsw.Connection, *, migration: Migration) -> None:
     )
 
 
-def _refuse_newer(version: int) -> None:
+def refuse_newer(version: int) -> None:
     if version > LATEST_VERSION:
         raise MigrationError(
             f"the database is at schema version {version}, newer than this Vestige knows "

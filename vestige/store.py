@@ -120,13 +120,15 @@ class Store:
             config.require_database(resolved)
         version = 0
 
+        def needs_init(conn: apsw.Connection) -> bool:
+            nonlocal version
+            version = migrations.current_version(conn)  # refuses a file that is not ours
+            migrations.refuse_newer(version)
+            return version < migrations.LATEST_VERSION
+
         def init(db: Database) -> None:
             nonlocal version
             version = migrations.migrate(db)
-            # Bounded (0x10012) so it stays fast as the database grows (pitfall 10).
-            db.transact_ungated(
-                lambda c: c.execute(f"PRAGMA optimize = {config.OPTIMIZE_MASK:#x}").fetchall()
-            )
 
         naive = config.naive_writes_from_env(environ)
         if naive:
@@ -138,7 +140,7 @@ class Store:
             durability=level,
             gate_path=resolved.gate if write_gate and not naive else None,
             retry_busy=not naive,
-            check=migrations.current_version,
+            needs_init=needs_init,
             init=init,
         )
         return cls(db, resolved, version)
