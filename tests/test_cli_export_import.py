@@ -207,3 +207,21 @@ def test_export_never_overwrites_a_file(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"Error: the export target {existing} already exists\n")
     assert existing.read_text() == "precious"
     assert sorted(os.listdir(tmp_path)) == ["d", "keep.jsonl"]  # no partial file left
+
+
+def test_unicode_line_separators_inside_a_memory_round_trip(tmp_path: Path) -> None:
+    """Export leaves U+2028, U+2029 and U+0085 raw; only a newline may end an import line."""
+    source, target = tmp_path / "source", tmp_path / "target"
+    content = "first\u2028second\u2029third\x85fourth"
+    cli_json("ingest", content, data_dir=source)
+    dump = tmp_path / "dump.jsonl"
+    assert run_cli("export", "-o", dump, data_dir=source).returncode == 0
+    text = dump.read_text("utf-8")
+    assert "\u2028" in text  # raw, not escaped: the case the reader must survive
+    [row] = [json.loads(line) for line in text.split("\n") if line]
+    assert row["content"] == content
+
+    report = cli_json("import", dump, data_dir=target)
+    assert report == {"read": 1, "imported": 1, "skipped_existing": 0, "invalid": []}
+    result = run_cli("export", data_dir=target)
+    assert [json.loads(line) for line in result.stdout.split("\n") if line] == [row]

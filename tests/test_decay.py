@@ -202,3 +202,30 @@ def test_a_second_claim_is_refused_while_the_first_is_live(store: Store) -> None
     assert second.holder == first.holder
     assert 0 < second.expires_in_s <= first.lease_s
     assert isinstance(claims.claim(store._db, "other-task"), claims.Claim)
+
+
+def test_a_demote_between_compute_and_write_is_not_undone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Demote keeps last_accessed, so only updated_at tells the batch the row moved on."""
+    memory = store.ingest("demoted while the decay batch was being computed")
+    set_columns(store, memory.id, last_accessed=days_ago(6))
+    demoted: list[Any] = []
+    computed: list[Any] = []
+    real_decayed = decay._decayed
+
+    def decayed_then_demote(*args: Any) -> Any:
+        computed.extend(real_decayed(*args))  # the batch is computed outside a transaction
+        demoted.append(store.demote(memory.id))  # ... and another caller writes meanwhile
+        return computed
+
+    monkeypatch.setattr(decay, "_decayed", decayed_then_demote)
+    report = decay.consolidate(store._db)
+
+    assert (report.nodes_processed, report.decay_applied) == (1, 0)
+    got = store.get(memory.id)
+    after = demoted[0].after
+    assert (got.retrieval_strength, got.retention_strength, got.stability) == pytest.approx(
+        (after["retrieval"], after["retention"], after["stability"])
+    )
+    assert got.retrieval_strength != pytest.approx(computed[0][0])

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
-from vestige._gate import GateTimeout, WriteGate
+from vestige._gate import GateError, GateTimeout, WriteGate
 from vestige.errors import StoreBusyError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock gate")
@@ -188,3 +193,176 @@ def test_reading_an_up_to_date_store_never_waits_for_the_gate(tmp_path: Path) ->
         if holder.poll() is None:
             holder.kill()
         holder.communicate()
+
+
+def acquire_within(gate: WriteGate, deadline_s: float) -> bool:
+    """Try in short waits until the deadline; True once the gate was granted."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            gate.acquire(0.2)
+        except GateTimeout:
+            continue
+        return True
+    return False
+
+
+_INTERRUPTED = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    from pathlib import Path
+    from vestige._gate import WriteGate
+
+    gate = WriteGate(Path(sys.argv[1]))
+    main = threading.main_thread().ident
+    # Ctrl-C aimed at the waiting (main) thread while the helper is queued in flock.
+    threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT)).start()
+    try:
+        gate.acquire(30.0)
+        print("granted", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    # Once the test lets go, the kernel grants the flock still queued on the helper thread.
+    end = time.monotonic() + 10
+    while gate._state == "waiting" and time.monotonic() < end:
+        time.sleep(0.005)
+    print(gate._state, flush=True)
+    sys.stdin.readline()  # stay alive (with the gate open) until the test is done
+    gate.close()
+    """
+)
+
+
+@pytest.mark.multiprocess
+def test_an_interrupted_wait_does_not_keep_the_gate_for_nobody(tmp_path: Path) -> None:
+    gate_path = tmp_path / "g.lock"
+    holder = WriteGate(gate_path)
+    holder.acquire(5.0)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED, str(gate_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    third = WriteGate(gate_path)
+    try:
+        assert waiter.stdout is not None
+        assert waiter.stdin is not None
+        assert waiter.stdout.readline().strip() == "interrupted"
+        # The kernel now grants the interrupted process's queued flock: it must give it back.
+        holder.release()
+        assert waiter.stdout.readline().strip() == "idle"
+        assert acquire_within(third, 5.0), "the interrupted waiter kept the gate"
+        third.release()
+        waiter.stdin.write("done\n")
+        waiter.stdin.flush()
+        assert waiter.wait(timeout=10) == 0
+    finally:
+        third.close()
+        holder.close()
+        if waiter.poll() is None:
+            waiter.kill()
+        waiter.communicate()
+
+
+def failing_flock(fail: Any) -> Any:
+    """fcntl.flock that fails with ENOLCK (as on some network mounts) when ``fail(flags)``."""
+    real = fcntl.flock
+
+    def flock(fd: int, flags: int) -> None:
+        if fail(flags):
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        real(fd, flags)
+
+    return flock
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        pytest.param(lambda flags: flags == fcntl.LOCK_EX, id="blocking-in-helper"),
+        pytest.param(lambda flags: flags & fcntl.LOCK_EX, id="non-blocking"),
+    ],
+)
+def test_a_lock_the_kernel_refuses_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: Any
+) -> None:
+    holder, gate = WriteGate(tmp_path / "g.lock"), WriteGate(tmp_path / "g.lock")
+    try:
+        holder.acquire(1.0)  # contended: the waiter goes through the helper thread
+        monkeypatch.setattr(fcntl, "flock", failing_flock(fail))
+        began = time.monotonic()
+        with pytest.raises(GateError) as info:
+            gate.acquire(5.0)
+        assert time.monotonic() - began < 4.0  # told at once, not left waiting forever
+        assert isinstance(info.value, OSError)
+        assert info.value.errno == errno.ENOLCK
+        assert f"cannot lock the write gate {tmp_path / 'g.lock'}" in str(info.value)
+        monkeypatch.undo()
+        holder.release()
+        gate.acquire(5.0)  # the gate works again once the kernel does
+        gate.release()
+    finally:
+        gate.close()
+        holder.close()
+
+
+_FORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from vestige._gate import WriteGate
+
+    gate = WriteGate(Path(sys.argv[1]))
+    gate.acquire(5.0)
+    child = os.fork()
+    if child == 0:  # no exec: the child only waits, holding whatever descriptors it kept
+        end = time.monotonic() + 30
+        while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
+            time.sleep(0.01)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)  # the test kills us while we hold the gate
+    """
+)
+
+
+@pytest.mark.multiprocess
+def test_a_forked_child_does_not_keep_the_gate_of_a_dead_parent(tmp_path: Path) -> None:
+    gate_path, stop = tmp_path / "g.lock", tmp_path / "stop"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _FORKER, str(gate_path), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    gate = WriteGate(gate_path)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()  # SIGKILL: dies holding the gate, its forked child lives on
+        parent.wait(timeout=10)
+        assert psutil.pid_exists(child)
+        assert acquire_within(gate, 5.0), "the forked child kept the dead parent's gate"
+        gate.release()
+    finally:
+        gate.close()
+        stop.touch()
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+        if child:
+            stop_orphan(child)
+
+
+def stop_orphan(pid: int) -> None:
+    """Wait for an orphaned grandchild to exit (its reaper is init, not us); SIGKILL it late."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ from tests.server_helpers import (
     server_env,
     wait_for,
 )
-from vestige import Store
+from vestige import Store, similarity
 from vestige.owner import LockState, lock_state, read_owners
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -73,14 +73,25 @@ def test_shutdown_is_clean_and_fast(tmp_path: Path, data_dir: Path, how: str, bu
         for r in replies
         if "result" in r and not r["result"]["isError"]
     }
+    sent = {f"in flight number {i}" for i in range(IN_FLIGHT)} if busy else set()
     with Store.open(data_dir) as store:
-        stored = {m.content for m in store.iter_memories()}
+        memories = list(store.iter_memories())
+        indexed = {
+            m.id: {h.memory.id for h in store.search(m.content, limit=IN_FLIGHT + 1)}
+            for m in memories
+        }
         with store._db.read() as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    stored = [m.content for m in memories]
     assert "before the stop" in stored
-    assert acked <= stored  # every acknowledged write survived
-    in_flight = {c for c in stored if c.startswith("in flight number ")}
-    assert in_flight <= {f"in flight number {i}" for i in range(IN_FLIGHT)}  # none half-made
+    assert acked <= set(stored)  # every acknowledged write survived
+    # None half-made: every row is one of the writes sent, stored once, complete with its
+    # hash and its full-text entry.
+    assert len(stored) == len(set(stored))
+    assert set(stored) <= sent | {"before the stop"}
+    for m in memories:
+        assert m.content_hash == similarity.content_hash(m.content)
+        assert m.id in indexed[m.id], f"{m.content!r} is missing from the search index"
 
 
 WRAPPER = """

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from vestige import Decision, Store
@@ -243,3 +246,56 @@ def test_force_create_skips_the_checks(store: Store) -> None:
     assert result.memory.id != old.id
     assert count(store) == 2
     assert store.get(old.id).reps == 0
+
+
+# -- another writer between the decision and the write -----------------------------------------
+
+
+def test_the_same_text_stored_at_once_by_two_handles_is_one_memory(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store.open(data_dir) as first, Store.open(data_dir) as second:
+        decide = first._decide
+        stored_by_second = []
+
+        def second_writes_after_first_decided(new: Any) -> Any:
+            decided = decide(new)
+            stored_by_second.append(second.smart_ingest(BASE, tags=["second"]))
+            return decided
+
+        monkeypatch.setattr(first, "_decide", second_writes_after_first_decided)
+        result = first.smart_ingest(BASE, tags=["first"])
+        [other] = stored_by_second
+        assert other.decision is Decision.CREATE
+        assert result.decision is Decision.REINFORCE
+        assert result.memory.id == other.memory.id
+        m = second.get(other.memory.id)
+        assert (m.reps, m.tags) == (1, ("second", "first"))
+        assert count(first) == 1
+
+
+def test_a_target_superseded_meanwhile_is_not_updated(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    update = "staging database runs on port 5433 behind bastion gateway proxy"
+    with Store.open(data_dir) as first, Store.open(data_dir) as second:
+        old = first.ingest(BASE)
+        decide = first._decide
+        corrections = []
+
+        def second_supersedes_after_first_decided(new: Any) -> Any:
+            decided = decide(new)
+            assert decided[0] is Decision.UPDATE
+            fix = "actually staging database runs on port 5433 behind tunnel"
+            corrections.append(second.smart_ingest(fix))
+            return decided
+
+        monkeypatch.setattr(first, "_decide", second_supersedes_after_first_decided)
+        result = first.smart_ingest(update)
+        [correction] = corrections
+        assert correction.decision is Decision.SUPERSEDE
+        assert result.decision is Decision.CREATE
+        assert "superseded meanwhile" in result.reason
+        assert first.get(old.id).content == BASE  # the superseded memory was left alone
+        assert first.get(result.memory.id).content == update
+        assert count(first) == 3

@@ -16,8 +16,9 @@ import apsw
 import pytest
 
 from vestige import Memory, Store, errors, similarity
+from vestige._database import translate
 from vestige.config import DURABILITY_ENV, Durability
-from vestige.errors import ConfigError, InvalidInput, MemoryNotFound, StoreError
+from vestige.errors import ConfigError, InvalidInput, MemoryNotFound, StoreBusyError, StoreError
 from vestige.migrations import LATEST_VERSION
 from vestige.store import _INSERT, _row
 
@@ -139,6 +140,60 @@ def test_closed_store_says_so(data_dir: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.ingest("too late")
     store.close()  # closing twice is harmless
+
+
+class CloseFirst:
+    """The reader mutex, with another thread's close() landing just before it is taken."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.lock, self.fired = store, store._db._reader_lock, False
+
+    def __enter__(self) -> None:
+        if not self.fired:
+            self.fired = True
+            self.store.close()  # passes through here once more, then takes the real lock
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+@pytest.mark.parametrize("call", ["get", "backup"])
+def test_close_between_the_open_check_and_the_reader_lock_says_closed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    store = Store.open(data_dir)
+    memory = store.ingest("read while another thread closes the store")
+    monkeypatch.setattr(store._db, "_reader_lock", CloseFirst(store))
+    run: dict[str, Callable[[], object]] = {
+        "get": lambda: store.get(memory.id),
+        "backup": lambda: store.backup(tmp_path / "c.db"),
+    }
+    with pytest.raises(StoreError) as info:
+        run[call]()
+    assert info.value.message == "the store is closed"
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_an_unexpected_sqlite_error_in_a_read_names_the_file_and_a_next_step(
+    store: Store,
+) -> None:
+    with pytest.raises(StoreError) as info, store._db.read() as conn:
+        conn.execute("SELECT * FROM no_such_table")
+    assert info.value.message == f"SQLite error on {store.path}: no such table: no_such_table"
+    assert "`vestige doctor`" in info.value.hint
+
+
+def test_busy_translated_says_nothing_about_writes(store: Store) -> None:
+    """translate() also serves reads: a BUSY there must not claim a write failed."""
+    busy = apsw.BusyError("database is locked")
+    busy.result = busy.extendedresult = 5  # type: ignore[attr-defined]  # as SQLite sets them
+    error = translate(busy, store.path)
+    assert isinstance(error, StoreBusyError)
+    assert "busy" in error.message
+    assert str(store.path) in error.message
+    assert "write" not in error.message
+    assert "`vestige doctor`" in error.hint
 
 
 # -- the seed's example queries, run by other SQLite clients ---------------------------
@@ -452,6 +507,25 @@ def test_timeline_bad_input(store: Store, kwargs: dict[str, Any], fragment: str)
         store.timeline(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"end": "9999-12-31T23:59:59-01:00"}, "end"),  # the year 10000 in UTC
+        ({"start": "0001-01-01T00:00:00+01:00"}, "start"),  # the year 0 in UTC
+        ({"end": "0001-01-03"}, "end"),  # the default start, a week earlier, is before year 1
+    ],
+)
+def test_timeline_dates_beyond_the_calendar_are_invalid_input(
+    store: Store, kwargs: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        store.timeline(**kwargs)
+    assert (
+        info.value.message == f"{name} {kwargs[name]!r} is out of range (years 1 to 9999, in UTC)"
+    )
+    assert "ISO 8601" in info.value.hint
+
+
 # -- stats and health ---------------------------------------------------------------------------
 
 
@@ -614,6 +688,8 @@ BAD_INGEST: list[tuple[str, dict[str, Any], str]] = [
     ("date-words", {"valid_from": "yesterday"}, "valid_from"),
     ("date-impossible", {"valid_until": "2026-13-45"}, "valid_until"),
     ("date-int", {"valid_from": 20260101}, "valid_from"),
+    ("date-after-9999", {"valid_until": "9999-12-31T23:59:59-01:00"}, "valid_until"),
+    ("date-before-1", {"valid_from": "0001-01-01T00:30:00+01:00"}, "out of range"),
 ]
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -223,25 +228,45 @@ def test_claim_held_here_makes_another_process_skip_consolidate(
         assert conn.execute("SELECT COUNT(*) FROM maintenance_claims").fetchall() == [(0,)]
 
 
-def test_two_processes_consolidating_at_once(store: Store, worker_pool: WorkerPool) -> None:
+def test_two_processes_consolidating_at_once(
+    store: Store, worker_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process is mid-run (held inside its first batch) when another process starts one:
+    exactly one runs, the other is refused and changes nothing."""
     ids = aged_memories(store, [1, 3, 20])
-    workers = [
-        worker_pool.spawn("consolidate", f"c{k}", data_dir=str(store.data_dir.path))
-        for k in range(2)
-    ]
-    worker_pool.wait_ready()
-    worker_pool.release()
-    worker_pool.join(deadline_s=60)
-    reports = [w.result() for w in workers]
-    assert any(r["ran"] for r in reports)
-    for r in reports:
-        if not r["ran"]:
-            assert "another process" in r["reason"]
+    inside, go = threading.Event(), threading.Event()
+    real_decayed = decay._decayed
+
+    def paused_decayed(*args: Any) -> Any:
+        inside.set()
+        assert go.wait(60), "the test never let the first run continue"
+        return real_decayed(*args)
+
+    monkeypatch.setattr(decay, "_decayed", paused_decayed)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(store.consolidate)
+        try:
+            assert inside.wait(30), "the first run never reached its batch"
+            second = worker_pool.spawn("consolidate", "second", data_dir=str(store.data_dir.path))
+            worker_pool.release()
+            worker_pool.join(second, deadline_s=60)
+        finally:
+            go.set()
+        ours = first.result(timeout=60)
+    theirs = second.result()
+    assert ours.ran is True
+    assert (ours.nodes_processed, ours.decay_applied) == (3, 3)
+    assert theirs["ran"] is False
+    match = re.search(r"another process \((\S+)\) is running it", theirs["reason"])
+    assert match is not None, theirs["reason"]
+    holder = match.group(1)
+    assert f":{os.getpid()}:" in holder  # the refusal names this process's run
     with store._db.read() as conn:
-        runs = conn.execute("SELECT COUNT(*) FROM consolidation_history").fetchall()[0][0]
+        runs = conn.execute(
+            "SELECT holder, memories_replayed FROM consolidation_history"
+        ).fetchall()
         held = conn.execute("SELECT COUNT(*) FROM maintenance_claims").fetchall()[0][0]
-    assert runs == sum(r["ran"] for r in reports)
+    assert runs == [(holder, 3)]  # one run, ours; the refused one left no history
     assert held == 0
-    # Decay is computed from last_accessed, so one run or two give the same values.
     for mid, d in zip(ids, [1, 3, 20], strict=True):
         assert store.get(mid).retrieval_strength == pytest.approx(fsrs6(2.3065, d), rel=1e-5)

@@ -241,6 +241,21 @@ BAD_LINES: list[tuple[str, str, str]] = [
     ("content-surrogate", '{"id": "b10", "content": "half \\ud800 a pair"}', "lone surrogate"),
     ("bad-id", '{"id": "has space", "content": "c"}', "not a memory id"),
     ("unknown-field", '{"id": "b9", "content": "c", "colour": "red"}', "unknown fields"),
+    ("nan", '{"id": "n1", "content": "c", "stability": NaN}', "stability must be a finite"),
+    ("infinity", '{"id": "n2", "content": "c", "difficulty": -Infinity}', "difficulty must"),
+    ("overflow-float", '{"id": "n3", "content": "c", "storage_strength": 1e400}', "finite"),
+    ("huge-float", '{"id": "n4", "content": "c", "stability": ' + "9" * 400 + "}", "finite"),
+    ("nan-int", '{"id": "n5", "content": "c", "reps": NaN}', "reps must be a whole number"),
+    ("infinite-int", '{"id": "n6", "content": "c", "lapses": Infinity}', "lapses must be"),
+    ("fraction-int", '{"id": "n7", "content": "c", "scheduled_days": 2.5}', "whole number"),
+    ("huge-int", '{"id": "n8", "content": "c", "reps": 9223372036854775808}', "2**63"),
+    ("tiny-int", '{"id": "n9", "content": "c", "reps": -9223372036854775809}', "2**63"),
+    ("huge-int-float", '{"id": "n10", "content": "c", "lapses": 1e19}', "2**63"),
+    ("digits", '{"id": "n11", "content": "c", "reps": ' + "9" * 5000 + "}", "too many digits"),
+    *[
+        (f"{field}-surrogate", f'{{"id": "s1", "content": "c", "{field}": "a\\udc80"}}', field)
+        for field in ("learning_state", "scope", "embedding_model", "superseded_by")
+    ],
 ]
 
 
@@ -263,3 +278,30 @@ def test_one_bad_line_imports_nothing(store: Store, bad: str, fragment: str, pos
     assert fragment in info.value.message
     assert "nothing was imported" in info.value.hint
     assert count(store) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"id": "late-nan", "content": "c", "retention_strength": NaN}',
+        '{"id": "late-big", "content": "c", "scheduled_days": 1e300}',
+    ],
+)
+def test_a_bad_number_after_the_first_batch_imports_nothing(store: Store, bad: str) -> None:
+    """Every line is checked before the first batch commits, numbers included."""
+    store.ingest("already here")
+    lines = [json.dumps({"id": f"early-{i}", "content": f"early {i}"}) for i in range(600)]
+    with pytest.raises(ImportFileError) as info:
+        store.import_jsonl(io.StringIO("\n".join([*lines, bad])))
+    assert info.value.line == 601
+    assert count(store) == 1
+
+
+def test_integral_floats_are_whole_numbers_and_the_int_range_is_accepted(store: Store) -> None:
+    line = json.dumps(
+        {"id": "edge", "content": "c", "reps": 3.0, "lapses": 2**63 - 1, "scheduled_days": -(2**63)}
+    )
+    store.import_jsonl(io.StringIO(line))
+    m = store.get("edge")
+    assert (m.reps, m.lapses, m.scheduled_days) == (3, 2**63 - 1, -(2**63))
+    assert isinstance(m.reps, int)

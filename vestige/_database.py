@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import apsw
 
 from vestige import config
-from vestige._gate import GateTimeout, WriteGate
+from vestige._gate import GateError, GateTimeout, WriteGate
 from vestige.config import Durability
 from vestige.errors import CorruptionError, SQLiteTooOld, StoreBusyError, StoreError
 
@@ -73,8 +73,12 @@ def translate(exc: apsw.Error, path: Path) -> StoreError:
             hint="Check that the data directory exists and is readable and writable.",
         )
     if is_busy(exc):
-        return _busy_error(path, "the database stayed locked")
-    return StoreError(f"SQLite error on {path}: {exc}")
+        # Reads fail here too, so say nothing about writes or a deadline.
+        return StoreBusyError(f"the database is busy (another process kept it locked): {path}")
+    return StoreError(
+        f"SQLite error on {path}: {exc}",
+        hint="Run `vestige doctor` to check the database and its data directory, then retry.",
+    )
 
 
 def _busy_error(
@@ -221,6 +225,12 @@ class Database:
             raise _busy_error(
                 self.path, "other Vestige processes kept the write gate", self.write_deadline_s
             ) from None
+        except GateError as exc:
+            raise StoreError(
+                str(exc.strerror),
+                hint="Keep the data directory on a local filesystem that supports file locks "
+                "(flock); a forked process must open its own Store.",
+            ) from exc
         try:
             yield
         finally:
@@ -275,6 +285,7 @@ class Database:
         """
         self._check_open()
         with self._reader_lock:
+            self._check_open()  # close() may have run while we waited for the lock
             conn = self._reader
             assert conn is not None
             try:
@@ -321,6 +332,7 @@ class Database:
             dest = apsw.Connection(str(target))
             try:
                 with self._reader_lock:
+                    self._check_open()  # close() may have run while we waited for the lock
                     assert self._reader is not None
                     with dest.backup("main", self._reader, "main") as backup:
                         backup.step(-1)

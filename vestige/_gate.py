@@ -20,14 +20,22 @@ gate would otherwise re-take it with a non-blocking ``flock`` before the waiter 
 woke gets a CPU.  Such barging is unfair (4 writers on 2 cores: min/max writes per process
 0.57-0.91, the whole gap in fast-path grants; 0.88-0.96 without them, throughput within
 noise).  The helper returns to the fast path once it finds the gate free.
+
+A caller interrupted while waiting (KeyboardInterrupt, any BaseException) withdraws its
+place: a grant that arrives later is handed straight back instead of being kept for nobody,
+which would lock every other process out.  A forked child closes its copies of the gate
+descriptors, so a fork without exec never keeps the gate alive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Final
 
 from vestige.config import FILE_MODE
@@ -48,6 +56,14 @@ class GateTimeout(TimeoutError):
     """Raised when the write gate was not granted within the deadline."""
 
 
+class GateError(OSError):
+    """Raised when the kernel refuses the lock itself (e.g. ENOLCK on some network mounts)."""
+
+
+#: Every open gate, so a forked child can close its copies of the descriptors.
+_open_gates: weakref.WeakSet[WriteGate] = weakref.WeakSet()
+
+
 class WriteGate:
     """An exclusive, kernel-queued, cross-process lock with a deadline on every wait.
 
@@ -63,7 +79,9 @@ class WriteGate:
         self._wanted = False  # is a caller still waiting for the pending acquisition?
         self._fast = True  # False while the last slow acquisition found the gate taken
         self._closed = False
+        self._error: OSError | None = None  # why the helper's flock failed, for the waiter
         self._helper: threading.Thread | None = None
+        _open_gates.add(self)
 
     def acquire(self, timeout: float) -> None:
         """Take the gate, waiting at most ``timeout`` seconds; raise GateTimeout otherwise."""
@@ -71,7 +89,9 @@ class WriteGate:
             self._acquire_polling(timeout)
             return
         with self._cond:
-            if self._state == "idle" and self._fast and _try_flock(self._fd):
+            if self._closed:
+                raise GateError(errno.EBADF, f"the write gate {self.path} is closed")
+            if self._state == "idle" and self._fast and _try_flock(self._fd, self.path):
                 self._state = "held"
                 return
             if self._state == "idle":
@@ -81,7 +101,21 @@ class WriteGate:
             # "waiting": a previous caller gave up but the helper is still queued in the
             # kernel; this caller simply takes over that place in the queue.
             self._wanted = True
-            granted = self._cond.wait_for(lambda: self._state == "held", timeout)
+            self._error = None
+            try:
+                granted = self._cond.wait_for(
+                    lambda: self._state == "held" or self._error is not None, timeout
+                )
+            except BaseException:
+                # Interrupted: nobody will release a grant made for us, so withdraw.
+                self._wanted = False
+                if self._state == "held":
+                    _unlock(self._fd)
+                    self._state = "idle"
+                raise
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
             if not granted:
                 self._wanted = False
                 raise GateTimeout(f"write gate {self.path} not granted within {timeout:.1f} s")
@@ -95,6 +129,8 @@ class WriteGate:
 
     def close(self) -> None:
         with self._cond:
+            if self._fd < 0:  # already closed in a forked child
+                return
             self._closed = True
             if self._state == "held":
                 _unlock(self._fd)
@@ -120,9 +156,22 @@ class WriteGate:
                 self._cond.wait_for(lambda: self._state == "waiting" or self._closed)
                 if self._closed and self._state != "waiting":
                     return
-            free = _try_flock(self._fd)
-            if not free:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)  # blocks in the kernel's queue
+            try:
+                free = _try_flock(self._fd, self.path)
+                if not free:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # blocks in the kernel's queue
+            except OSError as exc:
+                # Dying here would leave the state "waiting" forever: hand the error to
+                # the waiter and go back to idle (the lock was not taken).
+                with self._cond:
+                    self._error = _gate_error(exc, self.path)
+                    self._wanted = False
+                    self._state = "idle"
+                    self._cond.notify_all()
+                    if self._closed:
+                        os.close(self._fd)
+                        return
+                continue
             with self._cond:
                 self._fast = free
                 if self._wanted and not self._closed:
@@ -152,12 +201,20 @@ class WriteGate:
                 time.sleep(_WINDOWS_POLL_S)
 
 
-def _try_flock(fd: int) -> bool:
+def _try_flock(fd: int, path: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:
+        raise _gate_error(exc, path) from exc
     return True
+
+
+def _gate_error(exc: OSError, path: Path) -> GateError:
+    if isinstance(exc, GateError):
+        return exc
+    return GateError(exc.errno, f"cannot lock the write gate {path}: {exc.strerror or exc}")
 
 
 def _unlock(fd: int) -> None:
@@ -166,3 +223,24 @@ def _unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _close_in_child() -> None:
+    # A fork()ed child shares our gate descriptors (and with them the flock): it must not
+    # keep the gate after we release or die.  Closing its copies leaves ours untouched.  No
+    # lock is taken: another thread of the parent may have held it at the fork.
+    for gate in list(_open_gates):
+        if gate._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(gate._fd)
+        gate._fd = -1
+        gate._closed = True
+        gate._state = "idle"
+        gate._wanted = False
+        gate._helper = None
+        gate._cond = threading.Condition()
+    _open_gates.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)

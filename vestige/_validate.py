@@ -18,6 +18,7 @@ _NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_TIMELINE_LIMIT: Final = 200
+ISO_HINT: Final = "Use ISO 8601, e.g. 2026-11-24 or 2026-11-24T10:00:00Z."
 
 
 def content(value: Any) -> str:
@@ -140,14 +141,20 @@ def timestamp(value: Any, *, name: str, end_of_day: bool = False) -> str | None:
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidInput(
-                f"{name} {value!r} is not a date",
-                hint="Use ISO 8601, e.g. 2026-11-24 or 2026-11-24T10:00:00Z.",
-            ) from None
+            raise InvalidInput(f"{name} {value!r} is not a date", hint=ISO_HINT) from None
     else:
         raise InvalidInput(f"{name} must be an ISO 8601 date string, not {type(value).__name__}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    if end_of_day and isinstance(value, str) and _DATE_ONLY.match(value.strip()):
-        parsed += timedelta(days=1, microseconds=-1)
-    return parsed.astimezone(UTC).isoformat()
+    try:
+        if end_of_day and isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+            parsed += timedelta(days=1, microseconds=-1)
+        return parsed.astimezone(UTC).isoformat()
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise out_of_range(name, value) from None
+
+
+def out_of_range(name: str, value: Any) -> InvalidInput:
+    return InvalidInput(
+        f"{name} {value!r} is out of range (years 1 to 9999, in UTC)", hint=ISO_HINT
+    )

@@ -3,8 +3,9 @@
 Run by one process at a time (a claimed lease, see ``vestige.claims``), in batches of
 ``DECAY_BATCH_ROWS``: each batch is read in a snapshot, computed in Python outside any
 transaction, then written in one short transaction that first renews the lease.  A row
-touched by someone else in between (its ``last_accessed`` changed, e.g. a promote) is left
-for the next pass instead of being overwritten with a stale value.
+touched by someone else in between (its ``last_accessed`` or ``updated_at`` changed: a
+promote, demote, supersede or update) is left for the next pass instead of being
+overwritten with a stale value.  Decay itself never sets ``updated_at``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def consolidate(db: Database, *, batch_rows: int = config.DECAY_BATCH_ROWS) -> C
         while True:
             with db.read() as conn:
                 rows = conn.execute(
-                    "SELECT seq, id, last_accessed, stability, sentiment_magnitude, "
+                    "SELECT seq, id, last_accessed, updated_at, stability, sentiment_magnitude, "
                     "storage_strength FROM knowledge_nodes WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, batch_rows),
                 ).fetchall()
@@ -81,9 +82,9 @@ def _w20(conn: apsw.Connection) -> float:
 
 def _decayed(
     rows: list[tuple[object, ...]], w20: float, now: datetime
-) -> list[tuple[float, float, float, str, str]]:
+) -> list[tuple[float, float, float, str, str, str]]:
     out = []
-    for _seq, mid, last_accessed, stability, sentiment, storage in rows:
+    for _seq, mid, last_accessed, updated_at, stability, sentiment, storage in rows:
         elapsed = (now - datetime.fromisoformat(str(last_accessed))).total_seconds()
         if elapsed <= 0:
             continue
@@ -91,7 +92,7 @@ def _decayed(
         retrieval = fsrs.retrievability(s_eff, elapsed / fsrs.SECONDS_PER_DAY, w20)
         retention = fsrs.retention(retrieval, float(storage))  # type: ignore[arg-type]
         capped = min(float(stability), fsrs.MAX_STABILITY_DAYS)  # type: ignore[arg-type]
-        out.append((retrieval, retention, capped, str(mid), str(last_accessed)))
+        out.append((retrieval, retention, capped, str(mid), str(last_accessed), str(updated_at)))
     return out
 
 
@@ -99,16 +100,16 @@ def _apply(
     conn: apsw.Connection,
     *,
     claim: claims.Claim,
-    updates: list[tuple[float, float, float, str, str]],
+    updates: list[tuple[float, float, float, str, str, str]],
 ) -> int:
     if not claims.renew(conn, claim):
         raise LeaseLost(f"lost the {claim.task} lease to another process")
     changed = 0
-    for retrieval, retention, stability, mid, last_accessed in updates:
+    for retrieval, retention, stability, mid, last_accessed, updated_at in updates:
         conn.execute(
             "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
-            "stability = ? WHERE id = ? AND last_accessed = ?",
-            (retrieval, retention, stability, mid, last_accessed),
+            "stability = ? WHERE id = ? AND last_accessed = ? AND updated_at = ?",
+            (retrieval, retention, stability, mid, last_accessed, updated_at),
         )
         changed += conn.changes()
     return changed

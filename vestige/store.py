@@ -212,10 +212,23 @@ class Store:
         decision, target, score, reason = self._decide(new)
 
         def tx(conn: apsw.Connection) -> IngestResult:
+            # The decision came from a snapshot; another process may have written since.
             current = _fetch(conn, target.id) if target is not None else None
+            if current is not None and current.superseded_by is not None:
+                current = None  # superseded meanwhile: no longer a candidate
             if decision is Decision.CREATE or current is None:
+                same = conn.execute(
+                    f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
+                ).fetchall()
+                if same:  # the same text was stored meanwhile (e.g. by another process)
+                    stored = _reinforce(conn, Memory.from_row(same[0]), new)
+                    return IngestResult(Decision.REINFORCE, stored, 1.0, "same content")
                 conn.execute(_INSERT, _row(new))
-                why = reason if target is None else "the similar memory was deleted meanwhile"
+                why = (
+                    reason
+                    if target is None
+                    else "the similar memory was deleted or superseded meanwhile"
+                )
                 return IngestResult(Decision.CREATE, new, score, why)
             if decision is Decision.REINFORCE:
                 return IngestResult(decision, _reinforce(conn, current, new), score, reason)
@@ -373,10 +386,14 @@ class Store:
     ) -> list[TimelineDay]:
         """Memories created between start and end (default: the last 7 days), newest first."""
         until = _validate.timestamp(end, name="end", end_of_day=True) or now_iso()
-        since = (
-            _validate.timestamp(start, name="start")
-            or (datetime.fromisoformat(until) - timedelta(days=TIMELINE_DEFAULT_DAYS)).isoformat()
-        )
+        since = _validate.timestamp(start, name="start")
+        if since is None:
+            try:
+                since = (
+                    datetime.fromisoformat(until) - timedelta(days=TIMELINE_DEFAULT_DAYS)
+                ).isoformat()
+            except OverflowError:  # end in the first week of year 1
+                raise _validate.out_of_range("end", end) from None
         n = _validate.limit(limit, maximum=_validate.MAX_TIMELINE_LIMIT)
         kind = _validate.node_type(node_type) if node_type is not None else None
         wanted = json.dumps(_validate.tags(tags))

@@ -8,6 +8,7 @@ tear a WAL database or, done inside a process with connections, drop SQLite's lo
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import UTC, datetime
 from functools import partial
@@ -141,6 +142,9 @@ _NUMBERS: Final = {
     "sentiment_magnitude": 0.0,
 }
 _INTEGERS: Final = {"reps": 0, "lapses": 0, "scheduled_days": 0}
+#: SQLite's INTEGER range; a larger value would fail at insert, after earlier batches.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
 _OPTIONAL_TEXT: Final = ("embedding_model", "superseded_by")
 _TIMES: Final = ("next_review", "valid_from", "valid_until")
 
@@ -151,6 +155,8 @@ def parse_line(number: int, line: str) -> tuple[Any, ...]:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ImportFileError(f"not valid JSON ({exc.msg})", line=number) from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise ImportFileError("a number has too many digits", line=number) from None
     if not isinstance(data, dict):
         raise ImportFileError("expected a JSON object (one memory per line)", line=number)
     try:
@@ -186,7 +192,7 @@ def _row_from(data: dict[str, Any]) -> tuple[Any, ...]:
     for name, default in _NUMBERS.items():
         values[name] = _number(data, name, default)
     for name, default_int in _INTEGERS.items():
-        values[name] = int(_number(data, name, default_int))
+        values[name] = _integer(data, name, default_int)
     for name in _OPTIONAL_TEXT:
         values[name] = _text(data, name, None)
     for name in _TIMES:
@@ -195,14 +201,41 @@ def _row_from(data: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _number(data: dict[str, Any], name: str, default: float) -> float:
+    # json.loads accepts NaN and Infinity (and 1e400 is inf): none fits a REAL NOT NULL.
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{name} must be a number, not {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidInput(f"{name} must be a finite number, not {_short(value)}")
+    return number
+
+
+def _integer(data: dict[str, Any], name: str, default: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{name} must be a number, not {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():  # also NaN and infinities
+            raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+        value = int(value)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise InvalidInput(f"{name} is {_short(value)}; it must be between -2**63 and 2**63-1")
+    return value
+
+
+def _short(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 30 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _text(data: dict[str, Any], name: str, default: str | None) -> Any:
     value = data.get(name, default)
     if value is not None and not isinstance(value, str):
         raise InvalidInput(f"{name} must be text, not {value!r}")
+    if value is not None:
+        _validate._utf8(value, name)
     return value

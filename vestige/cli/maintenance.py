@@ -266,7 +266,10 @@ def _read_rows(file: Path) -> tuple[str, list[tuple[int, str]]]:
         if not isinstance(items, list):
             raise ImportFileError(f"{file} is JSON but not an array of memories")
         return "item", [(n, json.dumps(m, ensure_ascii=False)) for n, m in enumerate(items, 1)]
-    rows = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside strings
+    # (ensure_ascii=False), and str.splitlines() would split a memory there.
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    rows = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     return "line", rows
 
 
