@@ -244,3 +244,36 @@ def integrity(db: Path) -> list[str]:
         return [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def plain_holder(data_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """A process that is not a server but has the database open (a script using the library).
+
+    Yields once its store is open; on exit, closing its stdin makes it close the store and
+    exit, and it is reaped (killed by pid after a deadline).
+    """
+    code = (
+        "import sys; from vestige import Store; s = Store.open(sys.argv[1], create=False); "
+        "print('open', flush=True); sys.stdin.read(); s.close()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        yield holder
+    finally:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        holder.stdin.close()  # its signal to close the store and exit
+        try:
+            holder.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait(timeout=10)
+        holder.stdout.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ from tests.cli_helpers import (
     cli_json,
     damage,
     integrity,
+    plain_holder,
     run_cli,
     tool_json,
 )
@@ -177,33 +176,11 @@ def test_restore_refuses_while_another_process_has_the_database_open(
 ) -> None:
     fill(data_dir, "original")
     backup = Path(cli_json("backup", tmp_path / "b.db", data_dir=data_dir)["path"])
-    code = (
-        "import sys; from vestige import Store; s = Store.open(sys.argv[1], create=False); "
-        "print('open', flush=True); sys.stdin.read(); s.close()"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(data_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "open\n"
+    with plain_holder(data_dir) as holder:
         result = run_cli("restore", backup, data_dir=data_dir)
         assert result.returncode == IN_USE
         assert f"in use by 1 other process(es): pid {holder.pid} python" in result.stderr
         assert f"Hint: Stop them first (kill -INT {holder.pid})" in result.stderr
-    finally:
-        assert holder.stdin is not None
-        assert holder.stdout is not None
-        holder.stdin.close()  # its signal to close the store and exit
-        try:
-            holder.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait(timeout=10)
-        holder.stdout.close()
     # The lock it took was released: no holder metadata is left behind.
     assert list((data_dir / "owners").glob("*.json")) == []
 

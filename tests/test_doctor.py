@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import psutil
 import pytest
 
 from tests import cli_helpers
-from tests.cli_helpers import cli_json, damage, run_cli
+from tests.cli_helpers import cli_json, damage, plain_holder, run_cli
 from vestige.config import DATA_DIR_ENV
 
 if TYPE_CHECKING:
@@ -182,31 +181,9 @@ def test_metadata_of_a_reused_pid_is_stale(data_dir: Path) -> None:
 
 def test_a_plain_process_with_the_database_open_is_listed(data_dir: Path) -> None:
     cli_json("ingest", "x", data_dir=data_dir)
-    code_text = (
-        "import sys; from vestige import Store; s = Store.open(sys.argv[1], create=False); "
-        "print('open', flush=True); sys.stdin.read(); s.close()"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code_text, str(data_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "open\n"
+    with plain_holder(data_dir) as holder:
         started = time.time()
         code, report = doctor(data_dir)
-    finally:
-        assert holder.stdin is not None
-        assert holder.stdout is not None
-        holder.stdin.close()
-        try:
-            holder.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait(timeout=10)
-        holder.stdout.close()
     assert code == 0
     assert report["owner_lock"]["state"] == "free"
     (proc,) = report["processes"]["holders"]
