@@ -27,7 +27,13 @@ import apsw
 from vestige import config
 from vestige._gate import GateError, GateTimeout, WriteGate
 from vestige.config import Durability
-from vestige.errors import CorruptionError, SQLiteTooOld, StoreBusyError, StoreError
+from vestige.errors import (
+    CorruptionError,
+    InvalidInput,
+    SQLiteTooOld,
+    StoreBusyError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -330,6 +336,12 @@ class Database:
         self._check_open()
         try:
             dest = apsw.Connection(str(target))
+        except apsw.Error as exc:
+            raise InvalidInput(
+                f"cannot write a backup to {target}: {exc}",
+                hint="Choose a folder on a local disk that you can write to.",
+            ) from exc
+        try:
             try:
                 with self._reader_lock:
                     self._check_open()  # close() may have run while we waited for the lock

@@ -191,7 +191,16 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
             f"the data directory {path} is not writable by this user",
             hint=f"Fix its permissions (chmod u+rwx {path}) or choose another --data-dir.",
         )
+    _refuse_non_file(data_dir)
     return data_dir
+
+
+def _refuse_non_file(data_dir: DataDir) -> None:
+    db = data_dir.database
+    if db.exists() and not db.is_file():
+        raise DataDirError(
+            f"{db} is not a regular file", hint="Move it away; Vestige keeps a SQLite file there."
+        )
 
 
 def require_database(data_dir: DataDir) -> DataDir:
@@ -213,18 +222,23 @@ def require_database(data_dir: DataDir) -> DataDir:
             f"the data directory {where} cannot be read by this user",
             hint=f"Run as the user who owns it, or fix its permissions (chmod u+rwx {path}).",
         )
-    if not data_dir.database.exists():
+    if not data_dir.database.exists() or _is_empty_file(data_dir.database):
+        # A 0-byte file is no database either: opening it would make a fresh, empty one
+        # and a mistyped path would look like a memory that was wiped.
         raise DatabaseMissing(
             f"there is no Vestige database in {where}",
             hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
             "or running `vestige ingest TEXT`.",
         )
-    if not data_dir.database.is_file():
-        raise DataDirError(
-            f"{data_dir.database} is not a regular file",
-            hint="Move it away; Vestige keeps a SQLite file there.",
-        )
+    _refuse_non_file(data_dir)
     return data_dir
+
+
+def _is_empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def durability_from_env(environ: dict[str, str] | None = None) -> Durability:

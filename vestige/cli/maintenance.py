@@ -143,6 +143,12 @@ def _export_to_file(store: Store, output: Path, fmt: str) -> int:
             code=ExitCode.BAD_INPUT,
             hint="Choose a new file name, or move the old file away first.",
         )
+    if not target.parent.is_dir():
+        raise CommandError(
+            f"the folder {target.parent} does not exist",
+            code=ExitCode.BAD_INPUT,
+            hint="Create it, or choose another path for -o.",
+        )
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
