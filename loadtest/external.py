@@ -19,11 +19,14 @@ import json
 import os
 import random
 import select
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+
+from loadtest.spawn import wait_exit
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,6 +44,20 @@ BUSY_TIMEOUT_MS: Final = 5_000
 LONG_HOLD_S: Final = 3.0
 READY_TIMEOUT_S: Final = 30.0
 HOLD_TIMEOUT_S: Final = 15.0
+#: How long a SIGKILLed writer may take to be reaped, and its last stdout lines read.
+KILL_EXIT_TIMEOUT_S: Final = 10.0
+
+
+def judge_kill(returncode: int | None, committed: bool) -> tuple[bool, str]:
+    """The kill fault counts only if SIGKILL ended the writer while the transaction was still
+    open: it must die of SIGKILL, and must not have reported the transaction committed."""
+    if returncode is None:
+        return False, f"still running {KILL_EXIT_TIMEOUT_S:.0f} s after SIGKILL"
+    if returncode != -signal.SIGKILL:
+        return False, f"exit {returncode}, not SIGKILL: the kill did not end it"
+    if committed:
+        return False, "it committed the transaction before SIGKILL landed: the kill came too late"
+    return True, "killed by SIGKILL"
 
 
 # -- the child process ------------------------------------------------------------------
@@ -157,6 +174,8 @@ class ExternalWriter:
         self.stopping = False
         self._hold: anyio.Event | None = None
         self._held: tuple[str, list[str]] | None = None
+        #: Set once the current generation's stdout is read to its end.
+        self._drained = anyio.Event()
 
     def argv(self) -> list[str]:
         p = self.profile
@@ -183,7 +202,9 @@ class ExternalWriter:
             self.generation += 1
             child = await self.registry.spawn("external", self.argv(), self.env)
             self.child = child
+            self._drained = anyio.Event()
             await self._pump(child)
+            self._drained.set()
             rc = await self.registry.stop(child)
             if not child.killed and not self.stopping:
                 failures += 1
@@ -225,7 +246,7 @@ class ExternalWriter:
 
     async def kill_in_transaction(self) -> tuple[bool, str]:
         """Ask for a long transaction, SIGKILL the writer inside it; the next one starts."""
-        child = self.child
+        child, drained = self.child, self._drained
         if child is None or child.returncode is not None or child.process.stdin is None:
             return False, "no external writer running"
         self._hold, self._held = anyio.Event(), None
@@ -236,9 +257,13 @@ class ExternalWriter:
         if held is None:
             return False, f"the writer never opened the long transaction in {HOLD_TIMEOUT_S} s"
         child.kill9()
+        exited = await wait_exit(child, KILL_EXIT_TIMEOUT_S)
+        with anyio.move_on_after(KILL_EXIT_TIMEOUT_S):
+            await drained.wait()  # a "commit" line it wrote before dying is read by now
         key, tokens = held
         self.ledger.killed[key] = tokens
-        return True, f"pid {child.pid} killed holding txn {key} ({len(tokens)} rows)"
+        ok, why = judge_kill(child.returncode if exited else None, key in self.ledger.committed)
+        return ok, f"pid {child.pid} holding txn {key} ({len(tokens)} rows): {why}"
 
     async def stop(self) -> None:
         self.stopping = True

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from loadtest.checks import Check
 from loadtest.spawn import wait_exit
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class FaultEvent:
     ok: bool
     detail: str
     recovery_s: float | None = None
+    #: False when the load ended before the outcome could be seen (a server killed just
+    #: before the stop is not restarted): reported as info, neither passed nor failed.
+    judged: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +60,7 @@ class FaultEvent:
             "kind": self.kind,
             "target": self.target,
             "ok": self.ok,
+            "judged": self.judged,
             "detail": self.detail,
             "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 3),
         }
@@ -83,6 +88,48 @@ def judge_refusal(rc: int | None, stderr: str, live_pids: set[int]) -> tuple[boo
     return True, f"exit {rc}, names owner pid(s) {sorted(named)}"
 
 
+def fault_checks(
+    events: Sequence[FaultEvent],
+    not_reached: Sequence[tuple[float, str]],
+    planned: int,
+    *,
+    load_started: float,
+    load_s: float,
+) -> list[Check]:
+    """One line per fault.  A fault the load ended before (``--ops``) is info, not a
+    failure; one that was due while the load still ran, yet never ran, fails."""
+    out = [
+        Check(
+            f"fault {e.kind} at {e.at - load_started:.1f} s ({e.target})",
+            e.ok,
+            e.detail,
+            excused=not e.judged,
+        )
+        for e in events
+    ]
+    late = [(at, kind) for at, kind in not_reached if at >= load_s]
+    out += [
+        Check(
+            f"fault {kind} planned at {at:.1f} s",
+            False,
+            f"not run: the load ended at {load_s:.1f} s, before it was due",
+            excused=True,
+        )
+        for at, kind in late
+    ]
+    missing = planned - len(events) - len(late)
+    if missing > 0:
+        due = [kind for at, kind in not_reached if at < load_s] or ["?"] * missing
+        out.append(
+            Check(
+                "every planned fault ran",
+                False,
+                f"not run although due while the load ran: {', '.join(due)}",
+            )
+        )
+    return out
+
+
 class FaultRunner:
     def __init__(
         self,
@@ -95,22 +142,26 @@ class FaultRunner:
         exclusive_argv: list[str],
         env: dict[str, str],
         after_kill: Callable[[str], Awaitable[None]],
-        stopping: Callable[[], bool],
+        stop: anyio.Event,
         writes_in_flight: Callable[[str], int],
         seed: int,
     ) -> None:
         self.schedule = list(schedule)
         self.clock, self.slots, self.external = clock, slots, external
         self.registry, self.exclusive_argv, self.env = registry, exclusive_argv, env
-        self.after_kill, self.stopping = after_kill, stopping
+        self.after_kill, self.stop, self.stopping = after_kill, stop, stop.is_set
         self.writes_in_flight = writes_in_flight
         self.rng = random.Random(seed)
         self.events: list[FaultEvent] = []
+        #: (offset, kind) of the faults the load ended before.
+        self.not_reached: list[tuple[float, str]] = []
 
     async def run(self, load_started: float) -> None:
-        for offset, kind in self.schedule:
-            await anyio.sleep(max(0.0, load_started + offset - self.clock.now()))
+        for i, (offset, kind) in enumerate(self.schedule):
+            with anyio.move_on_after(max(0.0, load_started + offset - self.clock.now())):
+                await self.stop.wait()  # the stop ends the wait: an early end never stalls
             if self.stopping():
+                self.not_reached = self.schedule[i:]
                 return
             if kind == "kill-server":
                 await self.kill_server()
@@ -139,16 +190,21 @@ class FaultRunner:
                 await anyio.sleep(0.02)
         restarted = slot.generation > generation and slot.up.is_set()
         new_pid = slot.child.pid if slot.child is not None else None
+        if restarted:
+            outcome = f"restarted as pid {new_pid}"
+        elif self.stopping():
+            outcome = "the load ended before it could come back: not judged"
+        else:
+            outcome = "did not come back"
         self._record(
             FaultEvent(
                 at,
                 "kill-server",
                 f"{slot.name} pid {pid}",
                 restarted,
-                f"{in_flight} ingest(s) in flight; restarted as pid {new_pid}"
-                if restarted
-                else "did not come back",
+                f"{in_flight} ingest(s) in flight; {outcome}",
                 self.clock.now() - at if restarted else None,
+                judged=restarted or not self.stopping(),
             )
         )
 

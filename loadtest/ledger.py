@@ -97,6 +97,7 @@ class Verdict:
         "duplicate",
         "unexpected",
         "wrong_id",
+        "kill_missed",
     )
 
     @property
@@ -303,7 +304,9 @@ def verify_external(ledger: ExternalLedger, present: set[str], *, name: str) -> 
         if there == 0:
             verdict.counts["killed_txn_rolled_back"] += 1
         elif there == len(tokens):
-            verdict.counts["killed_txn_committed_first"] += 1
+            # The writer holds it open for seconds after announcing it: all there means the
+            # SIGKILL landed after its COMMIT, so the fault did not test what it claims.
+            verdict.problem("kill_missed", f"external txn {txn} killed open, yet committed")
         else:
             verdict.problem("corrupted", f"external txn {txn} killed open: {there}/{len(tokens)}")
     verdict.counts["unacknowledged_present"] = len(present - known)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -23,10 +24,18 @@ import pytest
 from loadtest import checks, report
 from loadtest.checks import Summary, fairness, latency_checks, percentile
 from loadtest.client import Clock, ErrorKind, classify
-from loadtest.external import ExternalWriter
-from loadtest.faults import EXIT_OWNER_LOCKED, judge_refusal, owners_named
+from loadtest.external import ExternalWriter, judge_kill
+from loadtest.faults import (
+    EXIT_OWNER_LOCKED,
+    FaultEvent,
+    FaultRunner,
+    fault_checks,
+    judge_refusal,
+    owners_named,
+)
 from loadtest.ledger import ExternalLedger, Ledger, Row, verify, verify_external
 from loadtest.profiles import PROFILES, Bounds, Faults, parse_faults, parse_mix
+from loadtest.runner import RunConfig, RunResult, _Run
 from loadtest.spawn import Registry, wait_exit
 from loadtest.workload import Pool, Recorder, Sample, ToolCalls, payload, vocabulary
 from vestige import Store
@@ -179,6 +188,15 @@ class TestExternalLedger:
         assert not verdict.ok
         assert verdict.counts["corrupted"] == 1
 
+    def test_a_killed_transaction_found_committed_means_the_kill_missed(self) -> None:
+        # The writer holds the killed transaction open for seconds: all of it there means
+        # SIGKILL landed after COMMIT, so the fault never tested a kill inside a transaction.
+        ledger = ExternalLedger(killed={"g1t2": ["c", "d"]})
+        verdict = verify_external(ledger, {"c", "d"}, name="external")
+        assert not verdict.ok
+        assert verdict.counts["kill_missed"] == 1
+        assert "g1t2" in verdict.problems[0]
+
     def test_a_missing_committed_row_is_lost_and_a_rolled_back_one_must_be_absent(self) -> None:
         ledger = ExternalLedger(committed={"g1t1": ["a", "b"]}, refused={"g1t3": ["e"]})
         verdict = verify_external(ledger, {"a", "e"}, name="external")
@@ -235,6 +253,93 @@ def test_refusal_must_exit_3_naming_only_live_owners() -> None:
     assert not judge_refusal(EXIT_OWNER_LOCKED, "in use by another process", {101})[0]
     assert not judge_refusal(1, stderr, {101, 102})[0]
     assert not judge_refusal(None, "", {101})[0]  # still running: it was accepted
+
+
+def test_the_external_kill_counts_only_if_sigkill_ended_an_open_transaction() -> None:
+    assert judge_kill(-signal.SIGKILL, committed=False)[0]
+    ok, detail = judge_kill(-signal.SIGKILL, committed=True)
+    assert not ok
+    assert "too late" in detail
+    assert not judge_kill(0, committed=False)[0]  # it ended on its own: the kill missed it
+    assert not judge_kill(-signal.SIGTERM, committed=False)[0]
+    assert not judge_kill(None, committed=False)[0]  # still running after the kill
+
+
+def test_faults_the_load_ended_before_are_info_and_a_due_one_fails() -> None:
+    ran = FaultEvent(12.0, "exclusive-launch", "pid 7", True, "exit 3")
+    failed = FaultEvent(14.0, "kill-server", "s0 pid 8", False, "did not come back")
+    cut = FaultEvent(14.0, "kill-server", "s1 pid 9", False, "load ended", judged=False)
+    # --ops ended the load at 1.2 s: the faults due at 6.8 and 10.5 s were never reached.
+    lines = fault_checks(
+        [ran], [(6.8, "kill-server"), (10.5, "kill-external")], 3, load_started=10.0, load_s=1.2
+    )
+    assert [(c.ok, c.failed) for c in lines] == [(True, False), (False, False), (False, False)]
+    assert "not run" in lines[1].detail
+    # A fault that was due while the load still ran, yet did not run, fails the run.
+    due = fault_checks([ran], [(0.5, "kill-server")], 2, load_started=10.0, load_s=1.2)
+    assert due[-1].failed
+    assert "kill-server" in due[-1].detail
+    # A fault that was reached and failed still fails; one the stop cut short is info.
+    assert fault_checks([failed], [], 1, load_started=10.0, load_s=15.0)[0].failed
+    assert not fault_checks([cut], [], 1, load_started=10.0, load_s=15.0)[0].failed
+
+
+def test_the_fault_runner_stops_waiting_when_the_load_stops(tmp_path: Path) -> None:
+    """No process: the schedule's first fault is far away, the stop must end the wait."""
+
+    async def scenario() -> tuple[float, FaultRunner]:
+        clock = Clock()
+        stop = anyio.Event()
+        runner = FaultRunner(
+            [(30.0, "kill-server"), (40.0, "kill-external")],
+            clock=clock,
+            slots=[],
+            external=None,
+            registry=Registry(tmp_path),
+            exclusive_argv=[],
+            env={},
+            after_kill=lambda _name: anyio.sleep(0),
+            stop=stop,
+            writes_in_flight=lambda _name: 0,
+            seed=1,
+        )
+        started = clock.now()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.run, started)
+                await anyio.sleep(0.05)
+                stop.set()
+        return clock.now() - started, runner
+
+    took, runner = anyio.run(scenario)
+    assert took < 5.0  # the first fault was due at 30 s
+    assert runner.events == []
+    assert runner.not_reached == [(30.0, "kill-server"), (40.0, "kill-external")]
+
+
+def _unstarted_run(tmp_path: Path, *, external: bool) -> _Run:
+    profile = PROFILES["short"].with_overrides(external_writer=external)
+    config = RunConfig(profile, ["vestige-mcp"], ["vestige"], tmp_path, progress=False)
+    return _Run(config, RunResult("shared writers", config, MARKER), Registry(tmp_path / "logs"))
+
+
+def test_without_an_external_writer_its_checks_are_not_reported_ok(tmp_path: Path) -> None:
+    run = _unstarted_run(tmp_path, external=False)
+    lines = run._error_checks(naive=False) + run._external_checks(
+        ExternalLedger(), set(), "after the run"
+    )
+    about_external = [c for c in lines if "external" in c.name]
+    assert about_external, "the run must say the external writer's checks did not run"
+    assert all(not c.ok and c.excused for c in about_external)
+    assert "not run" in about_external[0].detail
+    assert not any(c.failed for c in lines)
+    # Once a writer ran, its ledger is judged for real: a missing committed row fails.
+    ran = _unstarted_run(tmp_path / "ran", external=True)
+    assert ran.external is not None
+    ran.external.generation = 1
+    lost = ran._external_checks(ExternalLedger(committed={"g1t1": ["a"]}), set(), "after")
+    assert [c.failed for c in lost] == [True]
+    assert any("busy_timeout" in c.name for c in ran._error_checks(naive=False))
 
 
 def test_fault_schedule_and_switches() -> None:
