@@ -17,6 +17,8 @@ from loadtest.checks import Summary, fairness
 from loadtest.profiles import MCP_OPS, READ_OPS, WRITE_OPS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from loadtest.runner import RunResult
     from loadtest.workload import Sample
 
@@ -310,13 +312,18 @@ def timeline_svg(
             f'<circle cx="{x(s.t - origin):.1f}" cy="{_log_y(s.latency_ms, lo, hi):.1f}" '
             f'r="1.6" fill="{color}" fill-opacity="0.55"/>'
         )
-    for t, kind in faults:
-        parts.append(
-            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD - 8}" y2="{HEIGHT - PAD}" '
-            f'stroke="#d62728" stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD - 10}" '
-            f'font-size="10" fill="#d62728">{html.escape(kind)}</text>'
-        )
+    parts.extend(_fault_marks(faults, x))
     return _svg(parts)
+
+
+def _fault_marks(faults: list[tuple[float, str]], x: Callable[[float], float]) -> list[str]:
+    """A dashed red line with the fault's name at each fault moment."""
+    return [
+        f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD - 8}" y2="{HEIGHT - PAD}" '
+        f'stroke="#d62728" stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD - 10}" '
+        f'font-size="10" fill="#d62728">{html.escape(kind)}</text>'
+        for t, kind in faults
+    ]
 
 
 def wal_svg(sizes: list[tuple[float, int]], origin: float, faults: list[tuple[float, str]]) -> str:
@@ -343,12 +350,7 @@ def wal_svg(sizes: list[tuple[float, int]], origin: float, faults: list[tuple[fl
             f'<text x="{x(t):.1f}" y="{HEIGHT - PAD + 16}" font-size="10" '
             f'text-anchor="middle">{t:g}</text>'
         )
-    for t, kind in faults:
-        parts.append(
-            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD - 8}" y2="{HEIGHT - PAD}" '
-            f'stroke="#d62728" stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD - 10}" '
-            f'font-size="10" fill="#d62728">{html.escape(kind)}</text>'
-        )
+    parts.extend(_fault_marks(faults, x))
     return _svg(parts)
 
 
