@@ -36,6 +36,31 @@ BUSY_TIMEOUT_MS: Final = 5_000
 MAX_PROBLEMS: Final = 10
 
 
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """The number behind a bound check, so a report can draw it against its bound.
+
+    ``bound`` is what the run was judged against; ``basis`` says where it came from (a fixed
+    goal, or a same-run baseline such as "3 x idle read p99 (4.1 ms) + 20 ms").
+    """
+
+    value: float
+    bound: float
+    unit: str
+    basis: str = ""
+    #: True for floors (fairness >= 0.5), False for ceilings (p99 <= bound).
+    at_least: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "value": None if math.isnan(self.value) else round(self.value, 4),
+            "bound": round(self.bound, 4),
+            "unit": self.unit,
+            "basis": self.basis,
+            "at_least": self.at_least,
+        }
+
+
 @dataclass
 class Check:
     """One pass/fail line of the summary.  ``excused`` checks are shown but do not fail."""
@@ -44,13 +69,20 @@ class Check:
     ok: bool
     detail: str = ""
     excused: bool = False
+    measure: Measure | None = None
 
     @property
     def failed(self) -> bool:
         return not self.ok and not self.excused
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "excused": self.excused}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "excused": self.excused,
+            "measure": self.measure.to_dict() if self.measure else None,
+        }
 
 
 @dataclass
