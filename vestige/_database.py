@@ -106,6 +106,7 @@ class Database:
         gate_path: Path | None = None,
         write_deadline_s: float = config.WRITE_DEADLINE_S,
         retry_busy: bool = True,
+        write_delay_s: float = 0.0,
         needs_init: Callable[[apsw.Connection], bool] | None = None,
         init: Callable[[Database], None] | None = None,
     ) -> None:
@@ -121,6 +122,8 @@ class Database:
         self.durability = durability
         self.write_deadline_s = write_deadline_s
         self.retry_busy = retry_busy
+        #: Injected fault (config.WRITE_DELAY_ENV): held inside every transaction.
+        self.write_delay_s = write_delay_s
         self._gate = WriteGate(gate_path) if gate_path is not None else None
         self._writer_lock = threading.Lock()
         self._reader_lock = threading.Lock()
@@ -254,6 +257,8 @@ class Database:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
                         result = fn(conn)
+                        if self.write_delay_s:
+                            time.sleep(self.write_delay_s)
                         conn.execute("COMMIT")
                     except BaseException:
                         # SQLite may have undone only the failing statement, and a BUSY

@@ -14,6 +14,7 @@ The value is always a directory; the database is ``<dir>/vestige.db``.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import sys
@@ -34,11 +35,18 @@ DURABILITY_ENV: Final = "VESTIGE_SQLITE_DURABILITY"
 #: "1" turns off the write gate and the retry (busy_timeout only): the load test's baseline,
 #: to show what they buy.  Never set it for real use.
 NAIVE_WRITES_ENV: Final = "VESTIGE_UNSAFE_NAIVE_WRITES"
+#: Milliseconds to sleep inside every write transaction, before COMMIT: a fault the load
+#: test's own test injects to prove its latency bounds catch a slow write path.  Never set
+#: it for real use.
+WRITE_DELAY_ENV: Final = "VESTIGE_FAULT_WRITE_DELAY_MS"
 
 DATABASE_FILE: Final = "vestige.db"
 #: The cross-process write gate: a kernel lock on its own file, never on the database files.
 GATE_FILE: Final = "vestige.gate.lock"
 BACKUP_DIR: Final = "backups"
+
+#: The injected write delay stays well under the write deadline.
+MAX_WRITE_DELAY_MS: Final = 1_000.0
 
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
@@ -263,6 +271,24 @@ def parse_durability(value: str, *, name: str = "durability") -> Durability:
 def naive_writes_from_env(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     return env.get(NAIVE_WRITES_ENV, "").strip() == "1"
+
+
+def write_delay_from_env(environ: dict[str, str] | None = None) -> float:
+    """Seconds of injected delay per write transaction (0 unless the fault switch is set)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(WRITE_DELAY_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        delay_ms = float(raw)
+    except ValueError:
+        delay_ms = math.nan
+    if not 0 <= delay_ms <= MAX_WRITE_DELAY_MS:
+        raise ConfigError(
+            f"{WRITE_DELAY_ENV}={raw!r} is not a delay in milliseconds",
+            hint=f"Use a number from 0 to {MAX_WRITE_DELAY_MS:g}, or unset it.",
+        )
+    return delay_ms / 1000
 
 
 def secure_file(path: Path) -> None:

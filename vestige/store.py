@@ -135,11 +135,19 @@ class Store:
             log.warning(
                 "%s=1: no write gate, no retry (load-test baseline)", config.NAIVE_WRITES_ENV
             )
+        write_delay_s = config.write_delay_from_env(environ)
+        if write_delay_s:
+            log.warning(
+                "%s: every write sleeps %.0f ms inside its transaction (fault injection)",
+                config.WRITE_DELAY_ENV,
+                write_delay_s * 1000,
+            )
         db = Database(
             resolved.database,
             durability=level,
             gate_path=resolved.gate if write_gate and not naive else None,
             retry_busy=not naive,
+            write_delay_s=write_delay_s,
             needs_init=needs_init,
             init=init,
         )
