@@ -116,6 +116,9 @@ class LoadProfile:
     external_every_ms: float = 250.0
     faults: Faults = field(default_factory=Faults)
     bounds: Bounds = field(default_factory=Bounds)
+    #: Read round trips per server, one server at a time, before the load: the idle
+    #: baseline that relative bounds are judged against.
+    idle_probe_calls: int = 40
     seed: int = 20_240_601
 
     def with_overrides(self, **changes: Any) -> LoadProfile:

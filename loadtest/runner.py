@@ -179,6 +179,12 @@ class _Run:
         self.external_ledger = ExternalLedger()
         self.workload = Workload(p, self.ledger, self.recorder, self.clock)
         self.go = anyio.Event()
+        #: The idle baseline: once every server is up, each in turn measures read round
+        #: trips while the others wait (``probed`` is set when the last one is done).
+        self.all_up = anyio.Event()
+        self.probe_turn = anyio.Lock()
+        self.probed = anyio.Event()
+        self.probes_left = p.servers
         self.slots = [ServerSlot(f"s{i}") for i in range(p.servers)]
         result.slots = self.slots
         self.setup_problem: str | None = None
@@ -253,6 +259,12 @@ class _Run:
         if self.setup_problem or not all(s.up.is_set() for s in self.slots):
             self.setup_problem = self.setup_problem or self._start_failure()
             return False
+        self.all_up.set()
+        with anyio.move_on_after(START_TIMEOUT_S):
+            await self.probed.wait()
+        if not self.probed.is_set():
+            self.setup_problem = "the idle baseline did not finish: " + self._tails()
+            return False
         if self.external is not None:
             tg.start_soon(self.external.run)
             with anyio.move_on_after(START_TIMEOUT_S):
@@ -306,8 +318,10 @@ class _Run:
                     health = await client.call(ToolCalls.HEALTH, {})
                     server = (health.data or {}).get("server")
                     slot.health.append(server if isinstance(server, dict) else {})
-                    since = self.clock.now()
                     slot.up.set()
+                    if slot.generation == 1:
+                        await self._probe_idle(client, slot)
+                    since = self.clock.now()
                     await self.go.wait()
                     since = max(since, self.clock.now())
                     async with anyio.create_task_group() as workers:
@@ -338,6 +352,17 @@ class _Run:
                     slot.name,
                     f"pid {child.pid} exit {code}: {child.stderr_tail(500)}",
                 )
+
+    async def _probe_idle(self, client: TimedClient, slot: ServerSlot) -> None:
+        """This server's share of the idle baseline, one server at a time."""
+        await self.all_up.wait()
+        try:
+            async with self.probe_turn:
+                await self.workload.idle_probe(client, slot.name, self.profile.idle_probe_calls)
+        finally:
+            self.probes_left -= 1
+            if self.probes_left == 0:
+                self.probed.set()
 
     def _start_failure(self) -> str:
         down = [s.name for s in self.slots if not s.up.is_set()]

@@ -36,6 +36,8 @@ VOCABULARY_SIZE: Final = 50_000
 #: A worker that fell further behind its pace than this many intervals stops catching up.
 MAX_LAG_INTERVALS: Final = 2
 MAX_EXAMPLES: Final = 10
+#: The sample kind of the idle read round trips measured before the load starts.
+IDLE_READ: Final = "idle_read"
 
 
 class ToolCalls:
@@ -277,6 +279,32 @@ class Workload:
         outcome = await self._write("ingest", client, slot, own, rng, kind="warm_up")
         if outcome.ok:
             await client.call(ToolCalls.SEARCH, ToolCalls.search(self.ledger.marker))
+
+    async def idle_probe(self, client: TimedClient, slot: str, calls: int) -> None:
+        """Read round trips while nothing else runs: the run's own measure of this machine.
+
+        The CI profile judges write latency against this, not against fixed milliseconds, so
+        a busy machine (which slows the probe too) does not fail the run, while a slow write
+        path (which the probe never enters: reads take no write lock) still does.  Searches
+        and gets alternate, as in the load's read mix.
+        """
+        own = self.own.setdefault(slot, Pool())
+        rng = random.Random(f"{self.profile.seed}/{slot}/idle")
+        for i in range(calls):
+            record = own.pick(rng)
+            if i % 2 and record is not None and record.id is not None:
+                outcome = await client.call(ToolCalls.MEMORY, ToolCalls.memory("get", record.id))
+            else:
+                query = f"{self.ledger.marker}idle{i}"
+                outcome = await client.call(ToolCalls.SEARCH, ToolCalls.search(query))
+            if outcome.ok:
+                self.recorder.add(
+                    Sample(outcome.started, IDLE_READ, slot, outcome.latency_s * 1000)
+                )
+            else:
+                self.recorder.error(
+                    outcome.error_kind or "idle", f"{slot} idle probe", outcome.error_text
+                )
 
     async def _run(
         self, op: str, client: TimedClient, slot: str, own: Pool, rng: random.Random
