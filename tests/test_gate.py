@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import signal
 import subprocess
@@ -15,7 +14,9 @@ from typing import Any
 
 import psutil
 import pytest
+from portalocker import LockFlags
 
+from tests.lock_helpers import refuse_locks
 from vestige._gate import GateError, GateTimeout, WriteGate
 from vestige.errors import StoreBusyError
 
@@ -265,23 +266,11 @@ def test_an_interrupted_wait_does_not_keep_the_gate_for_nobody(tmp_path: Path) -
         waiter.communicate()
 
 
-def failing_flock(fail: Any) -> Any:
-    """fcntl.flock that fails with ENOLCK (as on some network mounts) when ``fail(flags)``."""
-    real = fcntl.flock
-
-    def flock(fd: int, flags: int) -> None:
-        if fail(flags):
-            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-        real(fd, flags)
-
-    return flock
-
-
 @pytest.mark.parametrize(
     "fail",
     [
-        pytest.param(lambda flags: flags == fcntl.LOCK_EX, id="blocking-in-helper"),
-        pytest.param(lambda flags: flags & fcntl.LOCK_EX, id="non-blocking"),
+        pytest.param(lambda flags: flags == LockFlags.EXCLUSIVE, id="blocking-in-helper"),
+        pytest.param(lambda flags: flags & LockFlags.EXCLUSIVE, id="non-blocking"),
     ],
 )
 def test_a_lock_the_kernel_refuses_is_one_clear_error(
@@ -290,7 +279,7 @@ def test_a_lock_the_kernel_refuses_is_one_clear_error(
     holder, gate = WriteGate(tmp_path / "g.lock"), WriteGate(tmp_path / "g.lock")
     try:
         holder.acquire(1.0)  # contended: the waiter goes through the helper thread
-        monkeypatch.setattr(fcntl, "flock", failing_flock(fail))
+        refuse_locks(monkeypatch, fail)
         began = time.monotonic()
         with pytest.raises(GateError) as info:
             gate.acquire(5.0)
@@ -366,3 +355,67 @@ def stop_orphan(pid: int) -> None:
             return
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
+
+
+_FORK_AFTER_CLOSE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from vestige._gate import WriteGate
+
+    gate = WriteGate(Path(sys.argv[1]))
+    gate.acquire(5.0)
+    gate.release()
+    number = gate._fd
+    gate.close()
+    fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if fd != number:  # the kernel hands out the lowest free number; make sure it is reused
+        os.dup2(fd, number)
+        os.close(fd)
+        fd = number
+    child = os.fork()
+    if child == 0:  # no exec: the at-fork handlers have run
+        try:
+            os.write(fd, b"written by the child\\n")
+            code = 0
+        except OSError as exc:
+            print(f"child cannot write to fd {fd}: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+@pytest.mark.multiprocess
+def test_a_closed_gate_is_forgotten_so_a_forked_child_keeps_newer_files(tmp_path: Path) -> None:
+    """A file that reuses a closed gate's descriptor number survives the at-fork handler."""
+    out = tmp_path / "out.txt"
+    run = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_CLOSE, str(tmp_path / "g.lock"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert out.read_text() == "written by the child\n"
+
+
+def test_closing_a_gate_twice_closes_its_descriptor_once(tmp_path: Path) -> None:
+    gate = WriteGate(tmp_path / "g.lock")
+    number = gate._fd
+    gate.close()
+    fd = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o600)
+    if fd != number:  # another file now holds the closed gate's number
+        os.dup2(fd, number)
+        os.close(fd)
+        fd = number
+    try:
+        gate.close()
+        os.fstat(fd)  # still open
+        with pytest.raises(GateError, match="is closed"):
+            gate.acquire(1.0)
+    finally:
+        os.close(fd)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from portalocker import LockFlags
 
+from tests.lock_helpers import refuse_locks
 from vestige.errors import OwnerLockHeld, OwnerLockUnsupported, VestigeError
 from vestige.owner import (
     LOCK_FILE,
@@ -215,6 +217,7 @@ def test_refusal_survives_pickling(ddir: Path) -> None:
             acquire_owner(ddir)
         copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own object
     assert isinstance(copy, VestigeError)
+    assert isinstance(copy, OwnerLockHeld)
     assert str(copy) == str(caught.value)
     assert [o.pid for o in copy.owners] == [proc.pid]
 
@@ -223,3 +226,23 @@ def test_unlockable_directory_fails_closed(tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist"
     with pytest.raises(OwnerLockUnsupported, match="cannot open the owner lock"):
         acquire_owner(missing)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["exclusive", "shared"])
+def test_a_filesystem_without_locks_fails_closed(
+    ddir: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
+    """ENOLCK (some network mounts) is no contention: one clear error, nothing published."""
+    refuse_locks(monkeypatch, lambda flags: flags & (LockFlags.EXCLUSIVE | LockFlags.SHARED))
+    with pytest.raises(OwnerLockUnsupported) as caught:
+        acquire_owner(ddir, shared=shared, grace_s=1.0)
+    assert caught.value.message == (
+        f"the filesystem holding {ddir} cannot take the owner lock (No locks available); "
+        "Vestige refuses to run without it"
+    )
+    assert "local disk" in caught.value.hint
+    assert read_owners(ddir) == []
+    monkeypatch.undo()
+    # Nothing was left held: the same request succeeds once the kernel locks again.
+    with acquire_owner(ddir, shared=shared, grace_s=0.0) as lock:
+        assert lock.held

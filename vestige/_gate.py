@@ -10,7 +10,8 @@ The lock lives on ``vestige.gate.lock``, never on ``vestige.db``/``-wal``/``-shm
 record locks on the database file are dropped when any descriptor of it closes, and SQLite
 owns those files.
 
-A blocking ``flock`` has no timeout, and a write must have a deadline, so contended waits
+The primitives come from ``portalocker`` (see ``_file_locks``, which pins ``flock``).  A
+blocking ``flock`` has no timeout, and a write must have a deadline, so contended waits
 happen on one helper thread per gate: the caller waits on a condition with a timeout and, if
 it gives up, the helper releases the lock as soon as the kernel grants it.  Uncontended
 acquisitions take the fast path (one non-blocking ``flock``) and never touch the thread.
@@ -24,7 +25,11 @@ noise).  The helper returns to the fast path once it finds the gate free.
 A caller interrupted while waiting (KeyboardInterrupt, any BaseException) withdraws its
 place: a grant that arrives later is handed straight back instead of being kept for nobody,
 which would lock every other process out.  A forked child closes its copies of the gate
-descriptors, so a fork without exec never keeps the gate alive.
+descriptors, so a fork without exec never keeps the gate alive; a closed gate is forgotten at
+once, so the child never closes a descriptor number that a newer file has since reused.
+
+Windows has no kernel-queued wait that a deadline can end: there the gate polls for the lock
+until the deadline, which is unfair under contention but never waits forever.
 """
 
 from __future__ import annotations
@@ -38,15 +43,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Final
 
+from vestige import _file_locks
 from vestige.config import FILE_MODE
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-if sys.platform == "win32":  # pragma: no cover - Windows only
-    import msvcrt
-else:
-    import fcntl
 
 #: How often the Windows fallback polls (it has no kernel-queued wait we can bound).
 _WINDOWS_POLL_S: Final = 0.002
@@ -60,7 +61,7 @@ class GateError(OSError):
     """Raised when the kernel refuses the lock itself (e.g. ENOLCK on some network mounts)."""
 
 
-#: Every open gate, so a forked child can close its copies of the descriptors.
+#: Every gate whose descriptor is open, so a forked child can close its copies of them.
 _open_gates: weakref.WeakSet[WriteGate] = weakref.WeakSet()
 
 
@@ -75,7 +76,7 @@ class WriteGate:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         self._cond = threading.Condition()
-        self._state = "idle"  # idle -> waiting (helper blocked in flock) -> held -> idle
+        self._state = "idle"  # idle -> waiting (helper blocked in the kernel) -> held -> idle
         self._wanted = False  # is a caller still waiting for the pending acquisition?
         self._fast = True  # False while the last slow acquisition found the gate taken
         self._closed = False
@@ -91,7 +92,7 @@ class WriteGate:
         with self._cond:
             if self._closed:
                 raise GateError(errno.EBADF, f"the write gate {self.path} is closed")
-            if self._state == "idle" and self._fast and _try_flock(self._fd, self.path):
+            if self._state == "idle" and self._fast and _try_lock(self._fd, self.path):
                 self._state = "held"
                 return
             if self._state == "idle":
@@ -110,7 +111,7 @@ class WriteGate:
                 # Interrupted: nobody will release a grant made for us, so withdraw.
                 self._wanted = False
                 if self._state == "held":
-                    _unlock(self._fd)
+                    _file_locks.unlock(self._fd)
                     self._state = "idle"
                 raise
             if self._error is not None:
@@ -124,22 +125,29 @@ class WriteGate:
         with self._cond:
             if self._state != "held":
                 return
-            _unlock(self._fd)
+            _file_locks.unlock(self._fd)
             self._state = "idle"
 
     def close(self) -> None:
+        """Let go of the gate and close its descriptor.  Idempotent."""
         with self._cond:
-            if self._fd < 0:  # already closed in a forked child
+            if self._closed:  # closed before, or in a forked child
                 return
             self._closed = True
             if self._state == "held":
-                _unlock(self._fd)
+                _file_locks.unlock(self._fd)
                 self._state = "idle"
             self._cond.notify_all()
-            waiting = self._state == "waiting"
-        if not waiting:
-            # A helper blocked in flock still uses the descriptor; it closes it itself.
-            os.close(self._fd)
+            if self._state != "waiting":
+                # A helper blocked in the kernel still uses the descriptor; it closes it itself.
+                self._close_fd()
+
+    def _close_fd(self) -> None:
+        # Forgotten first: once the number is closed, a newer file may get it, and a forked
+        # child must never close that file.
+        _open_gates.discard(self)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
 
     # -- helper thread -------------------------------------------------------------
 
@@ -157,9 +165,9 @@ class WriteGate:
                 if self._closed and self._state != "waiting":
                     return
             try:
-                free = _try_flock(self._fd, self.path)
+                free = _try_lock(self._fd, self.path)
                 if not free:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # blocks in the kernel's queue
+                    _file_locks.lock(self._fd)  # blocks in the kernel's queue
             except OSError as exc:
                 # Dying here would leave the state "waiting" forever: hand the error to
                 # the waiter and go back to idle (the lock was not taken).
@@ -169,7 +177,7 @@ class WriteGate:
                     self._state = "idle"
                     self._cond.notify_all()
                     if self._closed:
-                        os.close(self._fd)
+                        self._close_fd()
                         return
                 continue
             with self._cond:
@@ -180,35 +188,29 @@ class WriteGate:
                     self._cond.notify_all()
                     continue
                 # Nobody waits any more (timed out, or the gate closed): let the next one in.
-                _unlock(self._fd)
+                _file_locks.unlock(self._fd)
                 self._state = "idle"
                 if self._closed:
-                    os.close(self._fd)
+                    self._close_fd()
                     return
 
     def _acquire_polling(self, timeout: float) -> None:  # pragma: no cover - Windows only
+        if self._closed:
+            raise GateError(errno.EBADF, f"the write gate {self.path} is closed")
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)
-                self._state = "held"
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise GateTimeout(
-                        f"write gate {self.path} not granted within {timeout:.1f} s"
-                    ) from None
-                time.sleep(_WINDOWS_POLL_S)
+        while not _try_lock(self._fd, self.path):
+            if time.monotonic() >= deadline:
+                raise GateTimeout(f"write gate {self.path} not granted within {timeout:.1f} s")
+            time.sleep(_WINDOWS_POLL_S)
+        with self._cond:
+            self._state = "held"
 
 
-def _try_flock(fd: int, path: Path) -> bool:
+def _try_lock(fd: int, path: Path) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
+        return _file_locks.try_lock(fd)
     except OSError as exc:
         raise _gate_error(exc, path) from exc
-    return True
 
 
 def _gate_error(exc: OSError, path: Path) -> GateError:
@@ -217,17 +219,10 @@ def _gate_error(exc: OSError, path: Path) -> GateError:
     return GateError(exc.errno, f"cannot lock the write gate {path}: {exc.strerror or exc}")
 
 
-def _unlock(fd: int) -> None:
-    if sys.platform == "win32":  # pragma: no cover - Windows only
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 def _close_in_child() -> None:
     # A fork()ed child shares our gate descriptors (and with them the flock): it must not
-    # keep the gate after we release or die.  Closing its copies leaves ours untouched.  No
+    # keep the gate after we release or die.  Closing its copies leaves ours untouched.  Only
+    # gates still open are listed: a closed gate's number may belong to another file now.  No
     # lock is taken: another thread of the parent may have held it at the fork.
     for gate in list(_open_gates):
         if gate._fd >= 0:

@@ -7,8 +7,9 @@ One kernel lock on ``<data-dir>/vestige.owner.lock`` (never on ``vestige.db``, `
 - **shared** (``vestige-mcp --shared-writers``): any number of shared holders together,
   never alongside an exclusive one, in either order.
 
-The kernel frees the lock when its holder dies, kill -9 included, so a dead owner never
-blocks a new one.  Each holder publishes who it is in ``<data-dir>/owners/<pid>.json``
+The lock is a ``flock`` on POSIX, taken through ``portalocker`` (see ``vestige._file_locks``
+for why ``flock``).  The kernel frees it when its holder dies, kill -9 included, so a dead
+owner never blocks a new one.  Each holder publishes who it is in ``<data-dir>/owners/<pid>.json``
 (written atomically, 0600) and removes it before unlocking.  Readers trust a file only if
 its pid is alive with the recorded creation time; the lock, not the files, is authoritative.
 
@@ -27,23 +28,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from vestige import _file_locks
 from vestige.config import DIR_MODE, FILE_MODE, DataDir
 from vestige.errors import OwnerLockUnsupported
 from vestige.owner import _metadata
 from vestige.owner._metadata import OwnerInfo
 from vestige.owner._refusal import refusal
-
-if sys.platform == "win32":  # pragma: no cover - untested, see _windows.py
-    from vestige.owner import _windows as _platform
-else:
-    from vestige.owner import _posix as _platform
 
 __all__ = [
     "LOCK_FILE",
@@ -112,7 +108,7 @@ class OwnerLock:
                 self.info.path.unlink()
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
-                _platform.unlock(fd)
+                _file_locks.unlock(fd)
             os.close(fd)
         with _held_lock:
             if _held.get(self.data_dir) is self:
@@ -185,7 +181,7 @@ def _lock_within_grace(fd: int, path: Path, *, shared: bool, grace_s: float) -> 
     deadline = time.monotonic() + grace_s
     while True:
         try:
-            if _platform.try_lock(fd, shared=shared):
+            if _file_locks.try_lock(fd, shared=shared):
                 return
         except OSError as exc:
             raise OwnerLockUnsupported(
@@ -264,7 +260,9 @@ def lock_state(data_dir: Path | str | DataDir) -> LockState:
     description, so a probe from the holder's own process still sees the holder's lock, and
     closing the probe's descriptor never drops it (with fcntl/lockf record locks it would).
     Never probe through the holder's descriptor: re-locking it would convert its lock.
-    The probe itself holds a lock for microseconds; ``acquire_owner``'s grace covers that.
+    Exclusive is tried first, then shared, never an upgrade: Windows refuses an exclusive lock
+    over the same handle's shared one.  The probe itself holds a lock for microseconds;
+    ``acquire_owner``'s grace covers that.
     """
     lock_path = _dir(data_dir) / LOCK_FILE
     try:
@@ -272,10 +270,9 @@ def lock_state(data_dir: Path | str | DataDir) -> LockState:
     except FileNotFoundError:
         return LockState.FREE
     try:
-        if not _platform.try_lock(fd, shared=True):
-            return LockState.EXCLUSIVE
-        # We hold it shared; it upgrades to exclusive only if nobody else holds it.
-        return LockState.FREE if _platform.try_lock(fd, shared=False) else LockState.SHARED
+        if _file_locks.try_lock(fd):
+            return LockState.FREE
+        return LockState.SHARED if _file_locks.try_lock(fd, shared=True) else LockState.EXCLUSIVE
     finally:
         os.close(fd)
 
