@@ -26,6 +26,7 @@ import apsw
 
 from vestige import config
 from vestige._gate import GateError, GateTimeout, WriteGate
+from vestige._rows import as_int, scalar
 from vestige.config import Durability
 from vestige.errors import (
     CorruptionError,
@@ -316,9 +317,7 @@ class Database:
         only moves when a read transaction starts, so on an idle reader it is stale.
         """
         with self.read() as conn:
-            version = conn.execute("PRAGMA data_version").fetchall()[0][0]
-        assert isinstance(version, int)
-        return version
+            return as_int(scalar(conn, "PRAGMA data_version"), "data_version")
 
     def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
         """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown)."""

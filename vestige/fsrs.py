@@ -34,8 +34,9 @@ def retrievability(stability_days: float, elapsed_days: float, w20: float = W20_
         return 0.0
     if elapsed_days <= 0:
         return 1.0
-    factor = 0.9 ** (-1.0 / w20) - 1.0
-    r = (1.0 + factor * elapsed_days / stability_days) ** (-w20)
+    # math.pow, not **: it is typed as returning float (float ** float may be complex).
+    factor = math.pow(0.9, -1.0 / w20) - 1.0
+    r = math.pow(1.0 + factor * elapsed_days / stability_days, -w20)
     return min(1.0, max(0.0, r))
 
 
