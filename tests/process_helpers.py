@@ -240,13 +240,13 @@ def _role_hold_gate(p: dict[str, Any]) -> dict[str, Any]:
     return {"held": True}
 
 
-def _role_consolidate(p: dict[str, Any]) -> dict[str, Any]:
+def _role_decay(p: dict[str, Any]) -> dict[str, Any]:
     from vestige import Store  # noqa: PLC0415
 
     with Store.open(p["data_dir"]) as store:
         _mark_ready(p)
         _wait_start(p)
-        return store.consolidate().to_dict()
+        return store.decay().to_dict()
 
 
 def _role_write_loop(p: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +272,7 @@ ROLES: Final = {
     "open-new": _role_open_new,
     "hold-write-lock": _role_hold_write_lock,
     "hold-gate": _role_hold_gate,
-    "consolidate": _role_consolidate,
+    "decay": _role_decay,
     "write-loop": _role_write_loop,
 }
 

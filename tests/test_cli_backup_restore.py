@@ -21,6 +21,7 @@ from tests.cli_helpers import (
     run_cli,
     tool_json,
 )
+from vestige.migrations import LATEST_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -192,7 +193,8 @@ def test_restore_replaces_the_database_and_keeps_the_old_one(
     backup = Path(cli_json("backup", tmp_path / "b.db", data_dir=data_dir)["path"])
     fill(data_dir, "added after the backup")
     result = cli_json("restore", backup, data_dir=data_dir)
-    assert (result["memories"], result["quick_check"], result["schema_version"]) == (1, "ok", 2)
+    got = (result["memories"], result["quick_check"], result["schema_version"])
+    assert got == (1, "ok", LATEST_VERSION)
     previous = Path(result["previous"])
     assert previous.parent == data_dir / "backups"
     assert memories(previous) == ["original", "added after the backup"]
@@ -234,7 +236,7 @@ def sqlite_file(path: Path, sql: str) -> Path:
         ("jsonl", "is not a SQLite database"),
         ("foreign", "is not a Vestige database"),
         ("empty", "is an empty SQLite database, not a Vestige backup"),
-        ("newer", "has schema version 99, newer than this Vestige knows (2)"),
+        ("newer", f"has schema version 99, newer than this Vestige knows ({LATEST_VERSION})"),
         ("damaged", "is damaged"),
     ],
 )

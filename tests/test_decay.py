@@ -1,15 +1,18 @@
-"""FSRS-6 curve and the decay pass (consolidate), including its one-process-at-a-time claim."""
+"""FSRS-6 curve and the decay pass (the `consolidate` tool), run under a one-process lease."""
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apsw
 import pytest
 
-from vestige import Store, claims, decay, fsrs
+from vestige import Store, decay, fsrs
+from vestige.models import Lease, LeaseHeld
 
 
 def fsrs6(stability: float, days: float, w20: float = 0.1542) -> float:
@@ -79,7 +82,7 @@ def strengths(store: Store) -> dict[str, tuple[float, float, float]]:
     }
 
 
-def test_consolidate_applies_the_formula(store: Store) -> None:
+def test_decay_applies_the_formula(store: Store) -> None:
     plain = store.ingest("three days untouched")
     emotional = store.ingest("ten days untouched, felt strongly")
     strong = store.ingest("thirty days untouched, well stored")
@@ -87,7 +90,7 @@ def test_consolidate_applies_the_formula(store: Store) -> None:
     set_columns(store, emotional.id, last_accessed=days_ago(10), sentiment_magnitude=0.8)
     thirty = days_ago(30)
     set_columns(store, strong.id, last_accessed=thirty, storage_strength=25.0, stability=40.0)
-    report = store.consolidate()
+    report = store.decay()
     assert report.ran
     assert (report.nodes_processed, report.decay_applied) == (3, 3)
 
@@ -109,18 +112,18 @@ def test_consolidate_applies_the_formula(store: Store) -> None:
     assert got.last_accessed == thirty  # decay is not an access
 
 
-def test_consolidate_uses_the_databases_w20(store: Store) -> None:
+def test_decay_uses_the_databases_w20(store: Store) -> None:
     memory = store.ingest("custom decay exponent")
     set_columns(store, memory.id, last_accessed=days_ago(5))
     store._db.write(lambda c: c.execute("UPDATE fsrs_config SET value = 0.5 WHERE key = 'w20'"))
-    store.consolidate()
+    store.decay()
     assert store.get(memory.id).retrieval_strength == pytest.approx(
         fsrs6(2.3065, 5, w20=0.5), rel=1e-5
     )
     assert not math.isclose(fsrs6(2.3065, 5, w20=0.5), fsrs6(2.3065, 5), rel_tol=1e-3)
 
 
-def test_consolidate_through_a_closed_store_edit(data_dir: Any) -> None:
+def test_decay_through_a_closed_store_edit(data_dir: Any) -> None:
     """last_accessed set back by a plain connection while no store is open."""
     with Store.open(data_dir) as store:
         memory = store.ingest("edited while closed")
@@ -130,15 +133,15 @@ def test_consolidate_through_a_closed_store_edit(data_dir: Any) -> None:
     )
     conn.close()
     with Store.open(data_dir) as store:
-        store.consolidate()
+        store.decay()
         assert store.get(memory.id).retrieval_strength == pytest.approx(fsrs6(2.3065, 7), rel=1e-5)
 
 
-def test_consolidate_in_small_batches_covers_every_row(store: Store) -> None:
+def test_decay_in_small_batches_covers_every_row(store: Store) -> None:
     ids = [store.ingest(f"batch row {i}").id for i in range(7)]
     for i, mid in enumerate(ids):
         set_columns(store, mid, last_accessed=days_ago(i + 1))
-    report = decay.consolidate(store._db, batch_rows=2)
+    report = decay.run(store._db, batch_rows=2)
     assert (report.nodes_processed, report.decay_applied) == (7, 7)
     for i, mid in enumerate(ids):
         assert store.get(mid).retrieval_strength == pytest.approx(fsrs6(2.3065, i + 1), rel=1e-5)
@@ -147,61 +150,90 @@ def test_consolidate_in_small_batches_covers_every_row(store: Store) -> None:
 def test_future_last_accessed_is_left_alone(store: Store) -> None:
     memory = store.ingest("clock skew")
     set_columns(store, memory.id, last_accessed=days_ago(-1))
-    report = store.consolidate()
+    report = store.decay()
     assert (report.nodes_processed, report.decay_applied) == (1, 0)
     assert store.get(memory.id).retention_strength == 1.0
 
 
-def test_consolidate_records_history_and_releases_its_claim(store: Store) -> None:
+def test_decay_records_its_runs_and_releases_its_lease(store: Store) -> None:
     store.ingest("x")
-    store.consolidate()
-    store.consolidate()
+    old = store.ingest("y")
+    set_columns(store, old.id, last_accessed=days_ago(2))
+    assert store.last_decay_at() is None
+    before = datetime.now(UTC)
+    store.decay()
+    first = store.last_decay_at()
+    store.decay()
     with store._db.read() as conn:
         history = conn.execute(
-            "SELECT memories_replayed, holder FROM consolidation_history ORDER BY id"
+            "SELECT nodes_processed, decay_applied, holder FROM decay_runs ORDER BY id"
         ).fetchall()
         held = conn.execute("SELECT * FROM maintenance_claims").fetchall()
-    assert [h[0] for h in history] == [1, 1]
-    assert history[0][1] != history[1][1]  # each run has its own holder id
+    assert [h[:2] for h in history] == [(2, 2), (2, 2)]
+    assert history[0][2] != history[1][2]  # each run has its own holder id
     assert held == []
+    assert first is not None
+    assert before <= first <= datetime.now(UTC)
+    last = store.last_decay_at()
+    assert last is not None
+    assert last >= first
 
 
-def test_a_held_claim_stops_consolidate_without_changes(store: Store) -> None:
+def test_a_held_lease_stops_decay_without_changes(store: Store) -> None:
     memory = store.ingest("must stay as it is")
     set_columns(store, memory.id, last_accessed=days_ago(4))
-    held = claims.claim(store._db, decay.TASK)
-    assert isinstance(held, claims.Claim)
+    held = store.claim_lease(decay.TASK)
+    assert isinstance(held, Lease)
     before = strengths(store)
 
-    report = store.consolidate()
+    report = store.decay()
     assert not report.ran
     assert held.holder in report.reason
     assert strengths(store) == before
     with store._db.read() as conn:
-        assert conn.execute("SELECT COUNT(*) FROM consolidation_history").fetchall() == [(0,)]
+        assert conn.execute("SELECT COUNT(*) FROM decay_runs").fetchall() == [(0,)]
         assert conn.execute("SELECT holder FROM maintenance_claims").fetchall() == [(held.holder,)]
 
-    claims.release(store._db, held)
-    report = store.consolidate()
+    store.release_lease(held)
+    report = store.decay()
     assert report.ran
     assert store.get(memory.id).retrieval_strength == pytest.approx(fsrs6(2.3065, 4), rel=1e-5)
 
 
-def test_an_expired_claim_does_not_block(store: Store) -> None:
+def test_an_expired_lease_does_not_block(store: Store) -> None:
     store.ingest("x")
-    stale = claims.claim(store._db, decay.TASK, lease_s=-1.0)  # its holder stopped renewing
-    assert isinstance(stale, claims.Claim)
-    assert store.consolidate().ran
+    stale = store.claim_lease(decay.TASK, lease_s=-1.0)  # its holder stopped renewing
+    assert isinstance(stale, Lease)
+    assert store.decay().ran
 
 
 def test_a_second_claim_is_refused_while_the_first_is_live(store: Store) -> None:
-    first = claims.claim(store._db, "optimize")
-    second = claims.claim(store._db, "optimize")
-    assert isinstance(first, claims.Claim)
-    assert isinstance(second, claims.ClaimHeld)
+    first = store.claim_lease("optimize")
+    second = store.claim_lease("optimize")
+    assert isinstance(first, Lease)
+    assert isinstance(second, LeaseHeld)
     assert second.holder == first.holder
     assert 0 < second.expires_in_s <= first.lease_s
-    assert isinstance(claims.claim(store._db, "other-task"), claims.Claim)
+    assert isinstance(store.claim_lease("other-task"), Lease)
+
+
+def test_a_renewed_lease_outlives_its_first_term_and_a_lost_one_says_so(store: Store) -> None:
+    lease = store.claim_lease("upkeep", lease_s=0.5)
+    assert isinstance(lease, Lease)
+    # Renewing extends by the lease's own length: renew this one for a minute.
+    assert store.renew_lease(replace(lease, lease_s=60.0))
+    time.sleep(0.6)  # past the first term
+    assert isinstance(store.claim_lease("upkeep"), LeaseHeld)
+
+    stale = store.claim_lease("stale", lease_s=-1.0)
+    assert isinstance(stale, Lease)
+    taker = store.claim_lease("stale")  # expired: another holder takes it over
+    assert isinstance(taker, Lease)
+    assert not store.renew_lease(stale)
+    store.release_lease(stale)  # releasing a lost lease leaves the new holder's alone
+    assert isinstance(store.claim_lease("stale"), LeaseHeld)
+    store.release_lease(taker)
+    assert isinstance(store.claim_lease("stale"), Lease)
 
 
 def test_a_demote_between_compute_and_write_is_not_undone(
@@ -220,7 +252,7 @@ def test_a_demote_between_compute_and_write_is_not_undone(
         return computed
 
     monkeypatch.setattr(decay, "_decayed", decayed_then_demote)
-    report = decay.consolidate(store._db)
+    report = decay.run(store._db)
 
     assert (report.nodes_processed, report.decay_applied) == (1, 0)
     got = store.get(memory.id)

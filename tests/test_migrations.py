@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def test_expected_tables_exist(data_dir: Path) -> None:
         "knowledge_fts",
         "schema_version",
         "fsrs_config",
-        "consolidation_history",
+        "decay_runs",
         "maintenance_claims",
         "knowledge_ai",
         "knowledge_ad",
@@ -148,6 +149,38 @@ def test_a_partly_migrated_database_is_completed(data_dir: Path) -> None:
     with Store.open(data_dir) as store:
         assert store.schema_version == LATEST_VERSION
         store.ingest("works after completing the schema")
-        assert store.consolidate().ran
+        assert store.decay().ran
     _, versions = schema(data_dir / "vestige.db")
     assert [v[0] for v in versions] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_decay_history_keeps_its_rows_under_the_new_name(data_dir: Path) -> None:
+    """Version 3 renames consolidation_history (whose memories_replayed held the decay count)."""
+    data_dir.mkdir()
+    conn = apsw.Connection(str(data_dir / "vestige.db"))
+    with conn:
+        for migration in MIGRATIONS[:2]:
+            for _ in conn.execute(migration.sql):
+                pass
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, '2026-01-01T00:00:00+00:00')",
+                (migration.version, migration.description),
+            )
+        conn.execute(
+            "INSERT INTO consolidation_history(completed_at, duration_ms, memories_replayed, "
+            "holder) VALUES ('2026-03-01T10:00:00+00:00', 12, 7, 'old-host:1:abc')"
+        )
+    conn.close()
+    with Store.open(data_dir) as store:
+        assert store.last_decay_at() == datetime(2026, 3, 1, 10, tzinfo=UTC)
+        store.ingest("decayed after the upgrade")
+        assert store.decay().ran
+        with store._db.read() as conn:
+            runs = conn.execute(
+                "SELECT duration_ms, nodes_processed, decay_applied, holder FROM decay_runs "
+                "ORDER BY id"
+            ).fetchall()
+    assert runs[0] == (12, None, 7, "old-host:1:abc")  # the count it had; no node count then
+    assert runs[1][1:3] == (1, 1)  # the new pass records both counts
+    objects, _ = schema(data_dir / "vestige.db")
+    assert "consolidation_history" not in {name for name, _ in objects}

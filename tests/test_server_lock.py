@@ -180,7 +180,7 @@ def test_only_one_shared_server_runs_maintenance(tmp_path: Path, data_dir: Path)
 
             def decayed() -> int:
                 with store._db.read() as conn:
-                    rows = conn.execute("SELECT COUNT(*) FROM consolidation_history").fetchall()
+                    rows = conn.execute("SELECT COUNT(*) FROM decay_runs").fetchall()
                 return int(rows[0][0])
 
             assert wait_for(lambda: bool(claimed()) and decayed() > 0, timeout=20)

@@ -392,6 +392,56 @@ def test_malformed_id_is_invalid_input(store: Store, method: str, bad_id: Any) -
 # -- promote and demote ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("stability", "abc", "a number"),
+        ("reps", 1.5, "an integer"),
+        ("content", b"\x00\x01", "text"),
+        ("tags", "not json", "a JSON array of text"),
+        ("tags", "[1, 2]", "a JSON array of text"),
+    ],
+)
+def test_a_row_changed_by_hand_is_one_clear_error(
+    data_dir: Path, column: str, value: Any, expected: str
+) -> None:
+    """A value of the wrong type, written by another SQLite client, is named, not a TypeError."""
+    with Store.open(data_dir) as store:
+        memory = store.ingest("edited by hand", tags=["x"])
+        plain = apsw.Connection(str(data_dir / "vestige.db"))  # an external writer
+        try:
+            plain.execute(
+                f"UPDATE knowledge_nodes SET {column} = ? WHERE id = ?", (value, memory.id)
+            )
+        finally:
+            plain.close()
+        for call in (lambda: store.get(memory.id), lambda: store.search("hand x")):
+            with pytest.raises(StoreError) as info:
+                call()
+            assert f"in {column}, where Vestige expects {expected}" in info.value.message
+            assert "vestige restore" in info.value.hint
+
+
+def test_a_strength_changed_by_hand_stops_promote_before_it_writes(data_dir: Path) -> None:
+    with Store.open(data_dir) as store:
+        memory = store.ingest("promoted after a bad edit")
+        plain = apsw.Connection(str(data_dir / "vestige.db"))
+        try:
+            plain.execute(
+                "UPDATE knowledge_nodes SET retrieval_strength = 'high' WHERE id = ?", (memory.id,)
+            )
+        finally:
+            plain.close()
+        with pytest.raises(
+            StoreError, match="in retrieval_strength, where Vestige expects a number"
+        ):
+            store.promote(memory.id)
+        with store._db.read() as conn:
+            assert conn.execute(
+                "SELECT retrieval_strength, stability, last_accessed FROM knowledge_nodes"
+            ).fetchall() == [("high", memory.stability, memory.last_accessed)]
+
+
 def test_promote_a_fresh_memory_is_capped(store: Store) -> None:
     memory = store.ingest("useful")
     change = store.promote(memory.id)
@@ -636,7 +686,7 @@ def test_fts_index_consistent_after_inserts_updates_deletes(store: Store) -> Non
     result = store.smart_ingest("note 20 about topic0 and shared words plus zebra appended")
     assert result.decision.value == "update"
     assert result.memory.id == memories[20].id
-    store.consolidate()
+    store.decay()
     import_rows(store, [row("imported giraffe", tags=["zoo"])])
     fts_check(store)
     assert [h.memory.content for h in store.search("giraffe")] == ["imported giraffe"]

@@ -16,9 +16,10 @@ import apsw
 import pytest
 
 from tests.process_helpers import Worker, WorkerPool, read_lines
-from vestige import Store, claims, config, decay
+from vestige import Store, config, decay
 from vestige.errors import StoreBusyError
 from vestige.migrations import LATEST_VERSION
+from vestige.models import Lease
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -202,14 +203,14 @@ def aged_memories(store: Store, days: list[float]) -> list[str]:
     return ids
 
 
-def test_claim_held_here_makes_another_process_skip_consolidate(
+def test_lease_held_here_makes_another_process_skip_decay(
     store: Store, worker_pool: WorkerPool
 ) -> None:
     ids = aged_memories(store, [2, 9])
     before = {i: store.get(i) for i in ids}
-    held = claims.claim(store._db, decay.TASK)
-    assert isinstance(held, claims.Claim)
-    blocked = worker_pool.spawn("consolidate", "blocked", data_dir=str(store.data_dir.path))
+    held = store.claim_lease(decay.TASK)
+    assert isinstance(held, Lease)
+    blocked = worker_pool.spawn("decay", "blocked", data_dir=str(store.data_dir.path))
     worker_pool.wait_ready(blocked)
     worker_pool.release()
     worker_pool.join(blocked, deadline_s=60)
@@ -218,8 +219,8 @@ def test_claim_held_here_makes_another_process_skip_consolidate(
     assert held.holder in report["reason"]
     assert {i: store.get(i) for i in ids} == before
 
-    claims.release(store._db, held)
-    free = worker_pool.spawn("consolidate", "free", data_dir=str(store.data_dir.path))
+    store.release_lease(held)
+    free = worker_pool.spawn("decay", "free", data_dir=str(store.data_dir.path))
     worker_pool.join(free, deadline_s=60)
     assert free.result()["ran"] is True
     for mid, d in zip(ids, [2, 9], strict=True):
@@ -228,7 +229,7 @@ def test_claim_held_here_makes_another_process_skip_consolidate(
         assert conn.execute("SELECT COUNT(*) FROM maintenance_claims").fetchall() == [(0,)]
 
 
-def test_two_processes_consolidating_at_once(
+def test_two_processes_decaying_at_once(
     store: Store, worker_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """This process is mid-run (held inside its first batch) when another process starts one:
@@ -244,10 +245,10 @@ def test_two_processes_consolidating_at_once(
 
     monkeypatch.setattr(decay, "_decayed", paused_decayed)
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(store.consolidate)
+        first = pool.submit(store.decay)
         try:
             assert inside.wait(30), "the first run never reached its batch"
-            second = worker_pool.spawn("consolidate", "second", data_dir=str(store.data_dir.path))
+            second = worker_pool.spawn("decay", "second", data_dir=str(store.data_dir.path))
             worker_pool.release()
             worker_pool.join(second, deadline_s=60)
         finally:
@@ -262,9 +263,7 @@ def test_two_processes_consolidating_at_once(
     holder = match.group(1)
     assert f":{os.getpid()}:" in holder  # the refusal names this process's run
     with store._db.read() as conn:
-        runs = conn.execute(
-            "SELECT holder, memories_replayed FROM consolidation_history"
-        ).fetchall()
+        runs = conn.execute("SELECT holder, decay_applied FROM decay_runs").fetchall()
         held = conn.execute("SELECT COUNT(*) FROM maintenance_claims").fetchall()[0][0]
     assert runs == [(holder, 3)]  # one run, ours; the refused one left no history
     assert held == 0

@@ -57,7 +57,7 @@ def varied(store: Store) -> None:
     assert fix.decision.value == "supersede"
     store.ingest("alpha bravo charlie delta")
     assert store.smart_ingest("alpha bravo charlie echo").decision.value == "update"
-    store.consolidate()
+    store.decay()
 
 
 # -- backup ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
+from vestige._rows import as_str
 from vestige.errors import MigrationError
 
 if TYPE_CHECKING:
@@ -129,6 +130,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "decay history named after what it records",
+        """
+        -- The original Vestige's name; it stored the decay pass's count in memories_replayed.
+        ALTER TABLE consolidation_history RENAME TO decay_runs;
+        ALTER TABLE decay_runs RENAME COLUMN memories_replayed TO decay_applied;
+        -- NULL for runs recorded before this migration: they did not keep the count.
+        ALTER TABLE decay_runs ADD COLUMN nodes_processed INTEGER;
+        """,
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version
@@ -137,7 +149,7 @@ LATEST_VERSION: Final = MIGRATIONS[-1].version
 def current_version(conn: apsw.Connection) -> int:
     """0 for an empty database; refuse a non-empty database that is not Vestige's."""
     tables = {
-        row[0]
+        as_str(row[0], "sqlite_schema.name")
         for row in conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from vestige._rows import as_float, as_int, as_opt_str, as_str, unexpected
+
+if TYPE_CHECKING:
+    from vestige._rows import Row, Value
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +46,51 @@ class Memory:
     content_hash: str
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> Memory:
-        values = list(row)
-        values[TAGS_INDEX] = tuple(json.loads(values[TAGS_INDEX] or "[]"))
-        values[HAS_EMBEDDING_INDEX] = bool(values[HAS_EMBEDDING_INDEX])
-        return cls(*values)
+    def from_row(cls, row: Row) -> Memory:
+        """A row of ``SELECT {SELECT_MEMORY}``, every column checked (see ``vestige._rows``)."""
+        col = dict(zip(MEMORY_COLUMNS, row, strict=True))
+
+        def text(name: str) -> str:
+            return as_str(col[name], name)
+
+        def opt_text(name: str) -> str | None:
+            return as_opt_str(col[name], name)
+
+        def number(name: str) -> float:
+            return as_float(col[name], name)
+
+        def integer(name: str) -> int:
+            return as_int(col[name], name)
+
+        return cls(
+            id=text("id"),
+            content=text("content"),
+            node_type=text("node_type"),
+            created_at=text("created_at"),
+            updated_at=text("updated_at"),
+            last_accessed=text("last_accessed"),
+            stability=number("stability"),
+            difficulty=number("difficulty"),
+            reps=integer("reps"),
+            lapses=integer("lapses"),
+            learning_state=text("learning_state"),
+            storage_strength=number("storage_strength"),
+            retrieval_strength=number("retrieval_strength"),
+            retention_strength=number("retention_strength"),
+            sentiment_score=number("sentiment_score"),
+            sentiment_magnitude=number("sentiment_magnitude"),
+            next_review=opt_text("next_review"),
+            scheduled_days=integer("scheduled_days"),
+            source=opt_text("source"),
+            tags=_tags(col["tags"]),
+            has_embedding=bool(integer("has_embedding")),
+            embedding_model=opt_text("embedding_model"),
+            valid_from=opt_text("valid_from"),
+            valid_until=opt_text("valid_until"),
+            scope=text("scope"),
+            superseded_by=opt_text("superseded_by"),
+            content_hash=text("content_hash"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +103,18 @@ TAGS_INDEX = MEMORY_COLUMNS.index("tags")
 HAS_EMBEDDING_INDEX = MEMORY_COLUMNS.index("has_embedding")
 #: ``SELECT {SELECT_MEMORY} FROM knowledge_nodes`` yields rows for Memory.from_row.
 SELECT_MEMORY = ", ".join(MEMORY_COLUMNS)
+
+
+def _tags(value: Value) -> tuple[str, ...]:
+    """The ``tags`` column: a JSON array of text (NULL or empty text read as no tags)."""
+    raw = as_opt_str(value, "tags")
+    try:
+        tags: object = json.loads(raw or "[]")
+    except ValueError:
+        tags = None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise unexpected(value, "tags", "a JSON array of text")
+    return tuple(tags)
 
 
 class Decision(StrEnum):
@@ -123,10 +180,30 @@ class TimelineDay:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsolidationReport:
+class Lease:
+    """A maintenance task this process runs, alone, until ``lease_s`` after its last renewal."""
+
+    task: str
+    holder: str  # host:pid:random, unique per claim
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """Who holds a task we could not claim, and for how much longer at most."""
+
+    task: str
+    holder: str
+    expires_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecayReport:
+    """What a decay pass did (``Store.decay``; the ``consolidate`` tool and command)."""
+
     ran: bool  # False when another process holds the run
-    nodes_processed: int = 0
-    decay_applied: int = 0
+    nodes_processed: int = 0  # memories read
+    decay_applied: int = 0  # memories whose strengths were rewritten
     duration_ms: int = 0
     reason: str = ""
 

@@ -26,23 +26,36 @@ import operator
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, Final, Self
+from functools import partial
+from typing import IO, TYPE_CHECKING, Final, Self
 
-from vestige import _validate, config, fsrs, migrations, search, similarity, transfer
+from vestige import (
+    _leases,
+    _validate,
+    config,
+    decay,
+    fsrs,
+    migrations,
+    search,
+    similarity,
+    transfer,
+)
 from vestige._database import Database
+from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
 from vestige.config import DataDir, Durability
-from vestige.decay import consolidate
 from vestige.errors import MemoryNotFound
 from vestige.models import (
     HAS_EMBEDDING_INDEX,
     MEMORY_COLUMNS,
     SELECT_MEMORY,
     TAGS_INDEX,
-    ConsolidationReport,
+    DecayReport,
     Decision,
     Health,
     ImportReport,
     IngestResult,
+    Lease,
+    LeaseHeld,
     Memory,
     SearchHit,
     Stats,
@@ -51,10 +64,12 @@ from vestige.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     import apsw
+
+    from vestige._rows import Bindings
 
 REINFORCE_AT: Final = 0.92
 SUPERSEDE_DEMOTED_AT: Final = 0.75
@@ -302,7 +317,13 @@ class Store:
         """The memory misled: weaken it.  last_accessed is kept, so decay does not undo it."""
         return self._restrength(memory_id, fsrs.demoted, touch=False)
 
-    def _restrength(self, memory_id: str, change: Any, *, touch: bool) -> StrengthChange:
+    def _restrength(
+        self,
+        memory_id: str,
+        change: Callable[[fsrs.Strengths], fsrs.Strengths],
+        *,
+        touch: bool,
+    ) -> StrengthChange:
         mid = _validate.memory_id(memory_id)
 
         def tx(conn: apsw.Connection) -> StrengthChange:
@@ -313,8 +334,13 @@ class Store:
             ).fetchall()
             if not rows:
                 raise MemoryNotFound(mid)
-            before = fsrs.Strengths(*rows[0])
-            after: fsrs.Strengths = change(before)
+            retrieval, retention, stability = rows[0]
+            before = fsrs.Strengths(
+                as_float(retrieval, "retrieval_strength"),
+                as_float(retention, "retention_strength"),
+                as_float(stability, "stability"),
+            )
+            after = change(before)
             now = now_iso()
             conn.execute(
                 "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
@@ -329,9 +355,39 @@ class Store:
 
         return self._db.write(tx)
 
-    def consolidate(self) -> ConsolidationReport:
-        """Apply FSRS-6 decay to every memory, unless another process is already doing it."""
-        return consolidate(self._db)
+    def decay(self) -> DecayReport:
+        """Run the decay pass: every memory's strengths recomputed from the FSRS-6 curve.
+
+        The original Vestige named this pass "consolidate" (the MCP tool and CLI command keep
+        that name).  If another process holds the pass's lease, nothing changes and the report
+        says who runs it.
+        """
+        return decay.run(self._db)
+
+    def last_decay_at(self) -> datetime | None:
+        """When the newest decay pass of any process finished (None before the first)."""
+        return decay.last_run_at(self._db)
+
+    # -- maintenance leases --------------------------------------------------------
+
+    def claim_lease(
+        self, task: str, *, lease_s: float = config.MAINTENANCE_LEASE_S
+    ) -> Lease | LeaseHeld:
+        """Claim ``task`` for this process, unless another process holds a live lease on it.
+
+        The lease is taken inside a write transaction, so two processes never both win.  It
+        lasts ``lease_s`` seconds unless renewed: a holder that dies frees the task by
+        simply stopping.  Release it when done.
+        """
+        return _leases.claim(self._db, task, lease_s=lease_s)
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Extend the lease by its length from now; False if it ran out and was taken over."""
+        return self._db.write(partial(_leases.renew_in, lease=lease))
+
+    def release_lease(self, lease: Lease) -> None:
+        """Hand the task back at once (a lease already taken over is left alone)."""
+        _leases.release(self._db, lease)
 
     def optimize(self) -> None:
         """Refresh the query planner's statistics (bounded; for the maintenance owner)."""
@@ -375,7 +431,7 @@ class Store:
                 _SEARCH, (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT))
             ).fetchall()
         memories = [Memory.from_row(r[:-1]) for r in rows]
-        keyword = search.keyword_scores([r[-1] for r in rows])
+        keyword = search.keyword_scores([as_float(r[-1], "rank") for r in rows])
         hits = [
             SearchHit(m, k, search.combined_score(k, m.retention_strength))
             for m, k in zip(memories, keyword, strict=True)
@@ -420,37 +476,45 @@ class Store:
     def stats(self) -> Stats:
         now = now_iso()
         with self._db.read() as conn:
-            total, avg_ret, avg_sto, avg_rtr, oldest, newest = conn.execute(
-                "SELECT COUNT(*), AVG(retention_strength), AVG(storage_strength), "
-                "AVG(retrieval_strength), MIN(created_at), MAX(created_at) FROM knowledge_nodes"
-            ).fetchall()[0]
-            due = conn.execute(
-                "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
-            ).fetchall()[0][0]
-            types = dict(
-                conn.execute(
+            total, avg_ret, avg_sto, avg_rtr, oldest, newest = one(
+                conn,
+                "SELECT COUNT(*), COALESCE(AVG(retention_strength), 0.0), "
+                "COALESCE(AVG(storage_strength), 0.0), COALESCE(AVG(retrieval_strength), 0.0), "
+                "MIN(created_at), MAX(created_at) FROM knowledge_nodes",
+            )
+            due = scalar(
+                conn, "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
+            )
+            types = {
+                as_str(node_type, "node_type"): as_int(count, "COUNT(*)")
+                for node_type, count in conn.execute(
                     "SELECT node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type "
                     "ORDER BY 2 DESC"
                 ).fetchall()
-            )
-            high, medium, low = conn.execute(
+            }
+            high, medium, low = one(
+                conn,
                 "SELECT COALESCE(SUM(retention_strength >= 0.7), 0), "
                 "COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0), "
-                "COALESCE(SUM(retention_strength < 0.4), 0) FROM knowledge_nodes"
-            ).fetchall()[0]
-            page_count = conn.execute("PRAGMA page_count").fetchall()[0][0]
-            page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
+                "COALESCE(SUM(retention_strength < 0.4), 0) FROM knowledge_nodes",
+            )
+            page_count = as_int(scalar(conn, "PRAGMA page_count"), "page_count")
+            page_size = as_int(scalar(conn, "PRAGMA page_size"), "page_size")
             version = migrations.current_version(conn)
         return Stats(
-            total_memories=total,
-            due_for_review=due,
-            average_retention=round(avg_ret or 0.0, 4),
-            average_storage_strength=round(avg_sto or 0.0, 4),
-            average_retrieval_strength=round(avg_rtr or 0.0, 4),
-            oldest_memory=oldest,
-            newest_memory=newest,
+            total_memories=as_int(total, "COUNT(*)"),
+            due_for_review=as_int(due, "COUNT(*)"),
+            average_retention=round(as_float(avg_ret, "retention_strength"), 4),
+            average_storage_strength=round(as_float(avg_sto, "storage_strength"), 4),
+            average_retrieval_strength=round(as_float(avg_rtr, "retrieval_strength"), 4),
+            oldest_memory=as_opt_str(oldest, "created_at"),
+            newest_memory=as_opt_str(newest, "created_at"),
             node_types=types,
-            retention_bands={"high": high, "medium": medium, "low": low},
+            retention_bands={
+                "high": as_int(high, "retention_strength"),
+                "medium": as_int(medium, "retention_strength"),
+                "low": as_int(low, "retention_strength"),
+            },
             database_bytes=page_count * page_size,
             wal_bytes=self.wal_bytes(),
             schema_version=version,
@@ -462,8 +526,10 @@ class Store:
 
         stats = self.stats()
         with self._db.read() as conn:
-            journal = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
-            check = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check").fetchall())
+            journal = as_str(scalar(conn, "PRAGMA journal_mode"), "journal_mode")
+            check = "; ".join(
+                as_str(r[0], "quick_check") for r in conn.execute("PRAGMA quick_check").fetchall()
+            )
         warnings: list[str] = []
         if check != "ok":
             status = "damaged"
@@ -531,13 +597,13 @@ class Store:
 
     def _new_memory(
         self,
-        content: Any,
+        content: str,
         *,
-        node_type: Any,
-        tags: Any,
-        source: Any,
-        valid_from: Any,
-        valid_until: Any,
+        node_type: str,
+        tags: list[str] | tuple[str, ...] | None,
+        source: str | None,
+        valid_from: str | None,
+        valid_until: str | None,
     ) -> Memory:
         text = _validate.content(content)
         now = now_iso()
@@ -597,7 +663,7 @@ _SEARCH: Final = (
 _COLUMN_VALUES: Final = operator.attrgetter(*MEMORY_COLUMNS)
 
 
-def _row(memory: Memory) -> tuple[Any, ...]:
+def _row(memory: Memory) -> Bindings:
     """The memory as SQL parameters, in column order (tags as JSON text)."""
     values = list(_COLUMN_VALUES(memory))
     values[TAGS_INDEX] = json.dumps(list(memory.tags), ensure_ascii=False)

@@ -293,7 +293,7 @@ def consolidate(as_json: bool) -> None:
       vestige consolidate
     """
     with open_store() as store, _render.Progress("Applying decay", counting=False):
-        report = store.consolidate()
+        report = store.decay()
 
     def text() -> None:
         if not report.ran:

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from vestige.owner import OwnerLock
-    from vestige.server.maintenance import Maintenance
     from vestige.server.options import Options
+    from vestige.server.upkeep import Upkeep
     from vestige.store import Store
 
 log = logging.getLogger("vestige.server")
@@ -75,7 +75,7 @@ class ServerApp:
         self.options = options
         self.started = time.time()
         self.cache = VersionedCache(store.data_version)
-        self.maintenance: Maintenance | None = None
+        self.upkeep: Upkeep | None = None
         self.closing = False
         self._limiter = anyio.CapacityLimiter(DB_THREADS)
         self._inflight = 0
@@ -114,6 +114,6 @@ class ServerApp:
             "lock_mode": str(self.lock.mode),
             "transport": self.options.transport,
             "endpoint": self.options.endpoint,
-            "maintenance_owner": bool(self.maintenance and self.maintenance.owner),
+            "maintenance_owner": bool(self.upkeep and self.upkeep.owner),
             "uptime_s": round(time.time() - self.started, 1),
         }

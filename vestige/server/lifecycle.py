@@ -32,7 +32,7 @@ from vestige import __version__
 from vestige.errors import ConfigError, VestigeError
 from vestige.server import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_STORE, http, tools
 from vestige.server.app import ServerApp
-from vestige.server.maintenance import Maintenance
+from vestige.server.upkeep import Upkeep
 from vestige.store import Store
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _build(app: ServerApp) -> MCPServer[Any]:
 async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None) -> NoReturn:
     anyio.to_thread.current_default_thread_limiter().total_tokens = DEFAULT_THREAD_TOKENS
     stop = Stop()
-    app.maintenance = Maintenance(app)
+    app.upkeep = Upkeep(app)
     async with anyio.create_task_group() as tg:
         if sys.platform != "win32":  # asyncio has no signal handlers there: Ctrl-C unwinds
             tg.start_soon(_watch_signals, app, stop)
@@ -134,7 +134,7 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
         else:
             transport = http.HttpTransport(mcp, app.options, sock, stop)
         tg.start_soon(transport.serve)
-        tg.start_soon(app.maintenance.run)
+        tg.start_soon(app.upkeep.run)
         log.info(
             "serving %s (%s owner, %s, pid %d)",
             app.store.path,
@@ -204,8 +204,8 @@ async def _watch_parent(parent: int, stop: Stop) -> None:
 async def _cleanup(app: ServerApp, deadline: float) -> None:
     store = app.store
     ok = True
-    if app.maintenance is not None:
-        ok = await _bounded("release the maintenance lease", app.maintenance.release, deadline)
+    if app.upkeep is not None:
+        ok = await _bounded("release the maintenance lease", app.upkeep.release, deadline)
     if ok:
         ok = await _bounded("checkpoint", lambda: store.checkpoint(truncate=True), deadline)
     if ok:

@@ -251,8 +251,11 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True))
     @_guard
     async def consolidate() -> dict[str, Any]:
-        """Apply forgetting-curve decay to every memory now (one process at a time)."""
-        report = await app.run(store.consolidate)
+        """Run the decay pass now: recompute every memory's strengths on the forgetting curve.
+
+        One process at a time.  Named after the original Vestige's tool.
+        """
+        report = await app.run(store.decay)
         return report.to_dict()
 
     @mcp.tool(annotations=read_only)
