@@ -39,5 +39,5 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def loadtest(session: nox.Session) -> None:
     """The multi-process load test (docs/LOADTEST.md); the CI profile unless posargs say else."""
-    session.install("-e", ".")
+    session.install("-e", ".[loadtest]")
     session.run("python", "-m", "loadtest", *(session.posargs or ["--profile", "ci"]))

@@ -1,7 +1,9 @@
-"""What a person sees at the end: a summary table, a JSON report, and one HTML page.
+"""What a person sees at the end: a printed summary, a JSON report, and one HTML page.
 
-The page is self-contained (inline SVG, no scripts, no plotting library): per operation kind,
-latency over time on a log scale with the fault moments marked, and a histogram.
+The page reads in the order a person asks: did it pass; if not, which checks failed and by
+how much; every check; the charts (loadtest/charts.py, from the optional ``loadtest``
+extra); then the details of the run.  It is one file: inline CSS and SVG, no scripts,
+nothing fetched.
 """
 
 from __future__ import annotations
@@ -9,21 +11,50 @@ from __future__ import annotations
 import html
 import math
 import os
-import random
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final
 
-from loadtest.checks import Summary, fairness
-from loadtest.profiles import MCP_OPS, READ_OPS, WRITE_OPS
+from loadtest.checks import fairness
+from loadtest.profiles import READ_OPS, WRITE_OPS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from loadtest.checks import Check, Measure
     from loadtest.runner import RunResult
-    from loadtest.workload import Sample
 
-MAX_POINTS: Final = 4_000  # per chart; points above the p99 are always kept
-WIDTH, HEIGHT, PAD = 660, 230, 46
+CHARTS_HINT: Final = (
+    "Charts need matplotlib, which is not installed: pip install 'vestige[loadtest]'"
+)
+
+
+# -- the verdict -------------------------------------------------------------------------
+
+
+def passed(results: list[RunResult]) -> bool:
+    """Every run checked something and no check failed."""
+    return bool(results) and all(r.ok for r in results)
+
+
+def state(c: Check) -> str:
+    """``ok``, ``fail``, or ``info`` (did not pass, but may not fail the run)."""
+    return "ok" if c.ok else "info" if c.excused else "fail"
+
+
+def describe(m: Measure) -> str:
+    """The value against its bound: ``95.0 ms > bound 50.0 ms (+90%)``."""
+    unit = f" {m.unit}" if m.unit else ""
+    word = "floor" if m.at_least else "bound"
+    if math.isnan(m.value):
+        return f"no value ({word} {_fmt(m.bound)}{unit})"
+    within = m.value >= m.bound if m.at_least else m.value <= m.bound
+    sign = {(True, True): ">=", (True, False): "<", (False, True): "<=", (False, False): ">"}
+    text = f"{_fmt(m.value)}{unit} {sign[m.at_least, within]} {word} {_fmt(m.bound)}{unit}"
+    if not within and m.bound:
+        text += f" ({(m.value - m.bound) / m.bound:+.0%})"
+    return text
+
+
+def _why(c: Check) -> str:
+    return describe(c.measure) if c.measure is not None else c.detail
 
 
 # -- numbers -----------------------------------------------------------------------------
@@ -132,14 +163,24 @@ def text_summary(results: list[RunResult]) -> str:
         out += _run_text(r)
     if len(results) == 2:
         out += _side_by_side(results[0], results[1])
-    failed = [f"{r.label}: {c.name}" for r in results for c in r.checks if c.failed]
-    verdict = "PASS" if not failed and all(r.checks for r in results) else "FAIL"
+    failed = [f"{r.label}: {c.name}: {_why(c)}" for r in results for c in r.checks if c.failed]
+    verdict = "PASS" if passed(results) else "FAIL"
     out.append(f"RESULT: {verdict}" + ("" if not failed else f" ({len(failed)} failed)"))
-    out += [f"  FAILED {name}" for name in failed]
+    out += [f"  FAILED {line}" for line in failed]
     return "\n".join(out)
 
 
 def _run_text(r: RunResult) -> list[str]:
+    lines = _run_details(r)
+    lines.append("checks:")
+    for check in r.checks:
+        mark = {"ok": "ok  ", "fail": "FAIL", "info": "info"}[state(check)]
+        lines.append(f"  [{mark}] {check.name}: {check.detail}")
+    return lines
+
+
+def _run_details(r: RunResult) -> list[str]:
+    """Everything but the checks: operations, machine, servers, ledger, errors, faults."""
     p = r.config.profile
     rec = r.recorder
     lines = [
@@ -196,10 +237,6 @@ def _run_text(r: RunResult) -> list[str]:
     for f in r.faults:
         took = f" (recovered in {f.recovery_s:.2f} s)" if f.recovery_s is not None else ""
         lines.append(f"fault at {f.at - _origin(r):5.1f} s: {f.kind} {f.target}: {f.detail}{took}")
-    lines.append("checks:")
-    for check in r.checks:
-        mark = "ok  " if check.ok else ("info" if check.excused else "FAIL")
-        lines.append(f"  [{mark}] {check.name}: {check.detail}")
     return lines
 
 
@@ -233,207 +270,108 @@ def _side_by_side(safe: RunResult, naive: RunResult) -> list[str]:
 
 # -- HTML --------------------------------------------------------------------------------
 
+STYLE: Final = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1200px;padding:0 16px;
+color:#222}
+h1{font-size:20px;margin:0 0 12px}h2{margin-top:32px;border-bottom:1px solid #ddd}
+h3{font-size:15px;margin:20px 0 6px}
+.banner{padding:14px 18px;border-radius:6px;color:#fff;font-size:22px;font-weight:600}
+.banner small{display:block;font-size:14px;font-weight:400;color:#fff}
+.banner.ok{background:#2e7d32}.banner.fail{background:#c62828}
+ul.failed{background:#fdecea;border-left:5px solid #c62828;padding:10px 12px 10px 32px}
+ul.failed li{margin:4px 0}small{color:#555}
+table{border-collapse:collapse;width:100%;font-size:13px}
+td,th{text-align:left;padding:3px 8px;border-bottom:1px solid #eee;vertical-align:top}
+tr.fail{background:#fdecea}tr.info{background:#f4f4f4;color:#555}
+b.ok,td.ok{color:#2e7d32}b.fail,td.fail{color:#c62828;font-weight:600}b.info,td.info{color:#777}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:10px}
+.row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+figure{margin:0}figcaption{font-size:13px}svg{max-width:100%;height:auto}
+.hint{background:#fff8e1;border-left:5px solid #f9a825;padding:10px 14px}
+pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:12px}
+"""
+
 
 def html_page(results: list[RunResult], title: str) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(text_summary(results))}</pre>"]
+    """Verdict, failed checks, every check, charts, details: one self-contained page."""
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>", _banner(results), _failed_list(results)]
     for r in results:
-        body.append(f"<h2>{html.escape(r.label)}</h2>")
-        origin = _origin(r)
-        faults = [(f.at - origin, f.kind) for f in r.faults]
-        by_kind: dict[str, list[Sample]] = {}
-        for s in r.recorder.samples:
-            by_kind.setdefault(s.kind, []).append(s)
-        bound = r.config.profile.bounds.p99_write_ms
-        if r.recorder.wal_sizes:
-            peak = max(b for _, b in r.recorder.wal_sizes)
-            body.append(
-                f"<h3>WAL size: peak {peak / 2**20:.1f} MiB</h3>"
-                + wal_svg(r.recorder.wal_sizes, origin, faults)
+        heading = f"Checks: {r.label}" if len(results) > 1 else "Checks"
+        body += [f"<h2>{e(heading)}</h2>", _checks_table(r)]
+    body.append(f"<h2>Charts</h2>{_charts(results)}")
+    body.append("<h2>Details</h2>")
+    for r in results:
+        profile = "\n".join(f"{k}: {v}" for k, v in asdict(r.config.profile).items())
+        body.append(
+            f"<h3>{e(r.label)}</h3><pre>{e(chr(10).join(_run_details(r)).strip())}</pre>"
+            f"<details><summary>profile {e(r.config.profile.name)}</summary>"
+            f"<pre>{e(profile)}</pre></details>"
+        )
+    if len(results) == 2:
+        body.append(f"<pre>{e(chr(10).join(_side_by_side(*results)).strip())}</pre>")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def _banner(results: list[RunResult]) -> str:
+    checks = [c for r in results for c in r.checks]
+    failed = sum(c.failed for c in checks)
+    info = sum(state(c) == "info" for c in checks)
+    verdict = "ok" if passed(results) else "fail"
+    if verdict == "ok":
+        head = f"PASS: all {len(checks)} checks passed"
+    elif checks:
+        head = f"FAIL: {failed} of {len(checks)} checks failed"
+    else:
+        head = "FAIL: nothing was checked"
+    runs = "; ".join(
+        f"{r.label}: {r.config.profile.servers} servers, {r.load_s:.0f} s, "
+        f"{r.recorder.ops} MCP calls" + ("" if r.ok else f"; data kept in {r.config.workdir}")
+        for r in results
+    )
+    extra = f" ({info} reported as info only)" if info else ""
+    return f"<div class='banner {verdict}'>{head}{extra}<small>{html.escape(runs)}</small></div>"
+
+
+def _failed_list(results: list[RunResult]) -> str:
+    items = []
+    for r in results:
+        for c in r.checks:
+            if not c.failed:
+                continue
+            who = f"{r.label}: " if len(results) > 1 else ""
+            basis = c.measure.basis if c.measure is not None else ""
+            items.append(
+                f"<li><b>{html.escape(who + c.name)}</b>: {html.escape(_why(c))}"
+                + (f"<br><small>{html.escape(basis)}</small>" if basis else "")
+                + "</li>"
             )
-        for kind in sorted(by_kind, key=lambda k: (k not in MCP_OPS, k)):
-            samples = by_kind[kind]
-            summ = Summary.of([s.latency_ms for s in samples])
-            body.append(
-                f"<h3>{html.escape(kind)}: {summ.count} calls, p50 {_fmt(summ.p50)} ms, "
-                f"p99 {_fmt(summ.p99)} ms, max {_fmt(summ.max)} ms</h3><div class=row>"
-                + timeline_svg(samples, origin, faults, bound if kind in WRITE_OPS else None)
-                + histogram_svg([s.latency_ms for s in samples], summ)
-                + "</div>"
-            )
-    style = (
-        "body{font:14px sans-serif;margin:24px;max-width:1400px}pre{background:#f6f6f6;"
-        "padding:12px;overflow-x:auto}.row{display:flex;gap:16px;flex-wrap:wrap}"
-        "svg{background:#fff;border:1px solid #ddd}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
-    )
+    return f"<h2>Failed</h2><ul class=failed>{''.join(items)}</ul>" if items else ""
 
 
-def _log_y(ms: float, lo: float, hi: float) -> float:
-    v = math.log10(max(ms, lo))
-    return (
-        HEIGHT - PAD - (v - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (HEIGHT - 2 * PAD)
-    )
-
-
-def timeline_svg(
-    samples: list[Sample], origin: float, faults: list[tuple[float, str]], bound: float | None
-) -> str:
-    """Latency (log) over time; errors in red; faults as dashed red lines; the p99 bound."""
-    points = _thin(samples)
-    xs = [s.t - origin for s in samples] + [t for t, _ in faults]
-    x0, x1 = min(0.0, *xs), max(1.0, *xs)
-    lo = 10 ** math.floor(math.log10(max(min(s.latency_ms for s in samples), 0.01)))
-    top = max(*(s.latency_ms for s in samples), bound or 0, lo * 10)
-    hi = 10 ** math.ceil(math.log10(top))
-
-    def x(t: float) -> float:
-        return PAD + (t - x0) / (x1 - x0) * (WIDTH - 2 * PAD)
-
-    parts = [_frame("time since load start (s)", "latency (ms, log)")]
-    parts += _y_ticks(lo, hi)
-    for t in _nice_ticks(x0, x1):
-        parts.append(
-            f'<text x="{x(t):.1f}" y="{HEIGHT - PAD + 16}" font-size="10" '
-            f'text-anchor="middle">{t:g}</text>'
+def _checks_table(r: RunResult) -> str:
+    """One row per check; a measured check shows its value against its bound and why."""
+    e = html.escape
+    rows = []
+    for c in r.checks:
+        s = state(c)
+        basis = c.measure.basis if c.measure is not None else ""
+        rows.append(
+            f"<tr class={s}><td class={s}>{s}</td><td>{e(c.name)}</td><td>{e(_why(c))}"
+            + (f"<br><small>{e(basis)}</small>" if basis else "")
+            + "</td></tr>"
         )
-    if bound is not None:
-        y = _log_y(bound, lo, hi)
-        parts.append(
-            f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e69500" '
-            f'stroke-dasharray="6 3"/><text x="{WIDTH - PAD}" y="{y - 3:.1f}" font-size="10" '
-            f'text-anchor="end" fill="#e69500">p99 bound {bound:g} ms</text>'
-        )
-    for s in points:
-        color = "#d62728" if s.error else "#1f77b4"
-        parts.append(
-            f'<circle cx="{x(s.t - origin):.1f}" cy="{_log_y(s.latency_ms, lo, hi):.1f}" '
-            f'r="1.6" fill="{color}" fill-opacity="0.55"/>'
-        )
-    parts.extend(_fault_marks(faults, x))
-    return _svg(parts)
+    return "<table><tr><th></th><th>check</th><th>result</th></tr>" + "".join(rows) + "</table>"
 
 
-def _fault_marks(faults: list[tuple[float, str]], x: Callable[[float], float]) -> list[str]:
-    """A dashed red line with the fault's name at each fault moment."""
-    return [
-        f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD - 8}" y2="{HEIGHT - PAD}" '
-        f'stroke="#d62728" stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD - 10}" '
-        f'font-size="10" fill="#d62728">{html.escape(kind)}</text>'
-        for t, kind in faults
-    ]
-
-
-def wal_svg(sizes: list[tuple[float, int]], origin: float, faults: list[tuple[float, str]]) -> str:
-    """vestige.db-wal bytes over time (linear), faults marked: checkpoints show as drops."""
-    xs = [t - origin for t, _ in sizes] + [t for t, _ in faults]
-    x0, x1 = min(0.0, *xs), max(1.0, *xs)
-    top = max(1, *(b for _, b in sizes))
-
-    def x(t: float) -> float:
-        return PAD + (t - x0) / (x1 - x0) * (WIDTH - 2 * PAD)
-
-    def y(b: float) -> float:
-        return HEIGHT - PAD - b / top * (HEIGHT - 2 * PAD)
-
-    line = " ".join(f"{x(t - origin):.1f},{y(b):.1f}" for t, b in sizes)
-    parts = [
-        _frame("time since load start (s)", "WAL (MiB)"),
-        f'<polyline points="{line}" fill="none" stroke="#2ca02c"/>',
-        f'<text x="{PAD - 4}" y="{PAD + 4}" font-size="10" text-anchor="end">'
-        f"{top / 2**20:.1f}</text>",
-    ]
-    for t in _nice_ticks(x0, x1):
-        parts.append(
-            f'<text x="{x(t):.1f}" y="{HEIGHT - PAD + 16}" font-size="10" '
-            f'text-anchor="middle">{t:g}</text>'
-        )
-    parts.extend(_fault_marks(faults, x))
-    return _svg(parts)
-
-
-def histogram_svg(values: list[float], summ: Summary) -> str:
-    """Counts in log-spaced latency bins, with the p50 and p99 marked."""
-    lo = max(min(values), 0.01)
-    hi = max(*values, lo * 1.01)
-    bins = 40
-    edges = [lo * (hi / lo) ** (i / bins) for i in range(bins + 1)]
-    counts = [0] * bins
-    for v in values:
-        i = min(bins - 1, int(math.log(max(v, lo) / lo) / math.log(hi / lo) * bins))
-        counts[i] += 1
-    top = max(counts)
-
-    def x(ms: float) -> float:
-        return PAD + math.log(max(ms, lo) / lo) / math.log(hi / lo) * (WIDTH - 2 * PAD)
-
-    parts = [_frame("latency (ms, log)", "calls")]
-    for i, c in enumerate(counts):
-        if c:
-            h = c / top * (HEIGHT - 2 * PAD)
-            parts.append(
-                f'<rect x="{x(edges[i]):.1f}" y="{HEIGHT - PAD - h:.1f}" '
-                f'width="{max(1.0, x(edges[i + 1]) - x(edges[i]) - 1):.1f}" height="{h:.1f}" '
-                f'fill="#1f77b4"/>'
-            )
-    for label, ms in (("p50", summ.p50), ("p99", summ.p99)):
-        parts.append(
-            f'<line x1="{x(ms):.1f}" x2="{x(ms):.1f}" y1="{PAD}" y2="{HEIGHT - PAD}" '
-            f'stroke="#e69500"/><text x="{x(ms) + 3:.1f}" y="{PAD + 10}" font-size="10" '
-            f'fill="#e69500">{label} {_fmt(ms)}</text>'
-        )
-    for ms in (lo, math.sqrt(lo * hi), hi):
-        parts.append(
-            f'<text x="{x(ms):.1f}" y="{HEIGHT - PAD + 16}" font-size="10" '
-            f'text-anchor="middle">{_fmt(ms)}</text>'
-        )
-    parts.append(f'<text x="{PAD - 4}" y="{PAD + 4}" font-size="10" text-anchor="end">{top}</text>')
-    return _svg(parts)
-
-
-def _thin(samples: list[Sample]) -> list[Sample]:
-    if len(samples) <= MAX_POINTS:
-        return samples
-    cut = sorted(s.latency_ms for s in samples)[int(len(samples) * 0.99)]
-    slow = [s for s in samples if s.latency_ms >= cut or s.error]
-    rest = [s for s in samples if s.latency_ms < cut and not s.error]
-    keep = random.Random(0).sample(rest, max(0, MAX_POINTS - len(slow)))
-    return slow + keep
-
-
-def _frame(xlabel: str, ylabel: str) -> str:
-    return (
-        f'<rect x="{PAD}" y="{PAD}" width="{WIDTH - 2 * PAD}" height="{HEIGHT - 2 * PAD}" '
-        f'fill="none" stroke="#999"/><text x="{WIDTH / 2}" y="{HEIGHT - 8}" font-size="11" '
-        f'text-anchor="middle">{xlabel}</text><text x="12" y="{HEIGHT / 2}" font-size="11" '
-        f'text-anchor="middle" transform="rotate(-90 12 {HEIGHT / 2})">{ylabel}</text>'
-    )
-
-
-def _y_ticks(lo: float, hi: float) -> list[str]:
-    out = []
-    v = lo
-    while v <= hi * 1.0001:
-        y = _log_y(v, lo, hi)
-        out.append(
-            f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{PAD - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{v:g}</text>'
-        )
-        v *= 10
-    return out
-
-
-def _nice_ticks(a: float, b: float) -> list[float]:
-    span = b - a
-    step = next(s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1e9) if span / s <= 10)
-    first = math.ceil(a / step) * step
-    return [first + i * step for i in range(int((b - first) / step) + 1)]
-
-
-def _svg(parts: list[str]) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}">{"".join(parts)}</svg>'
-    )
+def _charts(results: list[RunResult]) -> str:
+    try:
+        from loadtest.charts import run_charts  # noqa: PLC0415 - matplotlib is optional
+    except ImportError:
+        return f"<p class=hint>{html.escape(CHARTS_HINT)}</p>"
+    if len(results) == 1:
+        return run_charts(results[0])
+    return "".join(f"<h3>{html.escape(r.label)}</h3>{run_charts(r)}" for r in results)

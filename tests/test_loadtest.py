@@ -21,7 +21,7 @@ import anyio
 import apsw
 import pytest
 
-from loadtest import checks, report
+from loadtest import checks
 from loadtest.checks import Summary, fairness, latency_checks, percentile
 from loadtest.client import Clock, ErrorKind, classify
 from loadtest.external import ExternalWriter, judge_kill
@@ -37,7 +37,7 @@ from loadtest.ledger import ExternalLedger, Ledger, Row, verify, verify_external
 from loadtest.profiles import PROFILES, Bounds, Faults, parse_faults, parse_mix
 from loadtest.runner import RunConfig, RunResult, _Run
 from loadtest.spawn import Registry, wait_exit
-from loadtest.workload import Pool, Recorder, Sample, ToolCalls, payload, vocabulary
+from loadtest.workload import Pool, Recorder, ToolCalls, payload, vocabulary
 from vestige import Store
 from vestige.errors import MemoryNotFound, StoreBusyError
 
@@ -412,16 +412,6 @@ def test_errors_are_classified_from_the_store_messages() -> None:
     assert classify(str(StoreBusyError("the database stayed locked: no write"))) == ErrorKind.BUSY
     assert classify(str(MemoryNotFound("abc"))) == ErrorKind.NOT_FOUND
     assert classify("content: String should have at least 1 character") == ErrorKind.TOOL_ERROR
-
-
-def test_the_page_marks_faults_and_bounds() -> None:
-    samples = [Sample(10.0 + i / 10, "ingest", "s0", 1.0 + i % 7) for i in range(50)]
-    svg = report.timeline_svg(samples, origin=10.0, faults=[(2.0, "kill-server")], bound=50.0)
-    assert "kill-server" in svg
-    assert "p99 bound 50 ms" in svg
-    assert svg.count("<circle") == 50
-    hist = report.histogram_svg([s.latency_ms for s in samples], Summary.of([1.0, 7.0]))
-    assert "p99" in hist
 
 
 # -- checks on real database files -------------------------------------------------------
