@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,8 @@ import pytest
 
 from tests import cli_helpers
 from tests.cli_helpers import (
+    CLI,
+    CLI_DEADLINE_S,
     cli_json,
     damage,
     integrity,
@@ -84,6 +88,52 @@ def test_backup_to_a_folder_and_refusal_of_an_existing_file(data_dir: Path, tmp_
     missing = run_cli("backup", tmp_path / "no" / "such" / "x.db", data_dir=data_dir)
     assert missing.returncode == BAD_INPUT
     assert "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("where", ["folder", "default"])
+def test_two_backups_at_once_into_one_folder_both_succeed(
+    data_dir: Path, tmp_path: Path, where: str
+) -> None:
+    """`vestige backup DIR` and `vestige backup` follow one naming rule, even run together.
+
+    Every name the runs can start from (one per second, for two minutes) is already taken, so
+    each must move on to the next free one; started together, they ask for the same name.
+    """
+    fill(data_dir, "kept twice")
+    folder = tmp_path / "shared" if where == "folder" else data_dir / "backups"
+    folder.mkdir()
+    now = datetime.now(UTC)
+    taken = [
+        folder / f"vestige-{now + timedelta(seconds=s):%Y%m%d-%H%M%S}.db" for s in range(-1, 120)
+    ]
+    for path in taken:
+        path.write_bytes(b"an older backup")
+    target = [str(folder)] if where == "folder" else []
+    argv = [*CLI, "backup", *target, "--json", "--data-dir", str(data_dir)]
+    runs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = []
+    try:
+        for run in runs:
+            out, err = run.communicate(timeout=CLI_DEADLINE_S)
+            outcomes.append((run.returncode, out, err))
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()  # this pid only
+                run.communicate()
+    assert [code for code, _, _ in outcomes] == [0, 0], outcomes
+    made = [Path(json.loads(out)["path"]) for _, out, _ in outcomes]
+    assert made[0] != made[1]
+    for path in made:
+        assert path.parent == folder
+        assert path.name.startswith("vestige-")
+        assert integrity(path) == ["ok"]
+        assert memories(path) == ["kept twice"]
+    assert all(path.read_bytes() == b"an older backup" for path in taken)
+    assert sorted(folder.iterdir()) == sorted([*taken, *made])  # no partial file left
 
 
 @pytest.fixture

@@ -140,8 +140,8 @@ def test_a_bad_row_names_its_line_and_imports_nothing(tmp_path: Path, position: 
     assert result.returncode == BAD_INPUT
     assert result.stderr == (
         f"Error: {bad}, line {position}: a memory needs at least an id and a content\n"
-        "Hint: Fix or remove that row, or pass --skip-invalid to import the rest. "
-        "Nothing was imported.\n"
+        "Hint: Fix or remove that row, or pass --skip-invalid to import the rest; "
+        "nothing was imported.\n"
     )
     assert not data_dir.exists()  # nothing half-way: not even a database was created
 

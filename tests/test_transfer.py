@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 from tests.process_helpers import WorkerPool, read_lines
-from vestige import Store
+from vestige import Store, config, transfer
 from vestige.errors import ImportFileError, InvalidInput
 
 
@@ -97,6 +97,22 @@ def test_two_default_backups_get_distinct_names(store: Store) -> None:
     assert first != second
     assert first.exists()
     assert second.exists()
+
+
+def test_a_folder_target_takes_the_next_free_name(store: Store, tmp_path: Path) -> None:
+    store.ingest("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    first = next(config.backup_names(out))
+    first.write_bytes(b"taken")
+    made = store.backup(out)
+    assert made.parent == out
+    assert made.name in {f"{first.stem}-2.db", next(config.backup_names(out)).name}
+    assert first.read_bytes() == b"taken"
+    assert integrity(made) == "ok"
+    kept = store.backup(out, prefix="vestige-before-restore")
+    assert kept.name.startswith("vestige-before-restore-")
+    assert sorted(p.name for p in out.iterdir()) == sorted([first.name, made.name, kept.name])
 
 
 def test_backup_refuses_an_existing_target(store: Store, tmp_path: Path) -> None:
@@ -185,6 +201,58 @@ def test_round_trip_preserves_every_field(store: Store, tmp_path: Path) -> None:
         assert [h.memory.content for h in hits] == [
             m["content"] for m in original if "café" in m["content"]
         ]
+
+
+def test_export_to_a_file_is_private_whole_and_never_replaces_one(
+    store: Store, tmp_path: Path
+) -> None:
+    varied(store)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "all.json"
+    seen: list[int] = []
+    n = store.export(target, fmt="json", progress=seen.append)
+    assert n == len(seen) == count(store)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    items = json.loads(target.read_text("utf-8"))
+    assert [i["id"] for i in items] == [m.id for m in store.iter_memories()]
+    with pytest.raises(InvalidInput, match="already exists"):
+        store.export(target)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        store.export(out / "missing" / "x.jsonl")
+    assert sorted(p.name for p in out.iterdir()) == ["all.json"]  # no partial file
+
+
+def test_read_import_checks_the_whole_file_once_and_can_skip_bad_rows(
+    store: Store, tmp_path: Path
+) -> None:
+    file = tmp_path / "mixed.jsonl"
+    file.write_text("\n".join([GOOD[0], "not json", "", GOOD[1], "[1]"]) + "\n", "utf-8")
+    with pytest.raises(ImportFileError) as info:
+        transfer.read_import(file)
+    assert info.value.message.startswith(f"{file}, line 2: not valid JSON")
+    assert "--skip-invalid" in info.value.hint
+    checked = transfer.read_import(file, skip_invalid=True)
+    assert (checked.unit, checked.read, len(checked.rows)) == ("line", 4, 2)
+    assert [(r.number, r.error.split(" (")[0]) for r in checked.rejected] == [
+        (2, "not valid JSON"),
+        (5, "expected a JSON object"),
+    ]
+    assert count(store) == 0  # reading writes nothing
+    done: list[int] = []
+    report = store.import_checked(checked, progress=done.append)
+    assert (report.read, report.imported, report.skipped_existing) == (4, 2, 0)
+    assert sum(done) == 2
+
+
+def test_a_json_array_is_read_as_items(store: Store, tmp_path: Path) -> None:
+    file = tmp_path / "array.json"
+    file.write_text("[" + ", ".join([GOOD[0], '"text"', GOOD[1]]) + "]", "utf-8")
+    with pytest.raises(ImportFileError, match=r", item 2: expected a JSON object"):
+        transfer.read_import(file)
+    checked = transfer.read_import(file, skip_invalid=True)
+    assert (checked.unit, checked.read, len(checked.rows)) == ("item", 3, 2)
+    assert store.import_checked(checked).imported == 2
 
 
 def test_export_lines_are_json_objects_with_every_column(store: Store) -> None:

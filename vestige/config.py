@@ -9,24 +9,30 @@ library always agree on which file they open:
    Linux ``$XDG_DATA_HOME/vestige/core`` i.e. ``~/.local/share/vestige/core``,
    Windows ``%APPDATA%\\vestige\\core``).
 
-The value is always a directory; the database is ``<dir>/vestige.db``.
+The value is always a directory; the database is ``<dir>/vestige.db``.  The names of the
+backups Vestige makes (``backup_names``) are ruled here too.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import stat
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import platformdirs.unix
 import platformdirs.windows
 
 from vestige.errors import ConfigError, DatabaseMissing, DataDirError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Environment variable naming the data directory (beaten by an explicit argument).
 DATA_DIR_ENV: Final = "VESTIGE_DATA_DIR"
@@ -44,6 +50,9 @@ DATABASE_FILE: Final = "vestige.db"
 #: The cross-process write gate: a kernel lock on its own file, never on the database files.
 GATE_FILE: Final = "vestige.gate.lock"
 BACKUP_DIR: Final = "backups"
+#: A backup named by Vestige is ``<prefix>-<UTC time>.db`` (then ``-2``, ``-3`` in one second).
+BACKUP_PREFIX: Final = "vestige"
+BACKUP_STAMP: Final = "%Y%m%d-%H%M%S"
 
 #: The injected write delay stays well under the write deadline.
 MAX_WRITE_DELAY_MS: Final = 1_000.0
@@ -111,6 +120,16 @@ class DataDir:
     @property
     def database(self) -> Path:
         return self.path / DATABASE_FILE
+
+    @property
+    def sqlite_files(self) -> tuple[Path, Path, Path]:
+        """The database and the two files SQLite keeps beside it in WAL mode.
+
+        They belong together: only SQLite opens them, and they are moved together or not at
+        all (a -wal without its database, or with another one, is damage).
+        """
+        db = self.database
+        return db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
 
     @property
     def gate(self) -> Path:
@@ -209,6 +228,20 @@ def _refuse_non_file(data_dir: DataDir) -> None:
         raise DataDirError(
             f"{db} is not a regular file", hint="Move it away; Vestige keeps a SQLite file there."
         )
+
+
+def backup_names(folder: Path, prefix: str = BACKUP_PREFIX, suffix: str = ".db") -> Iterator[Path]:
+    """The names a new backup in ``folder`` may take, best first: the first one free is it.
+
+    ``<prefix>-<UTC time><suffix>``, then ``-2``, ``-3``, ... within the same second.  Two
+    runs in one second are offered the same names, so the caller must claim a name in one
+    atomic step (a hard link, ``O_EXCL``, ``mkdir``) and move on to the next when it is
+    taken; a check-then-write would let one run fail, or overwrite the other.
+    """
+    stamp = datetime.now(UTC).strftime(BACKUP_STAMP)
+    yield folder / f"{prefix}-{stamp}{suffix}"
+    for n in itertools.count(2):
+        yield folder / f"{prefix}-{stamp}-{n}{suffix}"
 
 
 def require_database(data_dir: DataDir) -> DataDir:

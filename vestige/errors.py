@@ -104,12 +104,23 @@ class MemoryNotFound(StoreError, KeyError):
 
 
 class ImportFileError(InvalidInput):
-    """Raised when an import file is not JSON Lines or has a bad row; nothing is imported."""
+    """Raised when an import file is not JSON Lines or has a bad row; nothing is imported.
 
-    def __init__(self, message: str, *, line: int | None = None, hint: str | None = None) -> None:
-        where = f"line {line}: " if line is not None else ""
+    The message starts with where: ``<source>, line 3: ...`` (``item 3`` in a JSON array).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        hint: str | None = None,
+        unit: str = "line",
+        source: str | None = None,
+    ) -> None:
+        where = ", ".join(p for p in (source, f"{unit} {line}" if line is not None else None) if p)
         super().__init__(
-            f"{where}{message}",
+            f"{where}: {message}" if where else message,
             hint=hint or "Fix or remove that line; nothing was imported.",
         )
         self.line = line

@@ -578,13 +578,31 @@ class Store:
 
     # -- backup, export, import ------------------------------------------------------
 
-    def backup(self, target: str | os.PathLike[str] | None = None) -> Path:
-        """A consistent online snapshot (0600), verified with quick_check; never a file copy."""
-        return transfer.backup(self._db, self.data_dir, target)
+    def backup(
+        self, target: str | os.PathLike[str] | None = None, *, prefix: str = config.BACKUP_PREFIX
+    ) -> Path:
+        """A consistent online snapshot (0600), verified with quick_check; never a file copy.
+
+        ``target`` is a new file, or a folder (default: ``backups/``) where the file is named
+        ``<prefix>-<UTC time>.db``, with ``-2``, ``-3``... when that name is taken.
+        """
+        return transfer.backup(self._db, self.data_dir, target, prefix=prefix)
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write every memory as one JSON object per line; return how many."""
-        return transfer.export_jsonl(self._db, out)
+        return transfer.export(self._db, out)
+
+    def export(
+        self,
+        out: IO[str] | str | os.PathLike[str],
+        *,
+        fmt: transfer.ExportFormat = "jsonl",
+        progress: transfer.Progress | None = None,
+    ) -> int:
+        """Every memory to a stream, or to a new private file that appears only when whole."""
+        if isinstance(out, str | os.PathLike):
+            return transfer.export_file(self._db, out, fmt=fmt, progress=progress)
+        return transfer.export(self._db, out, fmt=fmt, progress=progress)
 
     def import_jsonl(self, source: IO[str]) -> ImportReport:
         """Import memories; ids already present are skipped, so importing twice is harmless.
@@ -592,6 +610,12 @@ class Store:
         Every line is checked before anything is written: one bad line imports nothing.
         """
         return transfer.import_jsonl(self._db, source)
+
+    def import_checked(
+        self, checked: transfer.ImportFile, *, progress: transfer.Progress | None = None
+    ) -> ImportReport:
+        """Import a file that ``transfer.read_import`` read and checked, in short batches."""
+        return transfer.import_rows(self._db, checked, progress=progress)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -3,26 +3,41 @@
 Backups use SQLite's online backup API in a single step (a consistent snapshot taken under
 one read lock, safe while other processes write) - never a copy of the file, which can
 tear a WAL database or, done inside a process with connections, drop SQLite's locks.
+
+Every file written here (a backup, an export) is made under a hidden temporary name beside
+its target, made private (0600) and finished, and only then takes its real name, in one step
+that never replaces a file (``_publish``).  A run that fails or is killed leaves no half file
+under the real name, and two runs that pick the same name both succeed with different names
+(``config.backup_names``) or, for a name the user gave, the second one is refused.
+
+An import file is read and checked whole, once, before anything is written
+(``read_import``): a bad row names its line and imports nothing, unless the caller asks to
+skip bad rows.  The rows then go in through the write path in short batches.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
 
 import apsw
 
-from vestige import _validate, config, fsrs, similarity
+from vestige import _rows, _validate, config, fsrs, similarity
 from vestige.errors import ImportFileError, InvalidInput, StoreError
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from vestige._database import Database
     from vestige.config import DataDir
@@ -30,9 +45,21 @@ if TYPE_CHECKING:
 EXPORT_PAGE_ROWS: Final = 500
 IMPORT_BATCH_ROWS: Final = 500
 
+#: ``jsonl``: one memory per line; ``json``: one JSON array.  Import reads both.
+ExportFormat: TypeAlias = Literal["jsonl", "json"]
+#: Told how many more items are done, as the work goes (a progress counter).
+Progress: TypeAlias = Callable[[int], None]
+#: A memory as the values of one ``knowledge_nodes`` row, in ``MEMORY_COLUMNS`` order.
+MemoryRow: TypeAlias = tuple[Any, ...]
+
 _INSERT_IGNORE: Final = (
     f"INSERT INTO knowledge_nodes({SELECT_MEMORY}) "
     f"VALUES ({', '.join('?' * len(MEMORY_COLUMNS))}) ON CONFLICT(id) DO NOTHING"
+)
+#: errno values of a filesystem that cannot make hard links (FAT, some network shares).
+_NO_HARD_LINKS: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+_BAD_ROW_HINT: Final = (
+    "Fix or remove that row, or pass --skip-invalid to import the rest; nothing was imported."
 )
 
 
@@ -47,48 +74,101 @@ def iter_memories(db: Database) -> Iterator[Memory]:
             ).fetchall()
         if not rows:
             return
-        after = rows[-1][0]
+        after = _rows.as_int(rows[-1][0], "seq")
         for row in rows:
             yield Memory.from_row(row[1:])
 
 
-def default_backup_path(data_dir: DataDir) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    path = data_dir.backups / f"vestige-{stamp}.db"
-    n = 1
-    while path.exists():
-        n += 1
-        path = data_dir.backups / f"vestige-{stamp}-{n}.db"
-    return path
+# -- files that appear whole, under a name that was free ----------------------------------
 
 
-def backup(db: Database, data_dir: DataDir, target: str | os.PathLike[str] | None) -> Path:
+def _absolute(target: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+
+
+def _already_exists(path: Path, what: str) -> InvalidInput:
+    return InvalidInput(
+        f"the {what} target {path} already exists",
+        hint=f"Choose a new file name, or move the old {what} away first.",
+    )
+
+
+def _require_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise InvalidInput(
+            f"the folder {folder} does not exist", hint="Create it, or choose another path."
+        )
+
+
+def _temp_beside(folder: Path, stem: str) -> Path:
+    """A hidden name in ``folder`` that no other run (process or thread) can pick."""
+    return folder / f".{stem}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _publish(tmp: Path, names: Iterable[Path], what: str) -> Path:
+    """Give the finished ``tmp`` the first name of ``names`` that is free; never replace a file.
+
+    The claim is a hard link, which the kernel refuses when the name exists, so two runs
+    offered the same name cannot both take it.  Where the filesystem has no hard links, a
+    rename after a check is the best it allows (a run in between could be overwritten).
+    """
+    last: Path | None = None
+    for name in names:
+        last = name
+        try:
+            if sys.platform == "win32":
+                os.rename(tmp, name)  # Windows' rename refuses an existing target
+            else:
+                os.link(tmp, name)
+            return name
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        if not os.path.lexists(name):
+            os.replace(tmp, name)
+            return name
+    assert last is not None, "no name was offered"
+    raise _already_exists(last, what)
+
+
+# -- backup --------------------------------------------------------------------------------
+
+
+def backup(
+    db: Database,
+    data_dir: DataDir,
+    target: str | os.PathLike[str] | None = None,
+    *,
+    prefix: str = config.BACKUP_PREFIX,
+) -> Path:
+    """Snapshot ``db`` into a new file and return its path (see ``Store.backup``).
+
+    ``target`` is a new file, or a folder (default: the data directory's backups folder) in
+    which the file is named by ``config.backup_names``: a taken name moves on to the next,
+    while a file the caller named that exists is refused.
+    """
     if target is None:
         data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
-        path = default_backup_path(data_dir)
+        folder: Path = data_dir.backups
     else:
-        path = Path(os.path.abspath(os.path.expanduser(os.fspath(target))))
-    if path.exists():
-        raise InvalidInput(
-            f"the backup target {path} already exists",
-            hint="Choose a new file name, or move the old backup away first.",
-        )
-    if not path.parent.is_dir():
-        raise InvalidInput(
-            f"the folder {path.parent} does not exist", hint="Create it, or choose another path."
-        )
-    if path.resolve() == db.path.resolve():
-        raise InvalidInput("the backup target is the live database itself")
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        folder = _absolute(target)
+    if folder.is_dir():
+        names: Iterable[Path] = config.backup_names(folder, prefix)
+    else:
+        path, folder = folder, folder.parent
+        if path.exists():  # the live database among them: it always exists while open
+            raise _already_exists(path, "backup")
+        _require_folder(folder)
+        names = (path,)
+    tmp = _temp_beside(folder, prefix)
     try:
         db.snapshot_to(tmp)
         _finish_backup(tmp)
-        if path.exists():  # raced with another backup of the same name
-            raise InvalidInput(f"the backup target {path} already exists")
-        os.replace(tmp, path)
+        return _publish(tmp, names, "backup")
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def _finish_backup(path: Path) -> None:
@@ -97,7 +177,9 @@ def _finish_backup(path: Path) -> None:
     conn = apsw.Connection(str(path))
     try:
         conn.execute("PRAGMA journal_mode = DELETE").fetchall()
-        check = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check").fetchall())
+        check = "; ".join(
+            _rows.as_str(r[0], "quick_check") for r in conn.execute("PRAGMA quick_check")
+        )
     finally:
         conn.close()
     if check != "ok":
@@ -107,24 +189,173 @@ def _finish_backup(path: Path) -> None:
         )
 
 
-def export_jsonl(db: Database, out: IO[str]) -> int:
+# -- export --------------------------------------------------------------------------------
+
+
+def export(
+    db: Database, out: IO[str], *, fmt: ExportFormat = "jsonl", progress: Progress | None = None
+) -> int:
+    """Write every memory, every field, to ``out``; return how many."""
+    if fmt not in get_args(ExportFormat):
+        raise InvalidInput(f"{fmt!r} is not an export format", hint="Use one of: jsonl, json.")
     count = 0
+    if fmt == "json":
+        out.write("[")
     for memory in iter_memories(db):
-        out.write(json.dumps(memory.to_dict(), ensure_ascii=False) + "\n")
+        line = json.dumps(memory.to_dict(), ensure_ascii=False)
+        if fmt == "json":
+            out.write(("\n  " if count == 0 else ",\n  ") + line)
+        else:
+            out.write(line + "\n")
         count += 1
+        if progress is not None:
+            progress(1)
+    if fmt == "json":
+        out.write("\n]\n" if count else "]\n")
     return count
 
 
-def import_jsonl(db: Database, source: IO[str]) -> ImportReport:
-    rows = [parse_line(n, line) for n, line in enumerate(source, start=1) if line.strip()]
+def export_file(
+    db: Database,
+    target: str | os.PathLike[str],
+    *,
+    fmt: ExportFormat = "jsonl",
+    progress: Progress | None = None,
+) -> int:
+    """``export`` into a new private file (0600) that appears only once complete."""
+    path = _absolute(target)
+    if path.exists():
+        raise _already_exists(path, "export")
+    _require_folder(path.parent)
+    tmp = _temp_beside(path.parent, path.name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as out:
+            count = export(db, out, fmt=fmt, progress=progress)
+            out.flush()
+            os.fsync(out.fileno())
+        _publish(tmp, (path,), "export")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+# -- import --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row that ``read_import`` skipped: its line (or item) number and what was wrong."""
+
+    number: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFile:
+    """An import file read and checked whole: the rows to write and the rows refused."""
+
+    #: ``line`` for JSON Lines, ``item`` for a JSON array: what a row's number counts.
+    unit: Literal["line", "item"]
+    read: int  # rows found (blank lines are not rows)
+    rows: tuple[MemoryRow, ...]
+    rejected: tuple[RejectedRow, ...] = ()
+
+
+def read_import(path: Path, *, skip_invalid: bool = False) -> ImportFile:
+    """Read an export (JSON Lines or a JSON array) and check every row; write nothing.
+
+    :param skip_invalid: keep the valid rows and list the others in ``rejected``, instead
+        of refusing the file at its first bad row.
+    :raises ImportFileError: the file is not UTF-8 or not JSON, or (without
+        ``skip_invalid``) a row is not a valid memory; the message names the file and row.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(
+            f"{path} is not UTF-8 text (byte {exc.start})",
+            hint="Export again with `vestige export`, or convert the file to UTF-8.",
+        ) from None
+    return parse_import(text, source=str(path), skip_invalid=skip_invalid)
+
+
+def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = False) -> ImportFile:
+    """``read_import`` for text already in memory (``source`` names it in messages)."""
+    items = _json_array(text, source)
+    if items is not None:
+        unit: Literal["line", "item"] = "item"
+        checks = ((n, partial(_row_from_json, item)) for n, item in enumerate(items, 1))
+    else:
+        unit = "line"
+        # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside strings
+        # (ensure_ascii=False), and str.splitlines() would split a memory there.
+        lines = (line.removesuffix("\r") for line in text.split("\n"))
+        checks = (
+            (n, partial(_row_from_line, line))
+            for n, line in enumerate(lines, start=1)
+            if line.strip()
+        )
+    rows: list[MemoryRow] = []
+    rejected: list[RejectedRow] = []
+    read = 0
+    for number, check in checks:
+        read += 1
+        try:
+            rows.append(check())
+        except InvalidInput as exc:
+            if not skip_invalid:
+                raise ImportFileError(
+                    exc.message, line=number, unit=unit, source=source, hint=_BAD_ROW_HINT
+                ) from None
+            rejected.append(RejectedRow(number, exc.message))
+    return ImportFile(unit, read, tuple(rows), tuple(rejected))
+
+
+def _json_array(text: str, source: str | None) -> list[Any] | None:
+    """The items when ``text`` is one JSON array; None for JSON Lines (even if the first
+    line is an array: more JSON follows it, and that row is then refused at its line)."""
+    start = len(text) - len(text.lstrip())
+    if not text.startswith("[", start):
+        return None
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise ImportFileError(
+            f"the file starts like a JSON array but is not valid JSON ({exc.msg})",
+            line=exc.lineno,
+            source=source,
+            hint="Export again with `vestige export`, or fix the JSON.",
+        ) from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise ImportFileError("a number has too many digits", source=source) from None
+    if text[end:].strip():
+        return None
+    assert isinstance(value, list)
+    return value
+
+
+def import_rows(
+    db: Database, checked: ImportFile, *, progress: Progress | None = None
+) -> ImportReport:
+    """Write checked rows in short batches; ids already present are left alone."""
     imported = 0
-    for start in range(0, len(rows), IMPORT_BATCH_ROWS):
-        batch = rows[start : start + IMPORT_BATCH_ROWS]
+    for start in range(0, len(checked.rows), IMPORT_BATCH_ROWS):
+        batch = checked.rows[start : start + IMPORT_BATCH_ROWS]
         imported += db.write(partial(_insert, batch=batch))
-    return ImportReport(read=len(rows), imported=imported, skipped_existing=len(rows) - imported)
+        if progress is not None:
+            progress(len(batch))
+    return ImportReport(
+        read=checked.read, imported=imported, skipped_existing=len(checked.rows) - imported
+    )
 
 
-def _insert(conn: apsw.Connection, *, batch: list[tuple[Any, ...]]) -> int:
+def import_jsonl(db: Database, source: IO[str]) -> ImportReport:
+    """Import a stream of JSON Lines (or a JSON array); one bad row imports nothing."""
+    return import_rows(db, parse_import(source.read()))
+
+
+def _insert(conn: apsw.Connection, *, batch: tuple[MemoryRow, ...]) -> int:
     inserted = 0
     for row in batch:
         conn.execute(_INSERT_IGNORE, row)
@@ -149,23 +380,20 @@ _OPTIONAL_TEXT: Final = ("embedding_model", "superseded_by")
 _TIMES: Final = ("next_review", "valid_from", "valid_until")
 
 
-def parse_line(number: int, line: str) -> tuple[Any, ...]:
-    """Validate one exported memory and return its row; any problem names the line."""
+def _row_from_line(line: str) -> MemoryRow:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ImportFileError(f"not valid JSON ({exc.msg})", line=number) from None
+        raise InvalidInput(f"not valid JSON ({exc.msg})") from None
     except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
-        raise ImportFileError("a number has too many digits", line=number) from None
+        raise InvalidInput("a number has too many digits") from None
+    return _row_from_json(data)
+
+
+def _row_from_json(data: object) -> MemoryRow:
+    """Validate one exported memory and return its row."""
     if not isinstance(data, dict):
-        raise ImportFileError("expected a JSON object (one memory per line)", line=number)
-    try:
-        return _row_from(data)
-    except InvalidInput as exc:
-        raise ImportFileError(exc.message, line=number) from None
-
-
-def _row_from(data: dict[str, Any]) -> tuple[Any, ...]:
+        raise InvalidInput("expected a JSON object (one memory per row)")
     unknown = set(data) - set(MEMORY_COLUMNS)
     if unknown:
         raise InvalidInput(f"unknown fields {sorted(unknown)}")

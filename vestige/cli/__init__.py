@@ -62,9 +62,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vestige.cli import doctor, maintenance, memory  # noqa: PLC0415 - after cli exists
+    from vestige.cli import doctor, memory, safekeeping  # noqa: PLC0415 - after cli exists
 
-    for module in (memory, maintenance, doctor):
+    for module in (memory, safekeeping, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -38,18 +38,8 @@ class ExitCode(IntEnum):
     NOT_FOUND = 6
 
 
-class CommandError(VestigeError):
-    """Raised by a command for a failure with a known exit code (e.g. restore refusing)."""
-
-    def __init__(self, message: str, *, code: ExitCode, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.code = code
-
-
 def exit_code_for(exc: VestigeError) -> ExitCode:
     """Map a library error to the exit code a script can branch on."""
-    if isinstance(exc, CommandError):
-        return exc.code
     mapping: tuple[tuple[type[VestigeError], ExitCode], ...] = (
         (DatabaseMissing, ExitCode.NOT_FOUND),
         (MemoryNotFound, ExitCode.NOT_FOUND),

@@ -3,32 +3,22 @@
 All of them work while servers run: backups use SQLite's online backup API (never a file
 copy), imports and the decay pass write in short transactions through the write gate, and
 restore takes the owner lock so that no server can start while it replaces the database.
+The rules (file names, what a bad row does, how a file appears) live in the library
+(``vestige.transfer``, ``vestige.restore``); these commands only call it and print.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import click
 
-from vestige import _humanize, config, transfer
+from vestige import _humanize, transfer
 from vestige.cli import _render
-from vestige.cli._exit import CommandError, ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
-from vestige.errors import ImportFileError
 from vestige.restore import restore as restore_database
-
-if TYPE_CHECKING:
-    from vestige.store import Store
-
-#: Rows per import transaction: the progress counter moves once per batch.
-IMPORT_BATCH_ROWS = transfer.IMPORT_BATCH_ROWS
 
 
 @click.command()
@@ -40,15 +30,13 @@ def backup(path: Path | None, as_json: bool) -> None:
 
     Safe while servers write: it uses SQLite's online backup API, never a file copy.
     Without PATH it goes to <data-dir>/backups/vestige-<UTC time>.db; a PATH that is a
-    folder gets that name inside it.  The file is private (0600); an existing file is
-    never overwritten.
+    folder gets that name inside it (-2, -3, ... when the name is taken).  The file is
+    private (0600); an existing file is never overwritten.
 
     \b
     Example:
       vestige backup ~/vestige-before-upgrade.db
     """
-    if path is not None and path.is_dir():
-        path = path / f"vestige-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.db"
     with open_store() as store, _render.Progress("Backing up", counting=False):
         written = store.backup(path)
     size = written.stat().st_size
@@ -116,7 +104,7 @@ def restore(file: Path, move_damaged: bool, as_json: bool) -> None:
     help="Write to this new file (0600) instead of stdout.",
 )
 @data_dir_option
-def export_(fmt: str, output: Path | None) -> None:
+def export_(fmt: Literal["jsonl", "json"], output: Path | None) -> None:
     """Write every memory, with every field, as JSON Lines (default) or a JSON array.
 
     `vestige import` reads either form back.  The count goes to stderr, so stdout can be
@@ -126,62 +114,12 @@ def export_(fmt: str, output: Path | None) -> None:
     Example:
       vestige export -o memories.jsonl
     """
-    with open_store() as store:
-        if output is None:
-            count = _write_export(store, sys.stdout, fmt)
-        else:
-            count = _export_to_file(store, output, fmt)
+    with open_store() as store, _render.Progress("Exporting") as progress:
+        count = store.export(
+            sys.stdout if output is None else output, fmt=fmt, progress=progress.advance
+        )
     where = f" to {output}" if output is not None else ""
     click.echo(f"Exported {count} memories{where}.", err=True)
-
-
-def _export_to_file(store: Store, output: Path, fmt: str) -> int:
-    target = Path(os.path.abspath(output))
-    if target.exists():
-        raise CommandError(
-            f"the export target {target} already exists",
-            code=ExitCode.BAD_INPUT,
-            hint="Choose a new file name, or move the old file away first.",
-        )
-    if not target.parent.is_dir():
-        raise CommandError(
-            f"the folder {target.parent} does not exist",
-            code=ExitCode.BAD_INPUT,
-            hint="Create it, or choose another path for -o.",
-        )
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
-        with open(fd, "w", encoding="utf-8") as out:
-            count = _write_export(store, out, fmt)
-            out.flush()
-            os.fsync(out.fileno())
-        if target.exists():
-            raise CommandError(
-                f"the export target {target} appeared meanwhile", code=ExitCode.BAD_INPUT
-            )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
-
-
-def _write_export(store: Store, out: IO[str], fmt: str) -> int:
-    count = 0
-    with _render.Progress("Exporting") as progress:
-        if fmt == "json":
-            out.write("[")
-        for memory in store.iter_memories():
-            line = json.dumps(memory.to_dict(), ensure_ascii=False)
-            if fmt == "json":
-                out.write(("\n  " if count == 0 else ",\n  ") + line)
-            else:
-                out.write(line + "\n")
-            count += 1
-            progress.advance()
-        if fmt == "json":
-            out.write("\n]\n" if count else "]\n")
-    return count
 
 
 @click.command("import")
@@ -204,79 +142,24 @@ def import_(file: Path, skip_invalid: bool, as_json: bool) -> None:
     Example:
       vestige import memories.jsonl
     """
-    unit, lines = _read_rows(file)
-    good: list[str] = []
-    invalid: list[dict[str, Any]] = []
-    for number, line in lines:
-        try:
-            transfer.parse_line(number, line)
-        except ImportFileError as exc:
-            problem = exc.message.removeprefix(f"line {number}: ")
-            if not skip_invalid:
-                raise ImportFileError(
-                    f"{file}, {unit} {number}: {problem}",
-                    hint="Fix or remove that row, or pass --skip-invalid to import the rest. "
-                    "Nothing was imported.",
-                ) from None
-            invalid.append({unit: number, "error": problem})
-            continue
-        good.append(line)
-    imported = skipped = 0
-    with open_store(create=True) as store, _render.Progress("Importing", len(good)) as progress:
-        for start in range(0, len(good), IMPORT_BATCH_ROWS):
-            batch = good[start : start + IMPORT_BATCH_ROWS]
-            report = store.import_jsonl(io.StringIO("\n".join(batch)))
-            imported += report.imported
-            skipped += report.skipped_existing
-            progress.advance(len(batch))
-    data = {
-        "read": len(lines),
-        "imported": imported,
-        "skipped_existing": skipped,
-        "invalid": invalid,
-    }
-    for bad in invalid:
-        _render.warn(f"{file}, {unit} {bad[unit]}: {bad['error']} (skipped)")
+    checked = transfer.read_import(file, skip_invalid=skip_invalid)
+    total = len(checked.rows)
+    with open_store(create=True) as store, _render.Progress("Importing", total) as progress:
+        report = store.import_checked(checked, progress=progress.advance)
+    unit = checked.unit
+    for bad in checked.rejected:
+        _render.warn(f"{file}, {unit} {bad.number}: {bad.error} (skipped)")
+    invalid: list[dict[str, Any]] = [{unit: b.number, "error": b.error} for b in checked.rejected]
     _render.emit(
-        data,
+        {**report.to_dict(), "invalid": invalid},
         as_json=as_json,
         text=lambda: click.echo(
-            f"Read {len(lines)} rows: imported {imported}, already present {skipped}"
+            f"Read {report.read} rows: imported {report.imported}, "
+            f"already present {report.skipped_existing}"
             + (f", invalid {len(invalid)} (skipped)" if invalid else "")
             + "."
         ),
     )
-
-
-def _read_rows(file: Path) -> tuple[str, list[tuple[int, str]]]:
-    """("line", rows) for JSON Lines or ("item", rows) for a JSON array.
-
-    Each row is (its line or item number, one memory as JSON text), so an error can point
-    at the exact place in the file.
-    """
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            f"{file} is not UTF-8 text (byte {exc.start})",
-            hint="Export again with `vestige export`, or convert the file to UTF-8.",
-        ) from None
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(
-                f"{file} starts like a JSON array but is not valid JSON ({exc.msg})",
-                line=exc.lineno,
-            ) from None
-        if not isinstance(items, list):
-            raise ImportFileError(f"{file} is JSON but not an array of memories")
-        return "item", [(n, json.dumps(m, ensure_ascii=False)) for n, m in enumerate(items, 1)]
-    # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside strings
-    # (ensure_ascii=False), and str.splitlines() would split a memory there.
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
-    rows = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
-    return "line", rows
 
 
 @click.command()
