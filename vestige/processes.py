@@ -1,8 +1,10 @@
-"""Which processes have a data directory's files open: a cross-platform ``lsof`` (psutil).
+"""Which processes have a data directory's files open (a cross-platform ``lsof``, psutil),
+and the narrow command that asks one of them to stop.
 
 Used by `vestige doctor` to name the holders and by `vestige restore` to refuse while any
-process uses the database.  It only reads what the OS reports about processes (on Linux,
-``/proc/<pid>/fd`` links); it never opens the database files.
+process uses the database; both name the same files and print the same stop command.  It
+only reads what the OS reports about processes (on Linux, ``/proc/<pid>/fd`` links); it
+never opens the database files.
 
 Absence of evidence is not evidence: processes of other users usually cannot be inspected
 (AccessDenied), and on Windows ``open_files`` is documented as unreliable.  ``Scan`` counts
@@ -20,9 +22,25 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from vestige import owner
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
+
+    from vestige.config import DataDir
+
+
+def watched_files(data_dir: DataDir) -> list[Path]:
+    """The files whose holders are named: the database trio and the two lock files."""
+    return [*data_dir.sqlite_files, data_dir.path / owner.LOCK_FILE, data_dir.gate]
+
+
+def stop_command(pid: int) -> str:
+    """The exact, narrow command that asks one process to shut down cleanly (never pkill)."""
+    if sys.platform.startswith("win"):
+        return f"taskkill /PID {pid}"
+    return f"kill -INT {pid}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,22 @@ The order is the safety argument:
    under the write gate.  SQLite rewrites the file and its WAL itself; -wal and -shm are
    never deleted or copied by hand.
 6. Re-open the result as a store (WAL mode, migrations) and quick_check it.
+
+Step 5 is the one write that does not go through ``Database.write``, on purpose:
+
+- It replaces the whole file, schema included, not rows: an older backup comes back with
+  its older schema, which step 6 migrates through the write path as usual.
+- SQLite's backup API cannot run inside ``Database.write``: ``sqlite3_backup_init`` refuses
+  a destination connection with an open transaction ("destination database is in use"),
+  and ``Database.write`` runs its function inside ``BEGIN IMMEDIATE``.
+- ``Database.write`` needs an open store, and opening one checks and migrates the live file,
+  which may be damaged (set aside by ``--move-damaged``) or missing.
+
+What the write path guarantees still holds: the copy takes the same write gate with the same
+deadline, so a writer that starts meanwhile queues behind it; SQLite copies every page in one
+write transaction of the live file, so readers keep their snapshot until it commits and a copy
+that fails is never committed.  And restore adds what no ordinary write has: the owner lock,
+exclusively, for the whole run, and no other process seen with the files open.
 """
 
 from __future__ import annotations
@@ -19,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -28,7 +43,6 @@ import apsw
 
 from vestige import __version__, config, migrations, owner, processes
 from vestige._gate import GateTimeout, WriteGate
-from vestige.doctor import stop_command, watched_files
 from vestige.errors import (
     CorruptionError,
     DatabaseInUse,
@@ -42,8 +56,10 @@ from vestige.store import Store
 if TYPE_CHECKING:
     from vestige.config import DataDir
 
-#: How long the restore's own connection waits for SQLite locks held by short readers.
-BUSY_TIMEOUT_MS: Final = 5_000
+#: The kept database's name: ``vestige-before-restore-<UTC time>.db`` in the backups folder.
+PREVIOUS_PREFIX: Final = "vestige-before-restore"
+#: The folder a damaged database is moved into: ``backups/damaged-<UTC time>/``.
+DAMAGED_PREFIX: Final = "damaged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +195,14 @@ def _take_owner_lock(data_dir: DataDir) -> owner.OwnerLock:
         raise OwnerLockHeld(
             f"cannot restore while a server uses {data_dir.database}; it is held by:\n{holders}",
             hint="Stop it first ("
-            + "; ".join(stop_command(o.pid) for o in live)
+            + "; ".join(processes.stop_command(o.pid) for o in live)
             + "), then run the restore again. No server can start while a restore runs.",
             owners=tuple(live),
         ) from None
 
 
 def _refuse_if_open(data_dir: DataDir) -> None:
-    scan = processes.scan(watched_files(data_dir), exclude_pids=(os.getpid(),))
+    scan = processes.scan(processes.watched_files(data_dir), exclude_pids=(os.getpid(),))
     if not scan.holders:
         return
     names = "; ".join(
@@ -197,7 +213,7 @@ def _refuse_if_open(data_dir: DataDir) -> None:
     raise DatabaseInUse(
         f"the database is in use by {len(scan.holders)} other process(es): {names}",
         hint="Stop them first ("
-        + "; ".join(stop_command(h.pid) for h in scan.holders)
+        + "; ".join(processes.stop_command(h.pid) for h in scan.holders)
         + "), then run the restore again.",
     )
 
@@ -209,7 +225,7 @@ def _damage(db: Path) -> str | None:
     except apsw.Error as exc:
         return str(exc)
     try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA query_only = ON").fetchall()
         rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(10)").fetchall()]
     except (apsw.CorruptError, apsw.NotADBError) as exc:
@@ -219,19 +235,10 @@ def _damage(db: Path) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows)
 
 
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-
-
 def _keep_previous(data_dir: DataDir) -> Path:
     data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
-    target = data_dir.backups / f"vestige-before-restore-{_stamp()}.db"
-    n = 1
-    while target.exists():
-        n += 1
-        target = data_dir.backups / f"vestige-before-restore-{_stamp()}-{n}.db"
     with Store.open(data_dir, create=False) as store:
-        return store.backup(target)
+        return store.backup(data_dir.backups, prefix=PREVIOUS_PREFIX)
 
 
 def _move_damaged(data_dir: DataDir) -> Path:
@@ -241,17 +248,25 @@ def _move_damaged(data_dir: DataDir) -> Path:
     seen with the files open, and this process has no connection to them (so no SQLite
     lock of ours can be dropped by the rename).
     """
-    folder = data_dir.backups / f"damaged-{_stamp()}"
-    folder.mkdir(mode=config.DIR_MODE, parents=True)
-    db = data_dir.database
-    for suffix in ("", "-wal", "-shm"):
+    data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
+    for folder in config.backup_names(data_dir.backups, DAMAGED_PREFIX, suffix=""):
+        try:
+            folder.mkdir(mode=config.DIR_MODE)  # the claim: mkdir fails if the name is taken
+        except FileExistsError:
+            continue
+        break
+    for path in data_dir.sqlite_files:
         with contextlib.suppress(FileNotFoundError):
-            os.replace(f"{db}{suffix}", folder / f"{db.name}{suffix}")
+            os.replace(path, folder / path.name)
     return folder
 
 
 def _overwrite(data_dir: DataDir, source: Path) -> None:
-    """Copy every page of ``source`` into the live database with SQLite's backup API."""
+    """Copy every page of ``source`` into the live database with SQLite's backup API.
+
+    The one write outside ``Database.write`` (the module doc says why); it takes the same
+    write gate, with the same deadline.
+    """
     gate = WriteGate(data_dir.gate)
     try:
         try:
@@ -268,7 +283,7 @@ def _overwrite(data_dir: DataDir, source: Path) -> None:
                 str(data_dir.database), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
             )
             try:
-                live.set_busy_timeout(BUSY_TIMEOUT_MS)
+                live.set_busy_timeout(config.BUSY_TIMEOUT_MS)
                 with live.backup("main", src, "main") as step:
                     step.step(-1)
             finally:

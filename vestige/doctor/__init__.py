@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from vestige import __version__, owner, processes
+from vestige import __version__, processes
 from vestige.doctor._database import check_database
 from vestige.doctor._files import (
     check_data_dir,
@@ -24,26 +24,12 @@ from vestige.doctor._files import (
     check_sqlite_version,
 )
 from vestige.doctor._holders import check_owner, check_processes
-from vestige.doctor._report import CheckResult, Report, Status, stop_command
+from vestige.doctor._report import CheckResult, Report, Status
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from vestige.config import DataDir
 
-__all__ = ["CheckResult", "Report", "Status", "run", "stop_command", "watched_files"]
-
-
-def watched_files(data_dir: DataDir) -> list[Path]:
-    """The files whose holders are named: the database trio and the two lock files."""
-    db = data_dir.database
-    return [
-        db,
-        db.with_name(db.name + "-wal"),
-        db.with_name(db.name + "-shm"),
-        data_dir.path / owner.LOCK_FILE,
-        data_dir.gate,
-    ]
+__all__ = ["CheckResult", "Report", "Status", "run"]
 
 
 def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) -> Report:
@@ -66,7 +52,7 @@ def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) ->
         check_filesystem(report)
         check_permissions(report)
         # Scan before doctor opens the database, and never list doctor itself.
-        scan = processes.scan(watched_files(data_dir), exclude_pids=(os.getpid(),))
+        scan = processes.scan(processes.watched_files(data_dir), exclude_pids=(os.getpid(),))
         report.facts["processes"] = scan.to_dict()
         check_owner(report, scan, remove_stale=remove_stale)
         check_processes(report, scan)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Final
 import apsw
 
 from vestige import config, migrations
-from vestige.doctor._report import Report, Status, stop_command
+from vestige.doctor._report import Report, Status
 from vestige.errors import MigrationError
+from vestige.processes import stop_command
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,8 +68,7 @@ def _restore_hint(report: Report, scan: Scan) -> str:
 
 def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
     dd = report.data_dir
-    db = dd.database
-    wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+    db, wal, shm = dd.sqlite_files
     facts: dict[str, Any] = {"path": str(db), "exists": db.is_file()}
     report.facts["database"] = facts
     if not db.exists():

@@ -132,8 +132,7 @@ def check_permissions(report: Report) -> None:
     if mode & 0o077:
         problems.append(f"the directory is {mode:04o}, so other users can look in")
         fixes.append(f"chmod 700 {dd.path}")
-    db = dd.database
-    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+    for path in dd.sqlite_files:
         try:
             st = path.stat()  # stat only: SQLite's files are never opened outside SQLite
         except FileNotFoundError:

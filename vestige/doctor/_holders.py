@@ -11,7 +11,8 @@ import os
 from typing import TYPE_CHECKING
 
 from vestige import owner
-from vestige.doctor._report import Report, Status, stop_command
+from vestige.doctor._report import Report, Status
+from vestige.processes import stop_command
 
 if TYPE_CHECKING:
     from vestige.owner import OwnerInfo

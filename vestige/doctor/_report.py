@@ -5,7 +5,6 @@ Strictly private to ``vestige.doctor`` (re-exported there).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -54,10 +53,3 @@ class Report:
             "checks": [c.to_dict() for c in self.checks],
             "elapsed_ms": round(self.elapsed_ms, 1),
         }
-
-
-def stop_command(pid: int) -> str:
-    """The exact, narrow command that asks one process to shut down cleanly (never pkill)."""
-    if sys.platform.startswith("win"):
-        return f"taskkill /PID {pid}"
-    return f"kill -INT {pid}"
