@@ -20,8 +20,6 @@ import unicodedata
 from collections import Counter
 from typing import Final
 
-from vestige.search import terms
-
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -63,4 +61,4 @@ def looks_like_correction(new: str, old: str) -> bool:
     return any(n in new_l and n not in old_l for n in NEGATIONS)
 
 
-__all__ = ["content_hash", "cosine", "looks_like_correction", "normalize", "terms"]
+__all__ = ["content_hash", "cosine", "looks_like_correction", "normalize"]
