@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli_helpers import cli_json, run_cli
 from vestige.config import DATA_DIR_ENV
+from vestige.migrations import LATEST_VERSION
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def test_text_output_is_aligned_labels(data_dir: Path) -> None:
     assert result.returncode == 0
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     assert lines["Total memories"].strip() == "1"
-    assert lines["Schema version"].strip() == "2"
+    assert lines["Schema version"].strip() == str(LATEST_VERSION)
     found = run_cli("search", "count", data_dir=data_dir)
     assert found.stdout.splitlines()[0].split() == ["SCORE", "ID", "TYPE", "RETENTION", "CONTENT"]
     assert "one memory to count" in found.stdout

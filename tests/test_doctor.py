@@ -15,6 +15,7 @@ import pytest
 from tests import cli_helpers
 from tests.cli_helpers import cli_json, damage, plain_holder, run_cli
 from vestige.config import DATA_DIR_ENV
+from vestige.migrations import LATEST_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -230,7 +231,9 @@ def test_a_newer_schema_fails_with_an_upgrade_hint(data_dir: Path) -> None:
     conn.close()
     code, report = doctor(data_dir)
     assert code == UNHEALTHY
-    assert check(report, "schema")["detail"] == "version 99 is newer than this Vestige knows (2)"
+    assert check(report, "schema")["detail"] == (
+        f"version 99 is newer than this Vestige knows ({LATEST_VERSION})"
+    )
     assert "pip install --upgrade vestige" in check(report, "schema")["hint"]
 
 
