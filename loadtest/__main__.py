@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from loadtest import report, spawn
-from loadtest.profiles import DEFAULT_PROFILE, PROFILES, Bounds, parse_faults, parse_mix
+from loadtest.profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    Goals,
+    Relative,
+    parse_faults,
+    parse_mix,
+)
 from loadtest.runner import RunConfig, RunResult, SetupError, execute
 
 if TYPE_CHECKING:
@@ -86,11 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="a vestige consolidate every S s (0: none)",
     )
-    add("--p99-write-ms", type=_positive(float))
-    add("--max-write-ms", type=_positive(float))
-    add("--p99-read-ms", type=_positive(float))
-    add("--max-read-ms", type=_positive(float))
+    add(
+        "--write-vs-read",
+        type=_positive(float),
+        metavar="X",
+        help="relative bound: write p50/p99 <= X x the same run's read p50/p99 + 3 idle round "
+        "trips (default 3)",
+    )
+    goal = "a fixed goal in ms, judged besides the relative bounds (quiet machines only)"
+    add("--p99-write-ms", type=_positive(float), help=goal)
+    add("--max-write-ms", type=_positive(float), help=goal)
+    add("--p99-read-ms", type=_positive(float), help=goal)
+    add("--max-read-ms", type=_positive(float), help=goal)
     add("--min-fairness", type=_non_negative)
+    add(
+        "--inject-write-delay-ms",
+        type=_non_negative,
+        metavar="MS",
+        help="fault: every server sleeps MS inside each write transaction (shows that the "
+        "latency bounds catch a slow write path)",
+    )
     add(
         "--baseline",
         action="store_true",
@@ -140,11 +162,19 @@ def _non_negative(text: str) -> float:
 def configure(args: argparse.Namespace) -> RunConfig:
     base = PROFILES[args.profile]
     b = base.bounds
-    bounds = Bounds(
-        p99_write_ms=args.p99_write_ms or b.p99_write_ms,
-        max_write_ms=args.max_write_ms or b.max_write_ms,
-        p99_read_ms=args.p99_read_ms or b.p99_read_ms,
-        max_read_ms=args.max_read_ms or b.max_read_ms,
+    relative = b.relative
+    if args.write_vs_read is not None:
+        relative = dataclasses.replace(relative or Relative(), times=args.write_vs_read)
+    goals = Goals(
+        p99_write_ms=args.p99_write_ms or b.goals.p99_write_ms,
+        max_write_ms=args.max_write_ms or b.goals.max_write_ms,
+        p99_read_ms=args.p99_read_ms or b.goals.p99_read_ms,
+        max_read_ms=args.max_read_ms or b.goals.max_read_ms,
+    )
+    bounds = dataclasses.replace(
+        b,
+        relative=relative,
+        goals=goals,
         min_fairness=b.min_fairness if args.min_fairness is None else args.min_fairness,
     )
     faults = base.faults if args.faults is None else base.faults.only(args.faults)
@@ -179,6 +209,7 @@ def configure(args: argparse.Namespace) -> RunConfig:
         workdir=Path(),
         progress=not args.quiet,
         log_level=args.server_log_level,
+        write_delay_ms=args.inject_write_delay_ms or 0.0,
     )
 
 
@@ -203,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
             p = config.profile
             print(
                 f"loadtest: {label} run, profile {p.name}: {p.servers} servers, "
-                f"{p.duration_s:g} s, faults {', '.join(p.faults.enabled()) or 'none'}; "
-                f"data in {workdir}",
+                f"{p.duration_s:g} s, faults {', '.join(p.faults.enabled()) or 'none'}"
+                + (
+                    f", injected write delay {config.write_delay_ms:g} ms"
+                    if config.write_delay_ms
+                    else ""
+                )
+                + f"; data in {workdir}",
                 file=sys.stderr,
             )
             try:

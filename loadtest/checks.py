@@ -224,23 +224,56 @@ def fairness(rates: dict[str, float]) -> float:
 
 
 def latency_checks(
-    write: Summary, read: Summary, fair: float, bounds: Bounds, *, excused: bool
+    write: Summary,
+    read: Summary,
+    idle: Summary,
+    fair: float,
+    bounds: Bounds,
+    *,
+    excused: bool,
 ) -> list[Check]:
-    """Bound checks; ``excused`` (the naive baseline) reports them without failing the run."""
-    checks = [
-        _bound("latency: write p99", write.p99, bounds.p99_write_ms, excused),
-        _bound("latency: write max", write.max, bounds.max_write_ms, excused),
-    ]
-    if bounds.p99_read_ms is not None:
-        checks.append(_bound("latency: read p99", read.p99, bounds.p99_read_ms, excused))
-    if bounds.max_read_ms is not None:
-        checks.append(_bound("latency: read max", read.max, bounds.max_read_ms, excused))
+    """Bound checks; ``excused`` (the naive baseline) reports them without failing the run.
+
+    ``idle`` is the idle read baseline measured before the load: relative bounds need it.
+    """
+    checks: list[Check] = []
+    rel = bounds.relative
+    if rel is not None:
+        if idle.count == 0 or read.count == 0:
+            checks.append(
+                Check("latency: write vs read", False, "no read samples to judge by", excused)
+            )
+        else:
+            room = rel.idle_rounds * idle.p50
+            for label, w, r, times in (
+                ("p50", write.p50, read.p50, rel.times),
+                ("p99", write.p99, read.p99, rel.times),
+                ("max", write.max, read.max, rel.max_times),
+            ):
+                basis = (
+                    f"{times:g} x read {label} ({r:.1f} ms) + {rel.idle_rounds:g} x idle read "
+                    f"p50 ({idle.p50:.1f} ms)"
+                )
+                checks.append(
+                    _bound(f"latency: write {label}", w, times * r + room, basis, excused)
+                )
+    g = bounds.goals
+    for name, value, goal in (
+        ("latency: write p99", write.p99, g.p99_write_ms),
+        ("latency: write max", write.max, g.max_write_ms),
+        ("latency: read p99", read.p99, g.p99_read_ms),
+        ("latency: read max", read.max, g.max_read_ms),
+    ):
+        if goal is not None:
+            checks.append(_bound(f"{name} (fixed goal)", value, goal, "a fixed goal", excused))
+    ok = not math.isnan(fair) and fair >= bounds.min_fairness
     checks.append(
         Check(
             "fairness: min/max writes per second per server",
-            not math.isnan(fair) and fair >= bounds.min_fairness,
+            ok,
             f"{fair:.2f} (bound >= {bounds.min_fairness:.2f})",
             excused,
+            Measure(fair, bounds.min_fairness, "", "min/max over servers", at_least=True),
         )
     )
     return checks
@@ -253,10 +286,17 @@ def wal_check(sizes: list[tuple[float, int]], bound_mib: float) -> Check:
         "WAL size stayed bounded",
         peak <= bound_mib * 2**20,
         f"peak {peak / 2**20:.1f} MiB (bound <= {bound_mib:g} MiB), {len(sizes)} samples",
+        measure=Measure(peak / 2**20, bound_mib, "MiB", "journal_size_limit"),
     )
 
 
-def _bound(name: str, value: float, bound: float, excused: bool) -> Check:
+def _bound(name: str, value: float, bound: float, basis: str, excused: bool) -> Check:
     if math.isnan(value):
         return Check(name, False, "no samples", excused)
-    return Check(name, value <= bound, f"{value:.1f} ms (bound <= {bound:g} ms)", excused)
+    return Check(
+        name,
+        value <= bound,
+        f"{value:.1f} ms (bound <= {bound:.1f} ms = {basis})",
+        excused,
+        Measure(value, bound, "ms", basis),
+    )

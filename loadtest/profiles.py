@@ -22,13 +22,47 @@ FAULT_KINDS: Final = ("kill-server", "kill-external", "exclusive-launch")
 
 
 @dataclass(frozen=True, slots=True)
-class Bounds:
-    """What passing means for latency and fairness (client-side, per MCP call)."""
+class Relative:
+    """Write latency judged against read latency of the same run: what CI can rely on.
 
-    p99_write_ms: float = 50.0
-    max_write_ms: float = 1_000.0
+    Reads run on the same servers, through the same MCP sessions, at the same moments, and
+    take no write lock: a busy machine slows them as much as the writes (measured on 2
+    cores: write/read 1.1-1.3 at p50 and p99, quiet or beside two busy loops at load 4-7),
+    while a slow write path slows only the writes (a 20 ms sleep inside each write
+    transaction: 35x at p50, 24x at p99).  Each bound is
+    ``times x read figure + idle_rounds x idle read p50`` (the idle baseline measured per
+    server before the load), so a quiet machine, where a write's own work (commit, index)
+    is a larger share of its round trip, keeps some room too.
+    """
+
+    times: float = 3.0
+    #: Up to this many idle read round trips on top: room for a write's own work.
+    idle_rounds: float = 3.0
+    #: The maximum is one sample, so it gets more room than the percentiles.
+    max_times: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Goals:
+    """Fixed milliseconds: the figures promised on a quiet machine, for people to check.
+
+    Load from elsewhere on the machine breaks these without any fault in Vestige, which is
+    why only the ``goals`` profile (and explicit ``--p99-write-ms`` style flags) use them.
+    """
+
+    p99_write_ms: float | None = None
+    max_write_ms: float | None = None
     p99_read_ms: float | None = None
     max_read_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What passing means for latency, fairness and the WAL (client-side, per MCP call)."""
+
+    #: Judge writes against same-run reads (None: no relative bounds).
+    relative: Relative | None = field(default_factory=Relative)
+    goals: Goals = field(default_factory=Goals)
     #: min/max over servers of acknowledged writes per connected second.
     min_fairness: float = 0.5
     #: The WAL may pass Vestige's journal_size_limit (64 MiB) only while a reader pins it.
@@ -135,6 +169,14 @@ PROFILES: Final[dict[str, LoadProfile]] = {
             duration_s=45.0,
         ),
         LoadProfile(
+            name="goals",
+            description="the ci load judged against fixed goals (write p99 <= 50 ms, max <= 1 s):"
+            " for a quiet machine only",
+            servers=3,
+            duration_s=45.0,
+            bounds=Bounds(relative=None, goals=Goals(p99_write_ms=50.0, max_write_ms=1_000.0)),
+        ),
+        LoadProfile(
             name="short",
             description="2 servers, 15 s, every fault once: a quick local check",
             servers=2,
@@ -157,7 +199,6 @@ PROFILES: Final[dict[str, LoadProfile]] = {
             backup_every_s=10.0,
             consolidate_every_s=10.0,
             faults=Faults((), (), ()),
-            bounds=Bounds(p99_write_ms=250.0, max_write_ms=1_000.0, min_fairness=0.5),
         ),
         LoadProfile(
             name="soak",

@@ -37,7 +37,7 @@ from loadtest.faults import FaultEvent, FaultRunner, fault_checks
 from loadtest.ledger import ExternalLedger, Ledger, Verdict, verify, verify_external
 from loadtest.profiles import READ_OPS, WRITE_OPS
 from loadtest.spawn import Registry
-from loadtest.workload import Recorder, Sample, ToolCalls, Workload
+from loadtest.workload import IDLE_READ, Recorder, Sample, ToolCalls, Workload
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 #: The server-side switch for the baseline: busy_timeout only, no gate, no retry.
 NAIVE_ENV: Final = "VESTIGE_UNSAFE_NAIVE_WRITES"
+#: The server-side fault: a sleep inside every write transaction (milliseconds).
+WRITE_DELAY_ENV: Final = "VESTIGE_FAULT_WRITE_DELAY_MS"
 #: Environment variables that would change what the servers do; the run sets its own.
 _SCRUBBED_ENV: Final = (
     "VESTIGE_DATA_DIR",
@@ -54,6 +56,7 @@ _SCRUBBED_ENV: Final = (
     "VESTIGE_SQLITE_DURABILITY",
     "VESTIGE_LOG_LEVEL",
     NAIVE_ENV,
+    WRITE_DELAY_ENV,
 )
 START_TIMEOUT_S: Final = 90.0
 MAX_UNEXPECTED_RESTARTS: Final = 3
@@ -96,6 +99,8 @@ class RunConfig:
     naive: bool = False
     progress: bool = True
     log_level: str = "WARNING"
+    #: Injected into every server (--inject-write-delay-ms); 0 for a real run.
+    write_delay_ms: float = 0.0
 
 
 @dataclass
@@ -142,13 +147,17 @@ class RunResult:
         return {s.name: done[s.name] / s.connected_s for s in self.slots if s.connected_s > 0}
 
 
-def child_env(data_dir: Path, *, naive: bool, log_level: str = "WARNING") -> dict[str, str]:
+def child_env(
+    data_dir: Path, *, naive: bool, log_level: str = "WARNING", write_delay_ms: float = 0.0
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env["VESTIGE_DATA_DIR"] = str(data_dir)  # belt and braces: every command also gets --data-dir
     env["VESTIGE_LOG_LEVEL"] = log_level  # WARNING: per-call INFO lines would only cost I/O
     env["PYTHONUNBUFFERED"] = "1"
     if naive:
         env[NAIVE_ENV] = "1"
+    if write_delay_ms:
+        env[WRITE_DELAY_ENV] = f"{write_delay_ms:g}"
     return env
 
 
@@ -172,7 +181,12 @@ class _Run:
         self.config, self.result, self.registry, self.profile = config, result, registry, p
         self.data_dir = config.workdir / "data"
         self.db = self.data_dir / "vestige.db"
-        self.env = child_env(self.data_dir, naive=config.naive, log_level=config.log_level)
+        self.env = child_env(
+            self.data_dir,
+            naive=config.naive,
+            log_level=config.log_level,
+            write_delay_ms=config.write_delay_ms,
+        )
         self.clock = Clock()
         self.recorder = result.recorder
         self.ledger = Ledger(result.marker)
@@ -473,10 +487,13 @@ class _Run:
         r.checks += self._fault_checks()
         r.checks.append(self._exit_check())
         r.checks.append(self._mode_check(naive))
+        if self.config.write_delay_ms:
+            r.checks.append(self._delay_check())
         r.checks.append(self._owner_check())
         write, read = r.summary_of(WRITE_OPS), r.summary_of(READ_OPS)
+        idle = r.summary_of((IDLE_READ,))
         fair = checks.fairness(r.write_rates())
-        r.checks += checks.latency_checks(write, read, fair, p.bounds, excused=naive)
+        r.checks += checks.latency_checks(write, read, idle, fair, p.bounds, excused=naive)
         r.checks.append(checks.wal_check(r.recorder.wal_sizes, p.bounds.max_wal_mib))
         if r.recorder.ops == 0:
             r.checks.append(Check("the load ran", False, "no MCP operation completed"))
@@ -580,6 +597,16 @@ class _Run:
                 f"{said} of {len(servers)} servers",
             )
         return Check("no server ran in naive mode", said == 0, f"{said} of {len(servers)}")
+
+    def _delay_check(self) -> Check:
+        """An injected write delay is a fault of the run: it must have reached every server."""
+        servers = [c for s in self.slots for c in s.children]
+        said = sum(f"{WRITE_DELAY_ENV}:" in c.stderr_tail(100_000) for c in servers)
+        return Check(
+            f"every server slept {self.config.write_delay_ms:g} ms in each write (injected fault)",
+            said == len(servers),
+            f"{said} of {len(servers)} servers said so in their log",
+        )
 
     def _owner_check(self) -> Check:
         """At most one server runs maintenance at a time (asked of each at the end)."""

@@ -23,14 +23,17 @@ from tests.server_helpers import (
     stdio_params,
     wait_for,
 )
+from tests.timing import assert_within, startup_s
 from vestige import Store, __version__
 from vestige.owner import LockState, lock_state, read_owners
 from vestige.server import EXIT_CONFIG, EXIT_OWNER_LOCKED, EXIT_STORE, EXIT_USAGE
 
 pytestmark = pytest.mark.multiprocess
 
-#: The issue's promise; the refusal path measures about 0.2 s here (see bench_server.py).
-REFUSAL_BUDGET_S = 1.0
+#: A refusal costs about one light start-up (owner lock, metadata, message; 0.14 s against
+#: 0.12 s for the bare imports on a quiet machine, bench_server.py).  Importing the MCP SDK
+#: first would add over a second and fail this.
+REFUSAL_TIMES_STARTUP = 3.0
 
 
 @pytest.mark.slow
@@ -40,7 +43,15 @@ def test_second_launch_is_refused_fast_naming_the_owner(tmp_path: Path, data_dir
         info = owner_of(data_dir, owner.pid)
         done, elapsed = launch(data_dir, home=tmp_path)
         assert done.returncode == EXIT_OWNER_LOCKED
-        assert elapsed < REFUSAL_BUDGET_S, f"refusal took {elapsed:.2f} s"
+        again, elapsed_again = launch(data_dir, home=tmp_path)
+        assert again.returncode == EXIT_OWNER_LOCKED
+        baseline = startup_s(env=server_env(tmp_path))
+        assert_within(
+            min(elapsed, elapsed_again),
+            times=REFUSAL_TIMES_STARTUP,
+            baseline_s=baseline,
+            what="the faster of two refusals",
+        )
         assert done.stdout == ""  # nothing was served
         err = done.stderr
         assert err.startswith("vestige-mcp: the Vestige database ")
