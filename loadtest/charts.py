@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Final, ParamSpec
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from loadtest.checks import percentile
 from loadtest.profiles import MCP_OPS, READ_OPS, WRITE_OPS
-from loadtest.report import describe, state
+from loadtest.report import fmt, result_html, state
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
 
     from loadtest.checks import Check, Measure
     from loadtest.runner import RunResult
@@ -54,9 +56,13 @@ def run_charts(r: RunResult) -> str:
     origin = r.load_started
     faults = [(f.at - origin, f.kind) for f in r.faults]
     measured = [c for c in r.checks if c.measure is not None]
-    parts = ["<h3>Every measured check against its bound</h3><div class=grid>"]
-    parts += [_figure(measure_bar(c.measure, state(c)), _caption(c)) for c in measured if c.measure]
-    parts.append("</div>")
+    parts = []
+    if measured:
+        parts.append("<h3>Every measured check against its bound</h3><div class=grid>")
+        for c in sorted(measured, key=lambda c: state(c) != "fail"):
+            assert c.measure is not None
+            parts.append(_figure(measure_bar(c.measure, state(c)), _caption(c)))
+        parts.append("</div>")
     for label, kinds in (("Write", WRITE_OPS), ("Read", READ_OPS)):
         samples = [s for s in r.recorder.samples if s.kind in kinds]
         if not samples:
@@ -81,8 +87,9 @@ def run_charts(r: RunResult) -> str:
     if rates:
         fair = _named(measured, FAIRNESS_CHECK)
         parts.append("<div><h3>Fairness</h3>" + _figure(fairness_bars(rates, fair)) + "</div>")
-    parts.append("</div><h3>Every operation kind</h3>")
-    parts.append(_figure(operation_ranges(r)))
+    parts.append("</div>")
+    if r.recorder.samples:
+        parts.append("<h3>Every operation kind</h3>" + _figure(operation_ranges(r)))
     return "".join(parts)
 
 
@@ -95,12 +102,7 @@ def _figure(svg: str, caption: str = "") -> str:
 
 
 def _caption(c: Check) -> str:
-    assert c.measure is not None
-    basis = f"<small>{html.escape(c.measure.basis)}</small>" if c.measure.basis else ""
-    return (
-        f"<b class={state(c)}>{html.escape(c.name)}</b><br>"
-        f"{html.escape(describe(c.measure))}{'<br>' + basis if basis else ''}"
-    )
+    return f"<b class={state(c)}>{html.escape(c.name)}</b><br>{result_html(c)}"
 
 
 # -- drawing -----------------------------------------------------------------------------
@@ -178,10 +180,12 @@ def latency_over_time(
                 rasterized=True,
             )
     width, slices, p99s = _p99_per_slice(samples, origin)
-    ax.plot(slices, p99s, color=LINE, lw=1.2, drawstyle="steps-mid", label=f"p99 per {width:.2g} s")
+    ax.plot(slices, p99s, color=LINE, lw=1.2, drawstyle="steps-mid", label=f"p99 per {width:.0f} s")
     _bound_lines(ax, bounds, horizontal=True)
     _fault_marks(ax, faults)
     ax.set(yscale="log", xlabel="seconds since the load started", ylabel="latency (ms)")
+    ax.set_ylim(_decades([s.latency_ms for s in samples] + _values(bounds)))
+    _plain(ax.yaxis)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -198,9 +202,11 @@ def latency_histogram(values: list[float], bounds: list[Check]) -> Figure:
     ordered = sorted(values)
     for q, style in ((50, ":"), (99, "-")):
         v = percentile(ordered, q)
-        ax.axvline(v, color=LINE, ls=style, lw=1, label=f"p{q} {v:.3g} ms")
+        ax.axvline(v, color=LINE, ls=style, lw=1, label=f"p{q} {fmt(v)} ms")
     _bound_lines(ax, bounds, horizontal=False)
     ax.set(xscale="log", xlabel="latency (ms)", ylabel="calls")
+    ax.set_xlim(_decades(values + _values(bounds)))
+    _plain(ax.xaxis)
     fig.legend(loc="outside upper center", ncols=2)
     return fig
 
@@ -254,7 +260,7 @@ def fairness_bars(rates: dict[str, float], check: Check | None) -> Figure:
     )
     title = f"slowest / fastest = {min(rates.values()) / fastest:.2f}" if fastest else "no writes"
     if check is not None and m is not None:
-        ax.axvline(m.bound * fastest, color=COLOUR[state(check)], ls="--")
+        ax.axvline(m.bound * fastest, color=COLOUR[state(check)], ls="--", lw=2)
         ax.text(
             m.bound * fastest,
             1.0,
@@ -282,20 +288,65 @@ def operation_ranges(r: RunResult) -> Figure:
         lo, hi = max(s.p50, 0.01), max(s.p99, 0.01)
         ax.plot([lo, hi], [y, y], color=CALLS, lw=5, solid_capstyle="butt")
         ax.plot([max(s.max, 0.01)], [y], marker="|", ms=9, color=LINE)
-        ax.text(max(s.max, 0.01) * 1.15, y, f"{s.count} calls", va="center", fontsize=7)
+        ax.text(
+            max(s.max, 0.01) * 1.15,
+            y,
+            f"{s.count} call{'s' * (s.count != 1)}",
+            va="center",
+            fontsize=7,
+        )
     ax.set_yticks(range(len(kinds)), kinds)
     ax.set(xscale="log", xlabel="latency (ms): p50 to p99 as a bar, max as a tick")
+    ax.set_xlim(
+        _decades(
+            [max(s.p50, 0.01) for s in summaries.values()] + [s.max * 2 for s in summaries.values()]
+        )
+    )
+    _plain(ax.xaxis)
     ax.grid(axis="y", visible=False)
     return fig
 
 
 def _bound_lines(ax: Axes, bounds: list[Check], *, horizontal: bool) -> None:
+    """A dashed line per bound, green if it held, red if not; named on the line or in the
+    legend (vertical lines)."""
     for c in bounds:
         if c.measure is None:
             continue
-        label = f"{c.name.removeprefix('latency: ')} bound {c.measure.bound:g} {c.measure.unit}"
-        line = ax.axhline if horizontal else ax.axvline
-        line(c.measure.bound, color=COLOUR[state(c)], ls="--", lw=1.3, label=label)
+        colour = COLOUR[state(c)]
+        label = f"{c.name.removeprefix('latency: ')} bound {fmt(c.measure.bound)} {c.measure.unit}"
+        if horizontal:
+            ax.axhline(c.measure.bound, color=colour, ls="--", lw=1.3)
+            ax.text(
+                0.995,
+                c.measure.bound,
+                label,
+                transform=ax.get_yaxis_transform(),
+                color=colour,
+                fontsize=7.5,
+                ha="right",
+                va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+            )
+        else:
+            ax.axvline(c.measure.bound, color=colour, ls="--", lw=1.3, label=label)
+
+
+def _values(bounds: list[Check]) -> list[float]:
+    return [c.measure.bound for c in bounds if c.measure is not None]
+
+
+def _decades(values: list[float]) -> tuple[float, float]:
+    """Limits on whole decades around ``values``: a log axis always gets labelled ticks."""
+    lo = math.floor(math.log10(max(min(values) * 0.9, 0.01)))
+    hi = math.ceil(math.log10(max(*values, 0.01) * 1.1))
+    return 10.0**lo, 10.0 ** max(hi, lo + 1)
+
+
+def _plain(axis: Axis) -> None:
+    """Ticks read 0.1, 1, 10, 100 rather than powers of ten, and no minor tick labels."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _fault_marks(ax: Axes, faults: list[tuple[float, str]]) -> None:
@@ -318,7 +369,7 @@ def _p99_per_slice(
 ) -> tuple[float, list[float], list[float]]:
     """The p99 of each time slice (about 40 per run, at least 1 s) with enough calls."""
     ts = [s.t - origin for s in samples]
-    width = max(1.0, (max(ts) - min(ts)) / 40)
+    width = float(max(1, round((max(ts) - min(ts)) / 40)))
     slices: dict[int, list[float]] = {}
     for t, s in zip(ts, samples, strict=True):
         slices.setdefault(math.floor(t / width), []).append(s.latency_ms)

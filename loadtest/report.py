@@ -44,10 +44,10 @@ def describe(m: Measure) -> str:
     unit = f" {m.unit}" if m.unit else ""
     word = "floor" if m.at_least else "bound"
     if math.isnan(m.value):
-        return f"no value ({word} {_fmt(m.bound)}{unit})"
+        return f"no value ({word} {fmt(m.bound)}{unit})"
     within = m.value >= m.bound if m.at_least else m.value <= m.bound
     sign = {(True, True): ">=", (True, False): "<", (False, True): "<=", (False, False): ">"}
-    text = f"{_fmt(m.value)}{unit} {sign[m.at_least, within]} {word} {_fmt(m.bound)}{unit}"
+    text = f"{fmt(m.value)}{unit} {sign[m.at_least, within]} {word} {fmt(m.bound)}{unit}"
     if not within and m.bound:
         text += f" ({(m.value - m.bound) / m.bound:+.0%})"
     return text
@@ -55,6 +55,12 @@ def describe(m: Measure) -> str:
 
 def _why(c: Check) -> str:
     return describe(c.measure) if c.measure is not None else c.detail
+
+
+def result_html(c: Check) -> str:
+    """What a check found; for a measure, its value against its bound and where that came from."""
+    basis = c.measure.basis if c.measure is not None else ""
+    return html.escape(_why(c)) + (f"<br><small>{html.escape(basis)}</small>" if basis else "")
 
 
 # -- numbers -----------------------------------------------------------------------------
@@ -136,7 +142,8 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 3)
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
+    """A figure to three significant digits or so: 0.52, 14.5, 283."""
     if math.isnan(x):
         return "-"
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
@@ -195,14 +202,14 @@ def _run_details(r: RunResult) -> list[str]:
             errors[s.kind] = errors.get(s.kind, 0) + 1
     for kind, summ in r.summaries().items():
         lines.append(
-            f"{kind:<18}{summ.count:>7}{errors.get(kind, 0):>8}{_fmt(summ.p50):>9}"
-            f"{_fmt(summ.p95):>9}{_fmt(summ.p99):>9}{_fmt(summ.max):>9}"
+            f"{kind:<18}{summ.count:>7}{errors.get(kind, 0):>8}{fmt(summ.p50):>9}"
+            f"{fmt(summ.p95):>9}{fmt(summ.p99):>9}{fmt(summ.max):>9}"
         )
     for label, kinds in (("all writes", WRITE_OPS), ("all reads", READ_OPS)):
         summ = r.summary_of(kinds)
         lines.append(
-            f"{label:<18}{summ.count:>7}{'':>8}{_fmt(summ.p50):>9}{_fmt(summ.p95):>9}"
-            f"{_fmt(summ.p99):>9}{_fmt(summ.max):>9}"
+            f"{label:<18}{summ.count:>7}{'':>8}{fmt(summ.p50):>9}{fmt(summ.p95):>9}"
+            f"{fmt(summ.p99):>9}{fmt(summ.max):>9}"
         )
     owners = [s.name for s in r.slots if (s.final_health or {}).get("maintenance_owner")]
     loads = [v for _, v in rec.load_averages]
@@ -218,7 +225,7 @@ def _run_details(r: RunResult) -> list[str]:
         "per server: "
         + "  ".join(
             f"{s.name} {rates.get(s.name, 0):.1f} writes/s, p99 "
-            f"{_fmt(r.summary_of(WRITE_OPS, s.name).p99)} ms, pids {len(s.pids)}"
+            f"{fmt(r.summary_of(WRITE_OPS, s.name).p99)} ms, pids {len(s.pids)}"
             for s in r.slots
         )
         + f"  -> fairness {fairness(rates):.2f}"
@@ -264,7 +271,7 @@ def _side_by_side(safe: RunResult, naive: RunResult) -> list[str]:
     lines = ["", "== side by side", f"{'':<26}{safe.label:>16}{naive.label:>16}{'ratio':>9}"]
     for name, a, b in rows:
         ratio = b / a if a and not math.isnan(a) and not math.isnan(b) else math.nan
-        lines.append(f"{name:<26}{_fmt(a):>16}{_fmt(b):>16}{_fmt(ratio):>9}")
+        lines.append(f"{name:<26}{fmt(a):>16}{fmt(b):>16}{fmt(ratio):>9}")
     return lines
 
 
@@ -299,7 +306,7 @@ def html_page(results: list[RunResult], title: str) -> str:
     for r in results:
         heading = f"Checks: {r.label}" if len(results) > 1 else "Checks"
         body += [f"<h2>{e(heading)}</h2>", _checks_table(r)]
-    body.append(f"<h2>Charts</h2>{_charts(results)}")
+    body.append(_charts(results))
     body.append("<h2>Details</h2>")
     for r in results:
         profile = "\n".join(f"{k}: {v}" for k, v in asdict(r.config.profile).items())
@@ -343,27 +350,17 @@ def _failed_list(results: list[RunResult]) -> str:
             if not c.failed:
                 continue
             who = f"{r.label}: " if len(results) > 1 else ""
-            basis = c.measure.basis if c.measure is not None else ""
-            items.append(
-                f"<li><b>{html.escape(who + c.name)}</b>: {html.escape(_why(c))}"
-                + (f"<br><small>{html.escape(basis)}</small>" if basis else "")
-                + "</li>"
-            )
+            items.append(f"<li><b>{html.escape(who + c.name)}</b>: {result_html(c)}</li>")
     return f"<h2>Failed</h2><ul class=failed>{''.join(items)}</ul>" if items else ""
 
 
 def _checks_table(r: RunResult) -> str:
     """One row per check; a measured check shows its value against its bound and why."""
-    e = html.escape
-    rows = []
-    for c in r.checks:
-        s = state(c)
-        basis = c.measure.basis if c.measure is not None else ""
-        rows.append(
-            f"<tr class={s}><td class={s}>{s}</td><td>{e(c.name)}</td><td>{e(_why(c))}"
-            + (f"<br><small>{e(basis)}</small>" if basis else "")
-            + "</td></tr>"
-        )
+    rows = [
+        f"<tr class={state(c)}><td class={state(c)}>{state(c)}</td>"
+        f"<td>{html.escape(c.name)}</td><td>{result_html(c)}</td></tr>"
+        for c in r.checks
+    ]
     return "<table><tr><th></th><th>check</th><th>result</th></tr>" + "".join(rows) + "</table>"
 
 
@@ -371,7 +368,7 @@ def _charts(results: list[RunResult]) -> str:
     try:
         from loadtest.charts import run_charts  # noqa: PLC0415 - matplotlib is optional
     except ImportError:
-        return f"<p class=hint>{html.escape(CHARTS_HINT)}</p>"
+        return f"<h2>Charts</h2><p class=hint>{html.escape(CHARTS_HINT)}</p>"
     if len(results) == 1:
-        return run_charts(results[0])
-    return "".join(f"<h3>{html.escape(r.label)}</h3>{run_charts(r)}" for r in results)
+        return f"<h2>Charts</h2>{run_charts(results[0])}"
+    return "".join(f"<h2>Charts: {html.escape(r.label)}</h2>{run_charts(r)}" for r in results)

@@ -139,11 +139,11 @@ def test_the_latency_charts_mark_bounds_and_faults(failing: tuple[RunResult, str
     start = page.index("<h3>Write latency")
     writes = page[start : page.index("<h3>Read latency")]
     assert writes.count("<svg") == 2  # over time, and the histogram
-    assert writes.count(">write p99 bound 50 ms<") == 2
+    assert writes.count(">write p99 bound 50.0 ms<") == 2
     assert writes.count(">write max bound 1000 ms<") == 2
     assert "kill-server" in writes
     assert "exclusive-launch" in writes
-    assert "p99 95 ms" in writes  # the histogram marks the measured p99
+    assert "p99 95.0 ms" in writes  # the histogram marks the measured p99
     wal = page[page.index("<h3>WAL size") :]
     assert "bound 64 MiB is off the scale" in wal
     assert "floor: 0.5 x fastest" in wal  # the fairness chart follows
@@ -171,6 +171,13 @@ def test_a_measure_reads_as_value_against_bound(measure: Measure, text: str) -> 
     assert report.describe(measure) == text
 
 
+def test_a_run_that_checked_nothing_fails_and_still_renders(tmp_path: Path) -> None:
+    config = RunConfig(PROFILES["short"], ["vestige-mcp"], ["vestige"], tmp_path, progress=False)
+    page = report.html_page([RunResult("shared writers", config, "lttest")], "load test")
+    assert "FAIL: nothing was checked" in page
+    assert "RESULT: FAIL" in report.text_summary([RunResult("shared writers", config, "x")])
+
+
 @pytest.mark.slow
 def test_with_a_baseline_both_runs_are_named_and_compared(tmp_path: Path) -> None:
     naive = recorded_run(tmp_path, write_p99_ms=95.0, label="naive baseline")
@@ -179,6 +186,7 @@ def test_with_a_baseline_both_runs_are_named_and_compared(tmp_path: Path) -> Non
     assert "PASS: all 12 checks passed (1 reported as info only)" in page
     assert "<h2>Checks: naive baseline</h2>" in page
     assert "<tr class=info><td class=info>info</td><td>latency: write p99" in page
+    assert "<h2>Charts: naive baseline</h2>" in page
     assert page.count("<h3>Write latency") == 2
     assert "== side by side" in page
 
