@@ -5,16 +5,18 @@ from __future__ import annotations
 import nox
 
 nox.needs_version = ">=2024.4.15"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_external_run = True
 
+#: Every version the classifiers in pyproject.toml promise; `nox -s tests` runs each one it
+#: finds (CI makes a missing one an error: `--error-on-missing-interpreters`).
 PYTHON = ["3.11", "3.12", "3.13"]
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite (everything but the end-to-end load test), in parallel."""
+    """The test suite (everything but the end-to-end load tests), in parallel."""
     session.install("-e", ".[test]")
     session.run("python", "-c", "import apsw; print('SQLite', apsw.sqlite_lib_version())")
     args = session.posargs or ["-n", "auto", "--durations=10"]
@@ -30,6 +32,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and the load test (configuration in pyproject.toml)."""
+    session.install("-e", ".[loadtest]", "mypy>=1.10", "types-psutil")
+    session.run("mypy", "--strict", "vestige", "loadtest")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (not tests): store throughput, gate fairness, server RTT."""
     session.install("-e", ".")
@@ -38,6 +47,15 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def loadtest(session: nox.Session) -> None:
-    """The multi-process load test (docs/LOADTEST.md); the CI profile unless posargs say else."""
-    session.install("-e", ".[loadtest]")
-    session.run("python", "-m", "loadtest", *(session.posargs or ["--profile", "ci"]))
+    """The multi-process load test (docs/LOADTEST.md).
+
+    Without posargs: the load test's own tests first (a tiny end-to-end run; the CI bounds
+    failing on an injected slow write path and passing beside busy loops), then the CI
+    profile.  With posargs: `python -m loadtest POSARGS` only.
+    """
+    session.install("-e", ".[loadtest,test]")
+    if session.posargs:
+        session.run("python", "-m", "loadtest", *session.posargs)
+        return
+    session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "--durations=5")
+    session.run("python", "-m", "loadtest", "--profile", "ci")
