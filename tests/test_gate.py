@@ -117,8 +117,9 @@ def test_gate_wait_ends_at_its_deadline_and_gives_the_lock_back(tmp_path: Path) 
         began = time.monotonic()
         with pytest.raises(GateTimeout):
             gate.acquire(0.3)
-        waited = time.monotonic() - began
-        assert 0.25 <= waited < 3.0
+        # It waited out its deadline, and the deadline (not the holder, who holds on until
+        # told) ended the wait: a wait that ignored it would hang until pytest's timeout.
+        assert time.monotonic() - began >= 0.25
         # The abandoned wait is still queued in the kernel; once the holder lets go, it must
         # pass the lock on rather than keep it: a third party gets it.
         holder.stdin.write("go\n")
@@ -180,7 +181,6 @@ def test_reading_an_up_to_date_store_never_waits_for_the_gate(tmp_path: Path) ->
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
-        began = time.monotonic()
         with Store.open(data, create=False) as store:
             hits = store.search("readable gate")
             store._db.write_deadline_s = 0.5
@@ -189,7 +189,8 @@ def test_reading_an_up_to_date_store_never_waits_for_the_gate(tmp_path: Path) ->
         assert [h.memory.content for h in hits] == [
             "readable while another process holds the write gate"
         ]
-        assert time.monotonic() - began < 5.0
+        # No clock needed: the holder never lets go, so an open or a search that queued on
+        # the gate would have failed with StoreBusyError at its own deadline.
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -280,10 +281,8 @@ def test_a_lock_the_kernel_refuses_is_one_clear_error(
     try:
         holder.acquire(1.0)  # contended: the waiter goes through the helper thread
         refuse_locks(monkeypatch, fail)
-        began = time.monotonic()
         with pytest.raises(GateError) as info:
-            gate.acquire(5.0)
-        assert time.monotonic() - began < 4.0  # told at once, not left waiting forever
+            gate.acquire(5.0)  # a GateError, not a GateTimeout: told, not left waiting
         assert isinstance(info.value, OSError)
         assert info.value.errno == errno.ENOLCK
         assert f"cannot lock the write gate {tmp_path / 'g.lock'}" in str(info.value)

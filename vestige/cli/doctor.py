@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from vestige import _humanize
 from vestige import doctor as checks
+from vestige import humanize
 from vestige.cli import _render
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, resolved_data_dir
@@ -83,7 +83,7 @@ def _text(report: checks.Report) -> None:
                     h["pid"],
                     h["user"],
                     h["name"],
-                    _humanize.human_duration(h["running_s"]),
+                    humanize.human_duration(h["running_s"]),
                     ",".join(_short(f, data_dir) for f in h["files"]),
                     _render.one_line(" ".join(h["cmdline"]) or "?", 60),
                 )

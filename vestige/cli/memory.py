@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vestige import _humanize
+from vestige import humanize
 from vestige.cli import _render
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store
@@ -54,8 +54,8 @@ def _stats_text(s: Stats) -> None:
                     for band, n in s.retention_bands.items()
                 ),
             ),
-            ("Database size", _humanize.human_bytes(s.database_bytes)),
-            ("WAL size", _humanize.human_bytes(s.wal_bytes)),
+            ("Database size", humanize.human_bytes(s.database_bytes)),
+            ("WAL size", humanize.human_bytes(s.wal_bytes)),
             ("Schema version", s.schema_version),
         ]
     )
@@ -150,7 +150,7 @@ def _health_text(h: Health) -> None:
             ("SQLite", h.sqlite_version),
             ("Journal mode", h.journal_mode),
             ("quick_check", h.quick_check),
-            ("WAL size", _humanize.human_bytes(h.wal_bytes)),
+            ("WAL size", humanize.human_bytes(h.wal_bytes)),
             ("Schema version", h.schema_version),
         ]
     )

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import click
 
-from vestige import _humanize, transfer
+from vestige import humanize, transfer
 from vestige.cli import _render
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
 from vestige.restore import restore as restore_database
@@ -45,7 +45,7 @@ def backup(path: Path | None, as_json: bool) -> None:
         data,
         as_json=as_json,
         text=lambda: click.echo(
-            f"Backup written: {written} ({_humanize.human_bytes(size)}, quick_check ok)"
+            f"Backup written: {written} ({humanize.human_bytes(size)}, quick_check ok)"
         ),
     )
 

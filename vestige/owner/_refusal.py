@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vestige._humanize import human_duration
 from vestige.config import DATABASE_FILE
 from vestige.errors import OwnerLockHeld
+from vestige.humanize import human_duration
 
 if TYPE_CHECKING:
     from pathlib import Path
