@@ -57,5 +57,5 @@ def loadtest(session: nox.Session) -> None:
     if session.posargs:
         session.run("python", "-m", "loadtest", *session.posargs)
         return
-    session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "--durations=5")
+    session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "-rP", "--durations=5")
     session.run("python", "-m", "loadtest", "--profile", "ci")

@@ -644,7 +644,12 @@ def _run_loadtest(
         check=False,
     )
     assert (out / "report.json").exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc, json.loads((out / "report.json").read_text())["runs"][0]
+    run = json.loads((out / "report.json").read_text())["runs"][0]
+    # The figures behind the verdict, for the log of `nox -s loadtest` (pytest -rP).
+    for check in run["checks"]:
+        if check["name"].startswith("latency:"):
+            print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {check['detail']}")
+    return proc, run
 
 
 @pytest.mark.loadtest
