@@ -11,14 +11,25 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
   gate, busy waits and pauses.  ``fn`` must do database work only: anything slow inside it
   holds every other writer out.
 - ``Database.read()`` gives one consistent snapshot for several statements.
+- A process forked from one with an open store inherits the connections, the mutexes (held,
+  perhaps, by a thread that does not exist in the child) and the gate.  SQLite forbids using
+  or even closing such a connection in the child, so the child's copy is disowned: every
+  call raises one clear error, ``close()`` forgets the connections without closing them, and
+  the mutexes are new, so nothing deadlocks.  The child opens its own store - unless the
+  fork came in the middle of a write: SQLite keeps a process's locks in memory, shared by
+  all its connections to a file, and the child's copy says "this process is writing" for
+  good.  A new connection there would wait for a write that never ends, so opening that
+  database again in such a child is refused with the reason instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -119,6 +130,14 @@ class Database:
         writing, so read-only commands never queue behind writers.
         """
         check_sqlite_version()
+        if path in _forked_mid_write:
+            raise StoreError(
+                f"this process was forked while its parent was writing to {path}: SQLite "
+                "cannot open that database again in this process",
+                hint="Start child processes with the 'spawn' method "
+                "(multiprocessing.set_start_method('spawn')), or fork before opening the "
+                "store, or exec a new program.",
+            )
         self.path = path
         self.durability = durability
         self.write_deadline_s = write_deadline_s
@@ -129,6 +148,8 @@ class Database:
         self._writer_lock = threading.Lock()
         self._reader_lock = threading.Lock()
         self._closed = False
+        self._forked = False  # this is a forked child's copy of a parent's database
+        _open_databases.add(self)
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
         try:
@@ -360,6 +381,13 @@ class Database:
     # -- lifecycle -----------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._forked:
+            raise StoreError(
+                f"this store of {self.path} was opened before os.fork(): a forked process "
+                "cannot use its parent's SQLite connections",
+                hint="Open a new Store in the child process (Store.open), or start children "
+                "with the 'spawn' method.",
+            )
         if self._closed:
             raise StoreError("the store is closed", hint="Open it again with Store.open().")
 
@@ -367,6 +395,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        _open_databases.discard(self)
         with self._writer_lock, self._reader_lock:
             for conn in (self._reader, self._writer):
                 if conn is not None:
@@ -374,3 +403,30 @@ class Database:
             self._reader = self._writer = None
             if self._gate is not None:
                 self._gate.close()
+
+
+#: Every open database, so a forked child can disown its copies (see the module docstring).
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+#: The connections a forked child inherited: kept referenced so that the child never closes
+#: them (SQLite: a connection must not be used, nor closed, across a fork).
+_inherited: list[apsw.Connection] = []
+#: Databases a forked child's parent was writing to at the fork (see the module docstring).
+_forked_mid_write: set[Path] = set()
+
+
+def _disown_in_child() -> None:
+    # No lock is taken: a thread of the parent may have held one at the fork, and it does
+    # not exist here.  The gate's own handler closes the child's gate descriptors.
+    for db in list(_open_databases):
+        if db._writer is not None and db._writer.in_transaction:
+            _forked_mid_write.add(db.path)
+        _inherited.extend(c for c in (db._writer, db._reader) if c is not None)
+        db._writer = db._reader = None
+        db._writer_lock = threading.Lock()
+        db._reader_lock = threading.Lock()
+        db._forked = db._closed = True
+    _open_databases.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_in_child)

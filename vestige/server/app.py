@@ -45,11 +45,11 @@ class VersionedCache:
     def __init__(self, version: Callable[[], int]) -> None:
         self._version_of = version
         self._version: int | None = None
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, dict[str, Any]] = {}
         self._guard = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: str, compute: Callable[[], T]) -> T:
+    def get(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         version = self._version_of()
         with self._guard:
             if version != self._version:
@@ -57,7 +57,7 @@ class VersionedCache:
                 self._version = version
             if key in self._values:
                 self.hits += 1
-                return self._values[key]  # type: ignore[no-any-return]
+                return self._values[key]
             self.misses += 1
         value = compute()
         with self._guard:
