@@ -5,17 +5,35 @@ does slow work (similarity scoring, JSON, hashing) outside transactions, and cha
 database only through ``Database.write`` - one short ``BEGIN IMMEDIATE`` each, retried on
 BUSY, serialised across processes by the write gate.
 
-smart_ingest thresholds (cosine similarity of word counts, see ``vestige.similarity``):
+smart_ingest keeps what an agent said.  It compares the new text with the full-text
+candidates of the same node type (each original text and each text an update added to it),
+by the measures of ``vestige.similarity``: *same* and *extends* read words in order,
+*overlap* is the cosine of content-word counts.  The first rule some candidate meets
+decides; among those that meet it, the highest overlap wins (then the full-text rank):
 
-============================================  =========================================
-best candidate                                decision
-============================================  =========================================
-same text after normalisation, or >= 0.92     reinforce the existing memory
->= 0.75 and that memory was demoted           supersede it (retrieval strength < 0.3)
->= 0.70 and the new text reads as correction  supersede it
->= 0.75                                       update: append the new text to it
-otherwise                                     create a new memory
-============================================  =========================================
+==  =========================================================  ================================
+#   a candidate ...                                            decision
+==  =========================================================  ================================
+1   has the same normalised text (``content_hash``)            reinforce it
+2   says the same: equal words (case, punctuation, articles,   reinforce it
+    fillers and contractions aside), or the new words are its
+    words with a few left out (bigram similarity >= 0.90);
+    and the same negations
+3   overlap >= 0.60, and the new text has a correction marker  supersede it
+    ("actually", "no longer", ...) or differs from it in
+    negation ("not", "never", ...)
+4   overlap >= 0.75, and it was demoted (retrieval < 0.3)      supersede it
+5   is extended: its words (at least 3) recur in the new text  update: append the new text
+    in order, in at most 2 pieces of 2+ words, with words      under ``[Updated YYYY-MM-DD]``
+    added and no negation
+-   none of the above                                          create
+==  =========================================================  ================================
+
+When in doubt the new text is kept on its own: reordered words ("Alice reports to Bob" /
+"Bob reports to Alice"), a changed value and a shared vocabulary all create.  Supersede
+keeps both: the new memory is created, the old one is demoted and its ``superseded_by``
+names the new one, and the result's ``superseded_id`` names the old one.
+docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 """
 
 from __future__ import annotations
@@ -25,6 +43,7 @@ import logging
 import operator
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import IO, TYPE_CHECKING, Final, Self
@@ -71,10 +90,15 @@ if TYPE_CHECKING:
 
     from vestige._rows import Bindings
 
-REINFORCE_AT: Final = 0.92
+#: Rule 2: bigram similarity at which a shortened repeat still says the same.
+REINFORCE_AT: Final = 0.90
+#: Rule 3: content-word overlap at which a correction or a negation is about that memory.
+SUPERSEDE_CORRECTION_AT: Final = 0.60
+#: Rule 4: content-word overlap at which new text replaces a demoted memory.
 SUPERSEDE_DEMOTED_AT: Final = 0.75
-SUPERSEDE_CORRECTION_AT: Final = 0.70
-UPDATE_AT: Final = 0.75
+#: Rule 5: the shortest memory an update extends, and how many pieces its words may form.
+EXTEND_MIN_WORDS: Final = 3
+EXTEND_MAX_PIECES: Final = 2
 DEMOTED_BELOW: Final = 0.3  # retrieval strength under which a memory counts as demoted
 SMART_CANDIDATES: Final = 20
 TIMELINE_DEFAULT_DAYS: Final = 7
@@ -267,7 +291,7 @@ class Store:
 
         return self._db.write(tx)
 
-    def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:  # noqa: PLR0911
+    def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:
         """Pick the decision from a read snapshot; the write re-checks the target exists."""
         with self._db.read() as conn:
             exact = conn.execute(
@@ -281,23 +305,10 @@ class Store:
                 if query
                 else []
             )
-        scored = [
-            (similarity.cosine(new.content, m.content), m) for m in map(Memory.from_row, rows)
-        ]
-        if not scored:
+        if not rows:
             return Decision.CREATE, None, 0.0, "nothing similar"
-        best, target = max(scored, key=lambda pair: pair[0])
-        if best >= REINFORCE_AT:
-            return Decision.REINFORCE, target, best, f"similarity {best:.2f} >= {REINFORCE_AT}"
-        if best >= SUPERSEDE_DEMOTED_AT and target.retrieval_strength < DEMOTED_BELOW:
-            return Decision.SUPERSEDE, target, best, "replaces a demoted memory"
-        if best >= SUPERSEDE_CORRECTION_AT and similarity.looks_like_correction(
-            new.content, target.content
-        ):
-            return Decision.SUPERSEDE, target, best, "reads as a correction"
-        if best >= UPDATE_AT:
-            return Decision.UPDATE, target, best, f"similarity {best:.2f} >= {UPDATE_AT}"
-        return Decision.CREATE, None, best, f"best similarity {best:.2f} < {UPDATE_AT}"
+        text = similarity.read(new.content)
+        return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
 
     def delete(self, memory_id: str) -> None:
         mid = _validate.memory_id(memory_id)
@@ -708,6 +719,87 @@ def _merged_tags(old: tuple[str, ...], new: tuple[str, ...]) -> str:
     return json.dumps(list(dict.fromkeys(old + new))[: config.MAX_TAGS], ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """How new text stands to one candidate memory (to its best section for each measure)."""
+
+    memory: Memory
+    same: bool
+    extends: bool
+    negates: bool  # differs in negation from the section it overlaps most
+    overlap: float
+    similarity: float
+
+
+def _match(new: similarity.Text, memory: Memory) -> _Match:
+    """Judge each section of the memory on its own.
+
+    The text an update added is repeated, extended or corrected like a memory of its own,
+    and its words never mix with the original's.
+    """
+    same = extends = False
+    near: list[float] = []
+    about: list[tuple[float, bool]] = []
+    for section in similarity.sections(memory.content):
+        old = similarity.read(section)
+        same = same or similarity.same(new, old, near=REINFORCE_AT)
+        extends = extends or similarity.extends(
+            new, old, min_words=EXTEND_MIN_WORDS, max_pieces=EXTEND_MAX_PIECES
+        )
+        near.append(similarity.similarity(new, old))
+        about.append((similarity.overlap(new, old), new.negations != old.negations))
+    overlap, negates = max(about, key=operator.itemgetter(0))
+    return _Match(memory, same, extends, negates, overlap, max(near))
+
+
+def _choose(
+    new: similarity.Text, matches: list[_Match]
+) -> tuple[Decision, Memory | None, float, str]:
+    """Rules 2 to 5 of the module docstring's table, in order; otherwise create."""
+    ranked = sorted(matches, key=lambda m: m.overlap, reverse=True)  # stable: FTS rank next
+    for m in ranked:
+        if m.same:
+            return (
+                Decision.REINFORCE,
+                m.memory,
+                m.similarity,
+                f"says the same (word similarity {m.similarity:.2f})",
+            )
+    for m in ranked:
+        if m.overlap >= SUPERSEDE_CORRECTION_AT and (new.marker or m.negates):
+            why = f'reads as a correction ("{new.marker}")' if new.marker else "negates it"
+            return (
+                Decision.SUPERSEDE,
+                m.memory,
+                m.similarity,
+                f"{why}; word overlap {m.overlap:.2f} >= {SUPERSEDE_CORRECTION_AT}",
+            )
+    for m in ranked:
+        if m.overlap >= SUPERSEDE_DEMOTED_AT and _demoted(m.memory):
+            return (
+                Decision.SUPERSEDE,
+                m.memory,
+                m.similarity,
+                f"replaces a demoted memory; word overlap {m.overlap:.2f} >= "
+                f"{SUPERSEDE_DEMOTED_AT}",
+            )
+    for m in ranked:
+        if m.extends:
+            return Decision.UPDATE, m.memory, m.similarity, "repeats the memory and adds to it"
+    closest = max(m.similarity for m in matches)
+    return (
+        Decision.CREATE,
+        None,
+        closest,
+        f"no memory says the same or is extended by it (closest word similarity {closest:.2f})",
+    )
+
+
+def _demoted(memory: Memory) -> bool:
+    """Rule 4's test: the memory was demoted enough that new text on its subject replaces it."""
+    return memory.retrieval_strength < DEMOTED_BELOW
+
+
 def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
     after = fsrs.reinforced(
         fsrs.Strengths(current.retrieval_strength, current.retention_strength, current.stability)
@@ -733,7 +825,7 @@ def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
 
 
 def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | None:
-    content = f"{current.content}\n\n[Updated {new.created_at[:10]}]\n{new.content}"
+    content = similarity.appended(current.content, new.content, new.created_at[:10])
     if len(content.encode("utf-8", "surrogatepass")) > config.MAX_CONTENT_BYTES:
         return None
     conn.execute(
