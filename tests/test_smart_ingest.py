@@ -326,6 +326,32 @@ def test_a_shortened_repeat_needs_the_documented_similarity() -> None:
     assert not similarity.same(two_out, old, near=REINFORCE_AT)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "extended"),
+    [
+        ("alpha bravo charlie", "alpha bravo charlie delta", True),
+        ("alpha bravo charlie", "delta alpha bravo charlie", True),
+        ("alpha bravo charlie", "alpha echo alpha bravo charlie echo charlie", True),
+        ("alpha bravo charlie delta", "alpha bravo echo charlie delta", True),
+        ("alpha bravo charlie delta", "alpha bravo echo alpha bravo foxtrot charlie delta", True),
+        ("alpha bravo charlie delta", "alpha echo bravo charlie delta", False),  # 1-word piece
+        ("alpha bravo charlie delta", "alpha bravo echo charlie foxtrot delta", False),  # 3
+        ("alpha bravo charlie", "alpha bravo charlie", False),  # adds nothing
+        ("alpha bravo", "alpha bravo charlie", False),  # too short to extend
+        ("alpha bravo charlie", "alpha bravo charlie is not delta", False),  # a negation
+        ("alpha bravo charlie", "charlie bravo alpha delta", False),  # another order
+    ],
+)
+def test_what_extends_a_memory(old: str, new: str, extended: bool) -> None:
+    found = similarity.extends(
+        similarity.read(new),
+        similarity.read(old),
+        min_words=EXTEND_MIN_WORDS,
+        max_pieces=EXTEND_MAX_PIECES,
+    )
+    assert found is extended
+
+
 def test_leaving_out_a_negation_is_not_a_repeat() -> None:
     old = similarity.read(LONG.replace("when a copy fails", "when a copy does not finish"))
     new = similarity.read(LONG.replace("when a copy fails", "when a copy does finish"))

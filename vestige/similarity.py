@@ -34,7 +34,6 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from itertools import pairwise
 from math import sqrt
 from typing import Final
@@ -73,12 +72,13 @@ FUNCTION_WORDS: Final = frozenset((
     "whose", "why", "will", "with", "would", "you", "your",
 ))  # fmt: skip
 
-_MARKER: Final = re.compile(
-    "|".join(
-        r"(?<!\w)" + re.escape(m).replace(r"\ ", r"\s+") + (r"(?!\w)" if m[-1].isalnum() else "")
-        for m in sorted(CORRECTION_MARKERS, key=len, reverse=True)
-    )
+#: The markers that are words, by their first word (longest first); the others are labels.
+_WORD_MARKERS: Final = sorted(
+    (tuple(m.split()) for m in CORRECTION_MARKERS if m[-1].isalnum()), key=len, reverse=True
 )
+_PHRASES: Final = {p[0]: [q for q in _WORD_MARKERS if q[0] == p[0]] for p in _WORD_MARKERS}
+#: "Update:" opens a correction; the word alone is ordinary ("update the docs").
+_LABEL: Final = re.compile(r"\bupdated?:")
 _MARKER_WORDS: Final = frozenset(w for m in CORRECTION_MARKERS for w in _WORD.findall(m))
 _NOT_CONTENT: Final = ARTICLES | FILLERS | NEGATIONS | FUNCTION_WORDS | _MARKER_WORDS
 #: Contractions whose first part is not simply the word before "n't".
@@ -93,6 +93,7 @@ _BARE_NT: Final = frozenset((
     "mustnt", "neednt", "shouldnt", "wasnt", "werent", "wouldnt",
 ))  # fmt: skip
 _SUFFIXES: Final = {"'re": "are", "'ve": "have", "'ll": "will", "'m": "am"}
+_SPELLED: Final = _BARE_NT | _IRREGULAR.keys()
 #: The header ``_append`` puts before each text added to a memory by an update.
 _UPDATE_HEADER: Final = re.compile(r"\n\n\[Updated \d{4}-\d{2}-\d{2}\]\n")
 _EDGE: Final = ""  # marks the start and end of a text in its bigrams; never a word
@@ -121,17 +122,32 @@ class Text:
 
 def read(text: str) -> Text:
     folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    spelled = [part for token in _WORD.findall(folded) for part in _spell_out(token)]
+    tokens = _WORD.findall(folded)
+    spelled: list[str] = []
+    for token in tokens:
+        if "'" in token or token in _SPELLED:
+            spelled.extend(_spell_out(token))
+        else:
+            spelled.append(token)
     words = tuple(w for w in spelled if w not in ARTICLES and w not in FILLERS)
     edged = (_EDGE, *words, _EDGE)
-    marker = _MARKER.search(folded)
     return Text(
         words=words,
         negations=tuple(sorted(w for w in words if w in NEGATIONS)),
         content=Counter(w for w in words if w not in _NOT_CONTENT),
         bigrams=frozenset(pairwise(edged)),
-        marker=_SPACE.sub(" ", marker.group()) if marker else None,
+        marker=_marker(tokens, folded),
     )
+
+
+def _marker(tokens: list[str], folded: str) -> str | None:
+    """The first correction marker among the words (as whole words), else an "Update:" label."""
+    for i, token in enumerate(tokens):
+        for phrase in _PHRASES.get(token, ()):
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                return " ".join(phrase)
+    label = _LABEL.search(folded)
+    return label.group() if label else None
 
 
 def _spell_out(token: str) -> tuple[str, ...]:
@@ -190,21 +206,44 @@ def extends(new: Text, old: Text, *, min_words: int, max_pieces: int) -> bool:
 
     The old words may be split by the additions into at most ``max_pieces`` pieces, each at
     least two words long: scattered common words ("the user ... mode") are not a repeat.
+    The pieces are found by matching the old words as early, then as late, as possible (and
+    as one piece anywhere): linear in the length, where an optimal alignment is quadratic.
     """
     if (
         len(old.words) < min_words
         or len(new.words) <= len(old.words)
         or new.negations != old.negations
-        or not _is_subsequence(old.words, new.words)
     ):
         return False
-    matcher = SequenceMatcher(None, old.words, new.words, autojunk=False)
-    pieces = [block.size for block in matcher.get_matching_blocks() if block.size]
-    return (
-        sum(pieces) == len(old.words)
-        and len(pieces) <= max_pieces
-        and (len(pieces) == 1 or min(pieces) > 1)
-    )
+    if _joined(old.words) in _joined(new.words):
+        return True
+    for short, long in ((old.words, new.words), (old.words[::-1], new.words[::-1])):
+        pieces = _pieces(short, long)
+        if pieces and len(pieces) <= max_pieces and min(pieces) > 1:
+            return True
+    return False
+
+
+def _joined(words: tuple[str, ...]) -> str:
+    return "\0" + "\0".join(words) + "\0"  # no word contains NUL: matches whole words only
+
+
+def _pieces(short: tuple[str, ...], long: tuple[str, ...]) -> list[int]:
+    """Sizes of the runs of ``short`` matched as early as possible in ``long`` ([] if none)."""
+    pieces: list[int] = []
+    at = 0
+    for word in short:
+        start = at
+        while at < len(long) and long[at] != word:
+            at += 1
+        if at == len(long):
+            return []
+        if pieces and at == start:
+            pieces[-1] += 1
+        else:
+            pieces.append(1)
+        at += 1
+    return pieces
 
 
 def _is_subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
