@@ -20,8 +20,8 @@ those words come four judgements (``Text`` holds what they need):
   negations or correction wording).  Order-blind on purpose: it says whether two texts are
   about the same thing, which is what a correction needs, never that they agree.
 
-A *correction marker* ("actually", "correction", "no longer", "should be", "instead of",
-...) is matched as whole words, so "prefixed" is not "fixed" and "badge" is not "bad".
+A *correction marker* ("actually", "correction", "no longer", "should be", "instead", ...)
+is matched as whole words, so "prefixed" is not "fixed" and "badge" is not "bad".
 
 The exact repeat is also found by ``content_hash`` (one index lookup), which keeps the
 original's weaker normalisation: it is stored in every row and in exports.
@@ -117,7 +117,7 @@ class Text:
     negations: tuple[str, ...]  # sorted
     content: Counter[str]
     bigrams: frozenset[tuple[str, str]]  # of the words, with the text's two edges
-    marker: str | None  # the first correction marker, as written
+    marker: str | None  # the first correction marker in the text, as listed
 
 
 def read(text: str) -> Text:
