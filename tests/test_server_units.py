@@ -83,7 +83,7 @@ def test_dns_rebinding_allows_only_loopback_and_the_given_host(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("retention", "retrieval", "storage", "state"),
     [
-        (1.0, 1.0, 1.0, "active"),  # a new memory: 0.5 + 0.3 + 0.02 = 0.82
+        (1.0, 1.0, 1.0, "active"),  # fully retained: 0.5 + 0.3 + 0.02 = 0.82
         (0.5, 0.5, 5.0, "dormant"),  # 0.25 + 0.15 + 0.1 = 0.5
         (0.2, 0.2, 1.0, "silent"),  # 0.1 + 0.06 + 0.02 = 0.18
         (0.05, 0.05, 1.0, "unavailable"),  # 0.025 + 0.015 + 0.02 = 0.06

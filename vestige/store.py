@@ -22,7 +22,8 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 3   overlap >= 0.60, and the new text has a correction marker  supersede it
     ("actually", "no longer", ...) or differs from it in
     negation ("not", "never", ...)
-4   overlap >= 0.75, and it was demoted (retrieval < 0.3)      supersede it
+4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
+    promotes (its adjustment is below ln 0.2)
 5   is extended: its words (at least 3) recur in the new text  update: append the new text
     in order, in at most 2 pieces of 2+ words, with words      under ``[Updated YYYY-MM-DD]``
     added and no negation
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import operator
 import os
 import uuid
@@ -99,7 +101,9 @@ SUPERSEDE_DEMOTED_AT: Final = 0.75
 #: Rule 5: the shortest memory an update extends, and how many pieces its words may form.
 EXTEND_MIN_WORDS: Final = 3
 EXTEND_MAX_PIECES: Final = 2
-DEMOTED_BELOW: Final = 0.3  # retrieval strength under which a memory counts as demoted
+#: Rule 4: the promote/demote adjustment (log-odds, see ``vestige.fsrs``) under which a memory
+#: counts as demoted: three demotes (odds / 8), not two (/ 4), as retrieval < 0.3 was before.
+DEMOTED_BELOW: Final = math.log(0.2)
 SMART_CANDIDATES: Final = 20
 TIMELINE_DEFAULT_DAYS: Final = 7
 
@@ -321,48 +325,42 @@ class Store:
         self._db.write(tx)
 
     def promote(self, memory_id: str) -> StrengthChange:
-        """The memory helped: strengthen it (and count it as accessed now)."""
-        return self._restrength(memory_id, fsrs.promoted, touch=True)
+        """The memory helped: it counts as accessed now and ranks higher, for good.
+
+        Stability x1.5 and the odds of retention x1.8 (``fsrs.promoted``) are kept in the
+        memory's state, so no decay pass takes them back.
+        """
+        return self._restrength(memory_id, fsrs.promoted)
 
     def demote(self, memory_id: str) -> StrengthChange:
-        """The memory misled: weaken it.  last_accessed is kept, so decay does not undo it."""
-        return self._restrength(memory_id, fsrs.demoted, touch=False)
+        """The memory misled: it ranks lower and fades faster, for good.  It is not deleted.
+
+        Stability and the odds of retention are halved (``fsrs.demoted``) in the memory's
+        state, so no decay pass takes it back.  Not an access: last_accessed stays.
+        """
+        return self._restrength(memory_id, lambda state, _now: fsrs.demoted(state))
 
     def _restrength(
         self,
         memory_id: str,
-        change: Callable[[fsrs.Strengths], fsrs.Strengths],
-        *,
-        touch: bool,
+        change: Callable[[fsrs.MemoryState, datetime], fsrs.MemoryState],
     ) -> StrengthChange:
         mid = _validate.memory_id(memory_id)
 
         def tx(conn: apsw.Connection) -> StrengthChange:
-            rows = conn.execute(
-                "SELECT retrieval_strength, retention_strength, stability "
-                "FROM knowledge_nodes WHERE id = ?",
-                (mid,),
-            ).fetchall()
-            if not rows:
+            current = _fetch(conn, mid)
+            if current is None:
                 raise MemoryNotFound(mid)
-            retrieval, retention, stability = rows[0]
-            before = fsrs.Strengths(
-                as_float(retrieval, "retrieval_strength"),
-                as_float(retention, "retention_strength"),
-                as_float(stability, "stability"),
-            )
-            after = change(before)
-            now = now_iso()
+            now = datetime.now(UTC)
+            w20 = decay.read_w20(conn)
+            state = current.fsrs_state()
+            before = fsrs.strengths(state, now, w20)
+            changed = change(state, now)
+            after = _save_state(conn, mid, changed, now, w20=w20)
             conn.execute(
-                "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
-                "stability = ?, updated_at = ?, last_accessed = "
-                + ("?" if touch else "last_accessed")
-                + " WHERE id = ?",
-                (after.retrieval, after.retention, after.stability, now)
-                + ((now,) if touch else ())
-                + (mid,),
+                "UPDATE knowledge_nodes SET updated_at = ? WHERE id = ?", (now.isoformat(), mid)
             )
-            return StrengthChange(mid, _strengths(before), _strengths(after))
+            return StrengthChange(mid, _strengths(state, before), _strengths(changed, after))
 
         return self._db.write(tx)
 
@@ -493,6 +491,7 @@ class Store:
                 "COALESCE(AVG(storage_strength), 0.0), COALESCE(AVG(retrieval_strength), 0.0), "
                 "MIN(created_at), MAX(created_at) FROM knowledge_nodes",
             )
+            # next_review is when recall falls to 0.9 (fsrs.next_review); NULL is never.
             due = scalar(
                 conn, "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
             )
@@ -532,7 +531,12 @@ class Store:
         )
 
     def health(self) -> Health:
-        """Memory health (the original's rules) plus the database's own checks."""
+        """Memory health (the original's rules) plus the database's own checks.
+
+        Each warning names something to do.  ``due_for_review`` is reported, never warned
+        about: nothing in Vestige reviews memories one by one, so a warning could not be
+        cleared (issue 9).  A promote, or the same fact told again, is the review.
+        """
         import apsw  # noqa: PLC0415 - only for the version string
 
         stats = self.stats()
@@ -555,8 +559,6 @@ class Store:
             status = "healthy"
         if stats.total_memories and stats.average_retention < 0.5:
             warnings.append("average retention is low: promote what proved useful")
-        if stats.due_for_review > 10:
-            warnings.append(f"{stats.due_for_review} memories are due for review")
         if journal != "wal":
             warnings.append(f"journal mode is {journal}, not wal")
         if stats.wal_bytes > config.JOURNAL_SIZE_LIMIT_BYTES:
@@ -641,7 +643,13 @@ class Store:
         valid_until: str | None,
     ) -> Memory:
         text = _validate.content(content)
-        now = now_iso()
+        clock = datetime.now(UTC)
+        now = clock.isoformat()
+        state = fsrs.new_state(clock)
+        # The same function as every later write and decay pass: at no elapsed time, a
+        # pass finds exactly these values (issue 9: ingest said 1.0, the first pass 0.73).
+        # w20 does not matter at t = 0, nor for next_review (S days at FSRS's 0.9 target).
+        fresh = fsrs.strengths(state, clock)
         return Memory(
             id=str(uuid.uuid4()),
             content=text,
@@ -649,17 +657,17 @@ class Store:
             created_at=now,
             updated_at=now,
             last_accessed=now,
-            stability=fsrs.INITIAL_STABILITY_DAYS,
+            stability=state.stability,
             difficulty=fsrs.INITIAL_DIFFICULTY,
             reps=0,
             lapses=0,
             learning_state="new",
-            storage_strength=1.0,
-            retrieval_strength=1.0,
-            retention_strength=1.0,
+            storage_strength=state.storage,
+            retrieval_strength=fresh.retrieval,
+            retention_strength=fresh.retention,
             sentiment_score=0.0,
-            sentiment_magnitude=0.0,
-            next_review=now,
+            sentiment_magnitude=state.sentiment_magnitude,
+            next_review=fresh.next_review.isoformat() if fresh.next_review else None,
             scheduled_days=0,
             source=_validate.source(source),
             tags=tuple(_validate.tags(tags)),
@@ -670,6 +678,7 @@ class Store:
             scope="user",
             superseded_by=None,
             content_hash=similarity.content_hash(text),
+            adjustment=state.adjustment,
         )
 
 
@@ -711,8 +720,41 @@ def _fetch(conn: apsw.Connection, memory_id: str) -> Memory | None:
     return Memory.from_row(rows[0]) if rows else None
 
 
-def _strengths(s: fsrs.Strengths) -> dict[str, float]:
-    return {"retrieval": s.retrieval, "retention": s.retention, "stability": s.stability}
+def _strengths(state: fsrs.MemoryState, now: fsrs.Strengths) -> dict[str, float]:
+    return {
+        "retrieval": now.retrieval,
+        "retention": now.retention,
+        "stability": state.stability,
+        "adjustment": state.adjustment,
+    }
+
+
+def _save_state(
+    conn: apsw.Connection,
+    memory_id: str,
+    state: fsrs.MemoryState,
+    now: datetime,
+    *,
+    w20: float | None = None,
+) -> fsrs.Strengths:
+    """Write a memory's FSRS state and the strengths it has at ``now`` (the one way to)."""
+    derived = fsrs.strengths(state, now, decay.read_w20(conn) if w20 is None else w20)
+    conn.execute(
+        "UPDATE knowledge_nodes SET stability = ?, storage_strength = ?, adjustment = ?, "
+        "last_accessed = ?, retrieval_strength = ?, retention_strength = ?, next_review = ? "
+        "WHERE id = ?",
+        (
+            state.stability,
+            state.storage,
+            state.adjustment,
+            state.last_accessed.isoformat(),
+            derived.retrieval,
+            derived.retention,
+            derived.next_review.isoformat() if derived.next_review else None,
+            memory_id,
+        ),
+    )
+    return derived
 
 
 def _merged_tags(old: tuple[str, ...], new: tuple[str, ...]) -> str:
@@ -797,27 +839,15 @@ def _choose(
 
 def _demoted(memory: Memory) -> bool:
     """Rule 4's test: the memory was demoted enough that new text on its subject replaces it."""
-    return memory.retrieval_strength < DEMOTED_BELOW
+    return memory.adjustment < DEMOTED_BELOW
 
 
 def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
-    after = fsrs.reinforced(
-        fsrs.Strengths(current.retrieval_strength, current.retention_strength, current.stability)
-    )
+    now = datetime.fromisoformat(new.created_at)
+    _save_state(conn, current.id, fsrs.reinforced(current.fsrs_state(), now), now)
     conn.execute(
-        "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
-        "stability = ?, reps = reps + 1, storage_strength = MIN(storage_strength + 0.1, ?), "
-        "last_accessed = ?, updated_at = ?, tags = ? WHERE id = ?",
-        (
-            after.retrieval,
-            after.retention,
-            after.stability,
-            fsrs.MAX_STORAGE_STRENGTH,
-            new.created_at,
-            new.created_at,
-            _merged_tags(current.tags, new.tags),
-            current.id,
-        ),
+        "UPDATE knowledge_nodes SET reps = reps + 1, updated_at = ?, tags = ? WHERE id = ?",
+        (new.created_at, _merged_tags(current.tags, new.tags), current.id),
     )
     updated = _fetch(conn, current.id)
     assert updated is not None
@@ -828,14 +858,15 @@ def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | Non
     content = similarity.appended(current.content, new.content, new.created_at[:10])
     if len(content.encode("utf-8", "surrogatepass")) > config.MAX_CONTENT_BYTES:
         return None
+    now = datetime.fromisoformat(new.created_at)
+    _save_state(conn, current.id, fsrs.accessed(current.fsrs_state(), now), now)
     conn.execute(
         "UPDATE knowledge_nodes SET content = ?, content_hash = ?, tags = ?, updated_at = ?, "
-        "last_accessed = ?, retrieval_strength = 1.0, reps = reps + 1 WHERE id = ?",
+        "reps = reps + 1 WHERE id = ?",
         (
             content,
             similarity.content_hash(content),
             _merged_tags(current.tags, new.tags),
-            new.created_at,
             new.created_at,
             current.id,
         ),
@@ -844,11 +875,9 @@ def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | Non
 
 
 def _supersede(conn: apsw.Connection, old: Memory, new_id: str) -> None:
-    after = fsrs.demoted(
-        fsrs.Strengths(old.retrieval_strength, old.retention_strength, old.stability)
-    )
+    now = datetime.now(UTC)
+    _save_state(conn, old.id, fsrs.demoted(old.fsrs_state()), now)
     conn.execute(
-        "UPDATE knowledge_nodes SET superseded_by = ?, retrieval_strength = ?, "
-        "retention_strength = ?, stability = ?, updated_at = ? WHERE id = ?",
-        (new_id, after.retrieval, after.retention, after.stability, now_iso(), old.id),
+        "UPDATE knowledge_nodes SET superseded_by = ?, updated_at = ? WHERE id = ?",
+        (new_id, now.isoformat(), old.id),
     )

@@ -478,6 +478,7 @@ _NUMBERS: Final = {
     "retention_strength": 1.0,
     "sentiment_score": 0.0,
     "sentiment_magnitude": 0.0,
+    "adjustment": 0.0,  # promotes and demotes (vestige.fsrs); older exports have none
 }
 _INTEGERS: Final = {"reps": 0, "lapses": 0, "scheduled_days": 0}
 #: SQLite's INTEGER range; a larger value would fail at insert, after earlier batches.

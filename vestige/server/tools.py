@@ -199,7 +199,11 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def promote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
-        """The memory helped: raise its retrieval (+0.20), retention (+0.10), stability (x1.5)."""
+        """The memory helped: it ranks higher from now on (odds of retention x1.8, e.g.
+        0.73 -> 0.83), counts as used now, and fades slower (stability x1.5).
+
+        Kept by every decay pass; each promote adds to the last.
+        """
         change = await app.run(store.promote, id)
         log.info("promoted %s: %s", id, reason or "no reason given")
         return {"action": "promote", "reason": reason, **change.to_dict()}
@@ -207,9 +211,11 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def demote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
-        """The memory misled: lower its retrieval (-0.30), retention (-0.15), stability (x0.5).
+        """The memory misled: it ranks lower from now on (odds of retention halved, e.g.
+        0.73 -> 0.57) and fades faster (stability x0.5).
 
-        It is not deleted: it stays searchable but ranks lower.
+        Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
+        searchable but ranks lower.
         """
         change = await app.run(store.demote, id)
         log.info("demoted %s: %s", id, reason or "no reason given")
