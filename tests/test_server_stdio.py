@@ -72,6 +72,9 @@ def test_tools_end_to_end_through_the_console_script(tmp_path: Path, data_dir: P
             found = await ok(client, "search", {"query": "tabs spaces", "detail_level": "brief"})
             assert [r["id"] for r in found["results"]] == [mid]
             assert "content" not in found["results"][0]
+            assert found["results"][0]["superseded_by"] is None  # said at every detail level
+            search_args = listed["search"].input_schema["properties"]
+            assert search_args["include_superseded"]["default"] is False
 
             got = await ok(client, "memory", {"action": "get", "id": mid})
             assert got["memory"]["content"] == "Ada prefers tabs over spaces in Go code"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vestige import fsrs
+from vestige import Store, fsrs
 from vestige.config import DataDirSource
 from vestige.errors import ConfigError
-from vestige.server import options
+from vestige.server import options, results
 from vestige.server.app import VersionedCache
 from vestige.server.http import load_token, security
 
@@ -123,3 +123,19 @@ def test_cache_recomputes_only_when_the_version_moves() -> None:
     assert cache.get("other", lambda: 7) == 7
     assert computed == [1, 2]
     assert (cache.hits, cache.misses) == (2, 3)
+
+
+@pytest.mark.parametrize("detail", ["brief", "summary", "full"])
+def test_every_search_result_says_what_superseded_it(store: Store, detail: str) -> None:
+    """Issue 9: the default detail level hid superseded_by, so an outdated fact read as current."""
+    old = store.smart_ingest("The user prefers dark mode")
+    new = store.smart_ingest("Actually, the user prefers light mode")
+    assert new.superseded_id == old.memory.id
+    shown = {
+        r["id"]: r
+        for r in (
+            results.hit(h, detail) for h in store.search("user prefers", include_superseded=True)
+        )
+    }
+    assert shown[old.memory.id]["superseded_by"] == new.memory.id
+    assert shown[new.memory.id]["superseded_by"] is None

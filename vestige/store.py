@@ -425,8 +425,13 @@ class Store:
         min_retention: float = 0.0,
         node_type: str | None = None,
         tags: list[str] | None = None,
+        include_superseded: bool = False,
     ) -> list[SearchHit]:
-        """Full-text search ranked by BM25 blended with retention.  Never a syntax error."""
+        """Full-text search ranked by BM25 blended with retention.  Never a syntax error.
+
+        A superseded memory (one a correction replaced) is left out unless
+        ``include_superseded``; then it ranks below the memory that superseded it.
+        """
         text = _validate.query(query)
         n = _validate.limit(limit, maximum=config.MAX_LIMIT)
         floor = _validate.fraction(min_retention, name="min_retention")
@@ -437,7 +442,8 @@ class Store:
             return []  # only punctuation: nothing can match
         with self._db.read() as conn:
             rows = conn.execute(
-                _SEARCH, (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT))
+                _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH,
+                (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT)),
             ).fetchall()
         memories = [Memory.from_row(r[:-1]) for r in rows]
         keyword = search.keyword_scores([as_float(r[-1], "rank") for r in rows])
@@ -446,7 +452,7 @@ class Store:
             for m, k in zip(memories, keyword, strict=True)
         ]
         hits.sort(key=lambda h: h.combined_score, reverse=True)
-        return hits[:n]
+        return search.below_successors(hits, lambda h: h.memory.id, _successor)[:n]
 
     def timeline(
         self,
@@ -697,11 +703,21 @@ _HAS_TAGS: Final = (
     "NOT EXISTS (SELECT 1 FROM json_each(?) w "
     "WHERE w.value NOT IN (SELECT value FROM json_each(n.tags)))"
 )
-_SEARCH: Final = (
+_SEARCH_FROM: Final = (
     f"SELECT {_N_COLUMNS}, f.rank FROM knowledge_fts f JOIN knowledge_nodes n "
     "ON n.seq = f.rowid WHERE knowledge_fts MATCH ? AND n.retention_strength >= ? "
-    f"AND (? IS NULL OR n.node_type = ?) AND {_HAS_TAGS} ORDER BY f.rank LIMIT ?"
+    f"AND (? IS NULL OR n.node_type = ?) AND {_HAS_TAGS} "
 )
+_SEARCH: Final = f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rank LIMIT ?"
+#: Live memories first, so superseded ones never crowd their successors out of the window.
+#: A sort of its own: FTS5 can no longer hand the rows over in rank order.
+_SEARCH_WITH_SUPERSEDED: Final = (
+    f"{_SEARCH_FROM} ORDER BY n.superseded_by IS NOT NULL, f.rank LIMIT ?"
+)
+
+
+def _successor(hit: SearchHit) -> str | None:
+    return hit.memory.superseded_by
 
 
 _COLUMN_VALUES: Final = operator.attrgetter(*MEMORY_COLUMNS)

@@ -157,9 +157,19 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         tags: Annotated[
             list[Tag] | None, Field(description="Only memories carrying all of these tags.")
         ] = None,
+        include_superseded: Annotated[
+            bool,
+            Field(
+                description="Also return memories a correction superseded (each ranked "
+                "below the memory that superseded it; superseded_by names it)."
+            ),
+        ] = False,
         detail_level: Detail = "summary",
     ) -> dict[str, Any]:
-        """Find memories by keywords, ranked by relevance blended with memory strength."""
+        """Find memories by keywords, ranked by relevance blended with memory strength.
+
+        Memories that a correction superseded are left out unless include_superseded.
+        """
         hits = await app.run(
             store.search,
             query,
@@ -167,6 +177,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             min_retention=min_retention,
             node_type=node_type,
             tags=tags,
+            include_superseded=include_superseded,
         )
         return {
             "query": query,
