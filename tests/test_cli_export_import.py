@@ -86,7 +86,13 @@ def test_export_import_round_trips_every_field_beside_running_servers(
     server.call_tool("smart_ingest", {"content": "written by the MCP server", "tags": ["mcp"]})
     rows = [full_row(n) for n in range(3)]
     imported = cli_json("import", write_jsonl(tmp_path / "rows.jsonl", rows), data_dir=source)
-    assert imported == {"read": 3, "imported": 3, "skipped_existing": 0, "invalid": []}
+    assert imported == {
+        "read": 3,
+        "imported": 3,
+        "skipped_existing": 0,
+        "duplicates": 0,
+        "invalid": [],
+    }
     exported = export_lines(source)
     assert len(exported) == 4
     for row, out in zip(rows, exported[1:], strict=True):
@@ -174,7 +180,8 @@ def test_a_bad_item_in_a_json_array_is_named_by_position(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
+        (b"\xff\xfe\x00garbage", "is UTF-16 text; import reads UTF-8"),
+        (b"{}\n\xc3(", "line 2: not UTF-8 text (byte 0xc3 at offset 3 of the file)"),
         (b"[1, 2", "starts like a JSON array but is not valid JSON"),
         (b"SQLite format 3\x00", "line 1: not valid JSON"),
     ],
@@ -222,6 +229,107 @@ def test_unicode_line_separators_inside_a_memory_round_trip(tmp_path: Path) -> N
     assert row["content"] == content
 
     report = cli_json("import", dump, data_dir=target)
-    assert report == {"read": 1, "imported": 1, "skipped_existing": 0, "invalid": []}
+    assert report == {
+        "read": 1,
+        "imported": 1,
+        "skipped_existing": 0,
+        "duplicates": 0,
+        "invalid": [],
+    }
     result = run_cli("export", data_dir=target)
     assert [json.loads(line) for line in result.stdout.split("\n") if line] == [row]
+
+
+# -- one id twice in one file, byte order marks and other encodings ----------------------------
+
+
+def stored(data_dir: Path) -> int:
+    return int(cli_json("stats", data_dir=data_dir)["total_memories"])
+
+
+def test_one_id_with_different_content_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    cli_json("ingest", "already here", data_dir=data_dir)
+    first, second = full_row(0), {**full_row(0), "content": "a different text"}
+    file = tmp_path / "conflict.jsonl"
+    file.write_text(
+        "\n".join(json.dumps(r) for r in [first, full_row(1), second, full_row(2)]) + "\n",
+        "utf-8",
+    )
+    result = run_cli("import", file, data_dir=data_dir)
+    assert result.returncode == BAD_INPUT
+    assert result.stderr == (
+        f"Error: {file}, line 3: the id 'imported-0' is also on line 1, "
+        "with different content\n"
+        "Hint: Fix the file: keep one of the two rows (or give one a new id), or pass "
+        "--skip-invalid to import the rest without either; nothing was imported.\n"
+    )
+    assert stored(data_dir) == 1
+
+    skipped = run_cli("import", file, "--skip-invalid", "--json", data_dir=data_dir)
+    assert skipped.returncode == 0, skipped.stderr
+    report = json.loads(skipped.stdout)
+    assert (report["read"], report["imported"], report["duplicates"]) == (4, 2, 0)
+    assert [i["line"] for i in report["invalid"]] == [1, 3]
+    assert f"Warning: {file}, line 1: the id 'imported-0' is also on line 3" in skipped.stderr
+    assert stored(data_dir) == 3
+
+
+def test_identical_rows_are_imported_once_and_counted(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    file = write_jsonl(tmp_path / "twice.jsonl", [full_row(0), full_row(1), full_row(0)])
+    result = run_cli("import", file, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "Read 3 rows: imported 2, already present 0, repeated in the file 1 (imported once).\n"
+    )
+    assert cli_json("import", file, data_dir=data_dir) == {
+        "read": 3,
+        "imported": 0,
+        "skipped_existing": 2,
+        "duplicates": 1,
+        "invalid": [],
+    }
+    assert stored(data_dir) == 2
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_file_with_a_utf8_byte_order_mark_imports(tmp_path: Path, fmt: str) -> None:
+    data_dir = tmp_path / "d"
+    rows = [full_row(0), full_row(1)]
+    if fmt == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=2)
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    file = tmp_path / f"from-windows.{fmt}"
+    file.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    report = cli_json("import", file, data_dir=data_dir)
+    assert (report["read"], report["imported"]) == (2, 2)
+    assert [{k: r[k] for k in rows[0]} for r in export_lines(data_dir)] == rows
+
+
+@pytest.mark.parametrize(
+    ("encoding", "name"), [("utf-16", "UTF-16"), ("utf-32", "UTF-32"), ("latin-1", "")]
+)
+def test_a_file_in_another_encoding_is_one_clear_error(
+    tmp_path: Path, encoding: str, name: str
+) -> None:
+    data_dir = tmp_path / "d"
+    cli_json("ingest", "already here", data_dir=data_dir)
+    file = tmp_path / "other-encoding.jsonl"
+    rows = [{**full_row(n), "content": f"café crème {n}"} for n in range(2)]
+    file.write_bytes("\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode(encoding))
+    result = run_cli("import", file, data_dir=data_dir)
+    assert result.returncode == BAD_INPUT
+    error, hint, end = result.stderr.split("\n")
+    if name:
+        assert error == f"Error: {file} is {name} text; import reads UTF-8"
+    else:
+        offset = file.read_bytes().index(b"\xe9")
+        assert error == (
+            f"Error: {file}, line 1: not UTF-8 text (byte 0xe9 at offset {offset} of the file)"
+        )
+    assert hint.startswith("Hint: ")
+    assert "UTF-8" in hint
+    assert end == ""
+    assert stored(data_dir) == 1

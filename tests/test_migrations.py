@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,3 +185,51 @@ def test_decay_history_keeps_its_rows_under_the_new_name(data_dir: Path) -> None
     assert runs[1][1:3] == (1, 1)  # the new pass records both counts
     objects, _ = schema(data_dir / "vestige.db")
     assert "consolidation_history" not in {name for name, _ in objects}
+
+
+def test_version_4_keeps_old_rows_and_schedules_their_reviews(data_dir: Path) -> None:
+    """Old rows get no adjustment (a superseded one keeps its demote) and an FSRS schedule."""
+    data_dir.mkdir()
+    conn = apsw.Connection(str(data_dir / "vestige.db"))
+    columns = (
+        "id, content, created_at, updated_at, last_accessed, stability, retention_strength, "
+        "next_review, superseded_by, content_hash"
+    )
+    with conn:
+        for migration in MIGRATIONS[:3]:
+            for _ in conn.execute(migration.sql):
+                pass
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, '2026-01-01T00:00:00+00:00')",
+                (migration.version, migration.description),
+            )
+        for mid, accessed, superseded_by in (
+            ("plain", "2026-03-01T10:00:00+00:00", None),
+            ("old", "2026-03-01T10:00:00.250000+00:00", "plain"),
+            ("odd", "not a time", None),
+        ):
+            conn.execute(
+                f"INSERT INTO knowledge_nodes({columns}) VALUES (?, ?, ?, ?, ?, 2.0, 1.0, ?, ?, ?)",
+                (mid, mid, accessed, accessed, accessed, accessed, superseded_by, mid),
+            )
+    conn.close()
+    with Store.open(data_dir) as store:
+        assert store.schema_version >= 4
+        with store._db.read() as c:
+            got = c.execute(
+                "SELECT id, adjustment, next_review, retention_strength FROM knowledge_nodes "
+                "ORDER BY seq"
+            ).fetchall()
+    assert got == [
+        ("plain", 0.0, "2026-03-03T10:00:00.000+00:00", 1.0),  # two days of stability later
+        ("old", math.log(0.5), "2026-03-03T10:00:00.250+00:00", 1.0),
+        ("odd", 0.0, None, 1.0),  # never due; strengths are left to the next pass
+    ]
+    with Store.open(data_dir) as store:  # the first pass after the upgrade
+        report = store.decay()
+        assert (report.nodes_processed, report.decay_applied) == (3, 2)  # "odd" left alone
+        plain, old, odd = (store.get(mid) for mid in ("plain", "old", "odd"))
+    r = plain.retrieval_strength
+    assert plain.retention_strength == pytest.approx(0.7 * r + 0.03)  # the old pass's formula
+    assert old.retention_strength < plain.retention_strength  # superseding demoted it
+    assert odd.retention_strength == 1.0

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vestige import fsrs
+from vestige import Store, fsrs
 from vestige.config import DataDirSource
 from vestige.errors import ConfigError
-from vestige.server import options
+from vestige.server import options, results
 from vestige.server.app import VersionedCache
 from vestige.server.http import load_token, security
 
@@ -83,7 +83,7 @@ def test_dns_rebinding_allows_only_loopback_and_the_given_host(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("retention", "retrieval", "storage", "state"),
     [
-        (1.0, 1.0, 1.0, "active"),  # a new memory: 0.5 + 0.3 + 0.02 = 0.82
+        (1.0, 1.0, 1.0, "active"),  # fully retained: 0.5 + 0.3 + 0.02 = 0.82
         (0.5, 0.5, 5.0, "dormant"),  # 0.25 + 0.15 + 0.1 = 0.5
         (0.2, 0.2, 1.0, "silent"),  # 0.1 + 0.06 + 0.02 = 0.18
         (0.05, 0.05, 1.0, "unavailable"),  # 0.025 + 0.015 + 0.02 = 0.06
@@ -123,3 +123,19 @@ def test_cache_recomputes_only_when_the_version_moves() -> None:
     assert cache.get("other", lambda: 7) == 7
     assert computed == [1, 2]
     assert (cache.hits, cache.misses) == (2, 3)
+
+
+@pytest.mark.parametrize("detail", ["brief", "summary", "full"])
+def test_every_search_result_says_what_superseded_it(store: Store, detail: str) -> None:
+    """Issue 9: the default detail level hid superseded_by, so an outdated fact read as current."""
+    old = store.smart_ingest("The user prefers dark mode")
+    new = store.smart_ingest("Actually, the user prefers light mode")
+    assert new.superseded_id == old.memory.id
+    shown = {
+        r["id"]: r
+        for r in (
+            results.hit(h, detail) for h in store.search("user prefers", include_superseded=True)
+        )
+    }
+    assert shown[old.memory.id]["superseded_by"] == new.memory.id
+    assert shown[new.memory.id]["superseded_by"] is None

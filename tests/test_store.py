@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import pytest
 
-from vestige import Memory, Store, errors, similarity
+from vestige import Memory, Store, errors, fsrs, similarity
 from vestige._database import translate
 from vestige.config import DURABILITY_ENV, Durability
 from vestige.errors import ConfigError, InvalidInput, MemoryNotFound, StoreBusyError, StoreError
@@ -239,7 +240,7 @@ def test_seed_example_queries(data_dir: Path, run: Callable[[Path, str], Any]) -
     rows[8] = row("identity theft is a crime", retention_strength=0.2, tags=["security"])
     with Store.open(data_dir) as store:
         import_rows(store, rows)
-        store.ingest("just now", tags=["fresh"])  # retention 1.0: first in the ranking
+        fresh = store.ingest("just now", tags=["fresh"])  # retention 0.73: ranked among them
     db = data_dir / "vestige.db"
 
     top = run(
@@ -247,8 +248,13 @@ def test_seed_example_queries(data_dir: Path, run: Callable[[Path, str], Any]) -
         "SELECT content, retention_strength FROM knowledge_nodes "
         "ORDER BY retention_strength DESC LIMIT 10;",
     )
-    ranked = sorted(((r["content"], r["retention_strength"]) for r in rows), key=lambda p: -p[1])
-    expected = [("just now", 1.0), *ranked[:9]]
+    ranked = sorted(
+        [("just now", fresh.retention_strength)]
+        + [(r["content"], r["retention_strength"]) for r in rows],
+        key=lambda p: -p[1],
+    )
+    expected = ranked[:10]
+    assert ("just now", fresh.retention_strength) in expected
     assert [(t["content"], t["retention_strength"]) for t in top] == expected
 
     identity = run(db, "SELECT content FROM knowledge_nodes WHERE tags LIKE '%identity%';")
@@ -339,13 +345,17 @@ def test_ingest_stores_every_field_and_get_reads_it_back(store: Store) -> None:
     assert memory.valid_from == "2026-01-01T00:00:00+00:00"
     assert memory.valid_until == "2026-12-31T10:00:00+00:00"
     assert memory.content_hash == similarity.content_hash(memory.content)
-    assert (memory.retrieval_strength, memory.retention_strength) == (1.0, 1.0)
-    assert memory.storage_strength == 1.0
+    # Full recall; retention 0.7 * 1 + 0.3 * storage 1/10, as every decay pass computes it.
+    assert memory.retrieval_strength == 1.0
+    assert memory.retention_strength == pytest.approx(0.73)
+    assert (memory.storage_strength, memory.adjustment) == (1.0, 0.0)
     assert memory.stability == pytest.approx(2.3065)
     assert memory.superseded_by is None
     created = datetime.fromisoformat(memory.created_at)
     assert before <= created <= datetime.now(UTC)
     assert memory.created_at == memory.updated_at == memory.last_accessed
+    assert memory.next_review is not None  # recall falls to 0.9 after S days
+    assert datetime.fromisoformat(memory.next_review) == created + timedelta(days=2.3065)
     uuid.UUID(memory.id)
 
 
@@ -442,46 +452,89 @@ def test_a_strength_changed_by_hand_stops_promote_before_it_writes(data_dir: Pat
             ).fetchall() == [("high", memory.stability, memory.last_accessed)]
 
 
-def test_promote_a_fresh_memory_is_capped(store: Store) -> None:
+def odds_times(p: float, factor: float) -> float:
+    """The probability whose odds are ``factor`` times those of ``p``."""
+    odds = p / (1 - p) * factor
+    return odds / (1 + odds)
+
+
+def test_promote_a_fresh_memory(store: Store) -> None:
     memory = store.ingest("useful")
     change = store.promote(memory.id)
-    assert change.before == {"retrieval": 1.0, "retention": 1.0, "stability": 2.3065}
-    assert change.after == pytest.approx({"retrieval": 1.0, "retention": 1.0, "stability": 3.45975})
-    after = store.get(memory.id)
-    assert after.stability == pytest.approx(3.45975)
-    # promote counts as an access
-    assert datetime.fromisoformat(after.last_accessed) > datetime.fromisoformat(
-        memory.last_accessed
+    assert change.before == pytest.approx(
+        {"retrieval": 1.0, "retention": 0.73, "stability": 2.3065, "adjustment": 0.0}
     )
+    assert change.after == pytest.approx(
+        {
+            "retrieval": 1.0,
+            "retention": odds_times(0.73, 1.8),  # 0.8296
+            "stability": 3.45975,
+            "adjustment": math.log(1.8),
+        }
+    )
+    after = store.get(memory.id)
+    assert (after.stability, after.adjustment) == pytest.approx((3.45975, math.log(1.8)))
+    assert after.retention_strength == pytest.approx(change.after["retention"])
+    # promote counts as an access, and reschedules the review from it
+    accessed = datetime.fromisoformat(after.last_accessed)
+    assert accessed > datetime.fromisoformat(memory.last_accessed)
+    assert after.next_review == (accessed + timedelta(days=3.45975)).isoformat()
 
 
 def test_demote_then_promote_numbers(store: Store) -> None:
     memory = store.ingest("misleading at first")
     down = store.demote(memory.id)
-    assert down.after == pytest.approx({"retrieval": 0.7, "retention": 0.85, "stability": 1.15325})
+    assert down.after == pytest.approx(
+        {
+            "retrieval": 1.0,  # what it was: a demote is not an access, and no time passed
+            "retention": odds_times(0.73, 0.5),  # 0.5748
+            "stability": 1.15325,
+            "adjustment": math.log(0.5),
+        },
+        abs=1e-6,
+    )
     demoted = store.get(memory.id)
     assert demoted.last_accessed == memory.last_accessed  # demote keeps it
     assert datetime.fromisoformat(demoted.updated_at) > datetime.fromisoformat(memory.updated_at)
     up = store.promote(memory.id)
-    assert up.before == pytest.approx(down.after)
-    assert up.after == pytest.approx({"retrieval": 0.9, "retention": 0.95, "stability": 1.729875})
+    assert up.before == pytest.approx(down.after, abs=1e-6)
+    assert up.after == pytest.approx(
+        {
+            "retrieval": 1.0,
+            "retention": odds_times(0.73, 0.9),  # halved, then x1.8
+            "stability": 1.729875,
+            "adjustment": math.log(0.9),
+        }
+    )
     got = store.get(memory.id)
-    assert (got.retrieval_strength, got.retention_strength, got.stability) == pytest.approx(
-        (0.9, 0.95, 1.729875)
+    assert (got.retention_strength, got.stability, got.adjustment) == pytest.approx(
+        (odds_times(0.73, 0.9), 1.729875, math.log(0.9))
     )
 
 
-def test_demote_floors_at_005(store: Store) -> None:
+def test_demotes_add_up_to_odds_over_64_and_one_promote_lifts_at_once(store: Store) -> None:
     memory = store.ingest("wrong")
     changes = [store.demote(memory.id) for _ in range(7)]
-    assert [c.after["retrieval"] for c in changes] == pytest.approx(
-        [0.7, 0.4, 0.1, 0.05, 0.05, 0.05, 0.05]
+    assert [c.after["adjustment"] for c in changes] == pytest.approx(
+        [math.log(0.5) * min(k, 6) for k in range(1, 8)]
     )
-    assert [c.after["retention"] for c in changes] == pytest.approx(
-        [0.85, 0.7, 0.55, 0.4, 0.25, 0.1, 0.05]
-    )
+    retentions = [c.after["retention"] for c in changes]
+    assert retentions[:6] == sorted(retentions[:6], reverse=True)
+    assert retentions[-1] == pytest.approx(odds_times(0.73, 1 / 64), abs=1e-6)  # 0.0419
     assert changes[-1].after["stability"] == pytest.approx(2.3065 * 0.5**7)
     assert store.get(memory.id).last_accessed == memory.last_accessed
+    lifted = store.promote(memory.id)
+    assert lifted.after["retention"] == pytest.approx(odds_times(0.73, 1.8 / 64))
+
+
+def test_stability_stays_within_fsrs_bounds(store: Store) -> None:
+    memory = store.ingest("demoted over and over")
+    for _ in range(12):
+        last = store.demote(memory.id)
+    assert last.after["stability"] == fsrs.MIN_STABILITY_DAYS
+    for _ in range(40):
+        last = store.promote(memory.id)
+    assert last.after["stability"] == fsrs.MAX_STABILITY_DAYS
 
 
 # -- timeline ------------------------------------------------------------------------------------
@@ -664,12 +717,40 @@ def test_health_status_rules(store: Store, retentions: list[float], status: str)
     assert any("retention is low" in w for w in health.warnings) == low
 
 
-def test_health_warns_when_many_are_due(store: Store) -> None:
+def test_health_warns_only_about_what_a_user_can_act_on(store: Store) -> None:
+    """Reproduction 6: every store over 10 memories was "due for review", and stayed so."""
     for i in range(11):
-        store.ingest(f"due now {i}")  # a new memory is due for review at once
+        store.ingest(f"fresh memory {i}")
     health = store.health()
-    assert health.due_for_review == 11
-    assert "11 memories are due for review" in health.warnings
+    assert health.due_for_review == 0
+    assert not any("review" in w for w in health.warnings), health.warnings
+
+
+def test_a_review_falls_due_when_recall_falls_to_90_percent(store: Store) -> None:
+    """next_review is scheduled by FSRS; promote (a review) moves it, health never nags."""
+    memory = store.ingest("learned three days ago")
+    store.ingest("learned just now")
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    store._db.write(
+        lambda c: c.execute(
+            "UPDATE knowledge_nodes SET last_accessed = ? WHERE id = ?",
+            (iso(three_days_ago), memory.id),
+        )
+    )
+    store.decay()
+    due = store.get(memory.id)
+    assert due.next_review == iso(three_days_ago + timedelta(days=2.3065))
+    assert fsrs.retrievability(2.3065, 2.3065) == pytest.approx(fsrs.REVIEW_TARGET)
+    assert due.retrieval_strength < fsrs.REVIEW_TARGET
+    health = store.health()
+    assert (store.stats().due_for_review, health.due_for_review) == (1, 1)
+    assert not any("review" in w for w in health.warnings), health.warnings
+
+    store.promote(memory.id)  # reviewed: recall is full again, and lasts longer
+    reviewed = store.get(memory.id)
+    assert reviewed.next_review is not None
+    assert datetime.fromisoformat(reviewed.next_review) > datetime.now(UTC) + timedelta(days=3)
+    assert store.stats().due_for_review == 0
 
 
 # -- full-text index stays in step with the table ----------------------------------------------

@@ -373,3 +373,146 @@ def test_integral_floats_are_whole_numbers_and_the_int_range_is_accepted(store: 
     m = store.get("edge")
     assert (m.reps, m.lapses, m.scheduled_days) == (3, 2**63 - 1, -(2**63))
     assert isinstance(m.reps, int)
+
+
+# -- one id twice in one file, byte order marks and other encodings ----------------------------
+
+
+def row(mid: str, content: str, **fields: Any) -> str:
+    return json.dumps({"id": mid, "content": content, **fields}, ensure_ascii=False)
+
+
+def test_one_id_with_different_content_names_both_lines_and_imports_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    store.ingest("already here")
+    file = tmp_path / "conflict.jsonl"
+    lines = [GOOD[0], row("dup", "the first version"), GOOD[1], "", row("dup", "the second")]
+    file.write_text("\n".join(lines) + "\n", "utf-8")
+    with pytest.raises(ImportFileError) as info:
+        transfer.read_import(file)
+    assert info.value.line == 5
+    assert info.value.message == (
+        f"{file}, line 5: the id 'dup' is also on line 2, with different content"
+    )
+    assert "keep one of the two rows" in info.value.hint
+    assert "nothing was imported" in info.value.hint
+    with pytest.raises(ImportFileError, match=r"^line 5: the id 'dup' is also on line 2"):
+        store.import_jsonl(io.StringIO(file.read_text("utf-8")))
+    assert [m.content for m in store.iter_memories()] == ["already here"]
+
+
+def test_one_id_with_different_fields_in_a_json_array_names_both_items(
+    store: Store, tmp_path: Path
+) -> None:
+    file = tmp_path / "conflict.json"
+    items = [row("same", "text", tags=["a"]), GOOD[0], row("same", "text", tags=["b"], reps=2)]
+    file.write_text("[\n" + ",\n".join(items) + "\n]\n", "utf-8")
+    with pytest.raises(ImportFileError) as info:
+        transfer.read_import(file)
+    assert info.value.message == (
+        f"{file}, item 3: the id 'same' is also item 1, with different reps, tags"
+    )
+    assert count(store) == 0
+
+
+def test_identical_rows_with_one_id_are_imported_once(store: Store, tmp_path: Path) -> None:
+    """Equal once defaults are filled in (a field given with its default value counts as
+    equal), so a file concatenated with itself, or a row repeated, is harmless."""
+    file = tmp_path / "repeated.jsonl"
+    lines = [row("twice", "same text"), GOOD[0], row("twice", "same text", node_type="fact")]
+    file.write_text("\n".join([*lines, *GOOD]) + "\n", "utf-8")
+    checked = transfer.read_import(file)
+    assert (checked.read, len(checked.rows), checked.duplicates) == (8, 6, 2)
+    report = store.import_checked(checked)
+    assert (report.read, report.imported, report.skipped_existing) == (8, 6, 0)
+    assert sorted(m.id for m in store.iter_memories()) == sorted(
+        ["twice", *(f"good-{i}" for i in range(5))]
+    )
+
+
+def test_skip_invalid_skips_every_row_of_a_conflicting_id(store: Store, tmp_path: Path) -> None:
+    """Which of two different rows is right cannot be known: neither is imported."""
+    file = tmp_path / "conflict.jsonl"
+    lines = [
+        row("dup", "first"),
+        GOOD[0],
+        row("dup", "second"),
+        "not json",
+        row("dup", "first"),
+        row("rep", "repeated"),
+        row("rep", "repeated"),
+    ]
+    file.write_text("\n".join(lines) + "\n", "utf-8")
+    checked = transfer.read_import(file, skip_invalid=True)
+    assert [(r.number, r.error) for r in checked.rejected] == [
+        (1, "the id 'dup' is also on lines 3, 5, with different content"),
+        (3, "the id 'dup' is also on lines 1, 5, with different content"),
+        (4, "not valid JSON (Expecting value)"),
+        (5, "the id 'dup' is also on lines 1, 3, with different content"),
+    ]
+    assert (checked.read, len(checked.rows), checked.duplicates) == (7, 2, 1)
+    store.import_checked(checked)
+    assert sorted(m.id for m in store.iter_memories()) == ["good-0", "rep"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_utf8_byte_order_mark_is_accepted(store: Store, tmp_path: Path, fmt: str) -> None:
+    text = "[" + ", ".join(GOOD) + "]\n" if fmt == "json" else "\n".join(GOOD) + "\n"
+    plain, marked = tmp_path / f"plain.{fmt}", tmp_path / f"bom.{fmt}"
+    plain.write_text(text, "utf-8")
+    marked.write_text(text, "utf-8-sig")  # the BOM some Windows editors write
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    with_bom, without = transfer.read_import(marked), transfer.read_import(plain)
+    assert (
+        (with_bom.unit, with_bom.read)
+        == (without.unit, without.read)
+        == (
+            "item" if fmt == "json" else "line",
+            5,
+        )
+    )
+    assert [r[:2] for r in with_bom.rows] == [r[:2] for r in without.rows]
+    report = store.import_jsonl(io.StringIO("\ufeff" + text))  # a stream with the BOM
+    assert report.imported == 5
+
+
+def test_byte_order_marks_where_two_exports_were_joined(store: Store, tmp_path: Path) -> None:
+    """`cat a.jsonl b.jsonl` of two files that start with a BOM puts one inside the file."""
+    file = tmp_path / "joined.jsonl"
+    file.write_text("".join(f"\ufeff{line}\n" for line in GOOD), "utf-8")
+    assert store.import_checked(transfer.read_import(file)).imported == 5
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_or_utf32_file_is_one_clear_error(
+    store: Store, tmp_path: Path, encoding: str
+) -> None:
+    file = tmp_path / "windows.jsonl"
+    data = "\n".join(GOOD).encode(encoding)
+    if not encoding.startswith("utf-32") and encoding != "utf-16":
+        data = "\ufeff".encode(encoding) + data  # the explicit-endian codecs write no BOM
+    file.write_bytes(data)
+    with pytest.raises(ImportFileError) as info:
+        transfer.read_import(file)
+    name = "UTF-32" if encoding.startswith("utf-32") else "UTF-16"
+    assert info.value.message == f"{file} is {name} text; import reads UTF-8"
+    assert "Convert it to UTF-8" in info.value.hint
+    assert "\n" not in info.value.message
+    assert "codec" not in str(info.value)
+    assert count(store) == 0
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    file = tmp_path / "latin1.jsonl"
+    data = "\n".join([GOOD[0], GOOD[1], row("x", "café crème")]).encode("latin-1")
+    file.write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(ImportFileError) as info:
+        transfer.read_import(file)
+    assert info.value.line == 3
+    assert info.value.message == (
+        f"{file}, line 3: not UTF-8 text (byte 0xe9 at offset {offset} of the file)"
+    )
+    assert "convert the file to UTF-8" in info.value.hint
+    assert "codec" not in str(info.value)

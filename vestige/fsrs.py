@@ -1,13 +1,34 @@
-"""FSRS-6 forgetting curve and the strength changes Vestige applies (pure functions, no I/O).
+"""The one FSRS model: how strong a memory is, computed from what is stored about it.
 
-The numbers are the Rust original's (vestige-core ``fsrs/algorithm.rs`` and ``lifecycle.rs``),
-so a memory decays, promotes and demotes here exactly as it did there.
+Pure functions, no I/O.  Ingest, promote, demote, reinforce, update and the decay pass all go
+through them, so a memory's strengths mean the same whichever of them wrote it last, and
+depend only on the memory's persistent state and the clock:
+
+- ``MemoryState`` is what is kept: stability S (days until recall falls to 0.9), when the
+  memory was last accessed, storage strength (grows as the same fact is told again), the
+  sentiment magnitude (emotional memories fade slower), and the promote/demote adjustment.
+- ``strengths(state, now)`` derives the rest: retrievability R on the FSRS-6 curve, retention
+  (R and storage blended as the Rust original did, then the adjustment), and next_review.
+  These are stored too, as a cache that search ranks and filters by; the decay pass refreshes
+  it, and every write recomputes it for the row it writes.
+
+Promote and demote are persistent state, not edits of the cached numbers: each moves
+``adjustment``, an offset to the log-odds of retention (promote multiplies the odds by 1.8,
+demote halves them).  The Rust original added and subtracted fixed amounts to the cached
+retention, and its next decay pass recomputed the cache from the curve and erased them
+(issue 9).  Odds rather than a plain offset, because a plain offset saturates at 0 and 1: a
+promote of a memory already at 1.0 changed nothing.  On the odds scale a promoted memory always
+ranks above an otherwise identical untouched one, and a demoted one below, at any clock.
+
+The curve, the initial values and the retention blend are the Rust original's (vestige-core
+``fsrs/algorithm.rs`` and ``lifecycle.rs``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Final
 
 #: FSRS-6 decay exponent; overridable per database through ``fsrs_config`` (key "w20").
@@ -16,13 +37,80 @@ W20_DEFAULT: Final = 0.1542
 INITIAL_STABILITY_DAYS: Final = 2.3065
 #: Initial difficulty: w4 - e^(w5 * 2) + 1 with FSRS-6's default weights (about 2.118).
 INITIAL_DIFFICULTY: Final = 6.4133 - math.exp(0.8334 * 2) + 1
+#: FSRS-6's bounds on stability, in days (a demote halves it, down to the floor).
+MIN_STABILITY_DAYS: Final = 0.01
 MAX_STABILITY_DAYS: Final = 36_500.0
+INITIAL_STORAGE_STRENGTH: Final = 1.0
 MAX_STORAGE_STRENGTH: Final = 10.0
 SECONDS_PER_DAY: Final = 86_400.0
 
 #: Weight of retrieval vs storage in retention (SleepConsolidation::calculate_retention).
 RETENTION_RETRIEVAL_WEIGHT: Final = 0.7
 RETENTION_STORAGE_WEIGHT: Final = 0.3
+
+#: A review is due when recall probability falls to this (FSRS's default desired retention).
+#: FSRS-6 defines stability as the time that takes, so next_review = last access + S days.
+REVIEW_TARGET: Final = 0.9
+
+#: Promote multiplies the odds of retention by this, demote by DEMOTE_ODDS (it halves them):
+#: from a new memory's 0.73, one promote gives 0.83 and one demote 0.57, about the Rust
+#: original's +0.10 and -0.15.
+PROMOTE_ODDS: Final = 1.8
+DEMOTE_ODDS: Final = 0.5
+#: The adjustment stays within odds x64 either way: six demotes bury a memory, and one
+#: promote still lifts it back at once.
+MAX_ADJUSTMENT: Final = math.log(64.0)
+#: Stability grows by these factors when a memory is promoted or told again.
+PROMOTE_STABILITY: Final = 1.5
+DEMOTE_STABILITY: Final = 0.5
+REINFORCE_STABILITY: Final = 1.2
+REINFORCE_STORAGE: Final = 0.1
+
+#: The blend is kept inside (EPSILON, 1 - EPSILON) before the adjustment applies, so that a
+#: promote or demote moves even a memory at exactly 0 or 1.
+_EPSILON: Final = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryState:
+    """What the model keeps about one memory; everything else is derived from it."""
+
+    stability: float  # days until recall probability falls to REVIEW_TARGET
+    storage: float  # storage strength, 1 .. MAX_STORAGE_STRENGTH
+    adjustment: float  # log-odds that promotes and demotes added to retention
+    sentiment_magnitude: float  # 0 .. 1; emotional memories decay slower
+    last_accessed: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Strengths:
+    """What a state means at one moment (stored as a cache; see the module docstring)."""
+
+    retrieval: float
+    retention: float
+    next_review: datetime | None  # None when it lies beyond the calendar
+
+
+def new_state(now: datetime, sentiment_magnitude: float = 0.0) -> MemoryState:
+    return MemoryState(
+        stability=INITIAL_STABILITY_DAYS,
+        storage=INITIAL_STORAGE_STRENGTH,
+        adjustment=0.0,
+        sentiment_magnitude=sentiment_magnitude,
+        last_accessed=now,
+    )
+
+
+def strengths(state: MemoryState, now: datetime, w20: float = W20_DEFAULT) -> Strengths:
+    """The memory's strengths at ``now``; a clock before its last access counts as no time."""
+    s_eff = effective_stability(state.stability, state.sentiment_magnitude)
+    elapsed = (now - state.last_accessed).total_seconds() / SECONDS_PER_DAY
+    r = retrievability(s_eff, elapsed, w20)
+    return Strengths(
+        retrieval=r,
+        retention=retention(r, state.storage, state.adjustment),
+        next_review=next_review(state),
+    )
 
 
 def retrievability(stability_days: float, elapsed_days: float, w20: float = W20_DEFAULT) -> float:
@@ -40,9 +128,25 @@ def retrievability(stability_days: float, elapsed_days: float, w20: float = W20_
     return min(1.0, max(0.0, r))
 
 
-def retention(retrieval_strength: float, storage_strength: float) -> float:
-    storage = min(storage_strength / MAX_STORAGE_STRENGTH, 1.0)
-    return RETENTION_RETRIEVAL_WEIGHT * retrieval_strength + RETENTION_STORAGE_WEIGHT * storage
+def retention(retrieval: float, storage_strength: float, adjustment: float = 0.0) -> float:
+    """0.7 R + 0.3 min(storage / 10, 1), its odds then multiplied by e^adjustment.
+
+    With no adjustment this is the Rust original's blend (to within 1e-9: the blend is kept
+    off exactly 0 and 1).
+    """
+    storage = min(max(storage_strength, 0.0) / MAX_STORAGE_STRENGTH, 1.0)
+    blend = RETENTION_RETRIEVAL_WEIGHT * retrieval + RETENTION_STORAGE_WEIGHT * storage
+    p = min(max(blend, _EPSILON), 1.0 - _EPSILON)
+    return _sigmoid(math.log(p / (1.0 - p)) + adjustment)
+
+
+def next_review(state: MemoryState) -> datetime | None:
+    """When recall probability falls to REVIEW_TARGET: S days after the last access."""
+    days = effective_stability(state.stability, state.sentiment_magnitude)
+    try:
+        return state.last_accessed + timedelta(days=days)
+    except OverflowError:  # past the year 9999: never due
+        return None
 
 
 def effective_stability(stability_days: float, sentiment_magnitude: float) -> float:
@@ -50,38 +154,56 @@ def effective_stability(stability_days: float, sentiment_magnitude: float) -> fl
     return min(stability_days, MAX_STABILITY_DAYS) * (1.0 + 0.5 * sentiment_magnitude)
 
 
-@dataclass(frozen=True, slots=True)
-class Strengths:
-    retrieval: float
-    retention: float
-    stability: float
-
-
-def promoted(s: Strengths) -> Strengths:
-    """A memory proved useful: retrieval +0.20, retention +0.10 (capped at 1), stability x1.5."""
-    return Strengths(
-        retrieval=min(1.0, s.retrieval + 0.20),
-        retention=min(1.0, s.retention + 0.10),
-        stability=min(MAX_STABILITY_DAYS, s.stability * 1.5),
+def promoted(state: MemoryState, now: datetime) -> MemoryState:
+    """It helped: an access now, stability x1.5, and the odds of retention x1.8 for good."""
+    return replace(
+        state,
+        stability=_bounded_stability(state.stability * PROMOTE_STABILITY),
+        adjustment=_bounded_adjustment(state.adjustment + math.log(PROMOTE_ODDS)),
+        last_accessed=now,
     )
 
 
-def demoted(s: Strengths) -> Strengths:
-    """A memory misled: retrieval -0.30, retention -0.15 (floored at 0.05), stability x0.5."""
-    return Strengths(
-        retrieval=max(0.05, s.retrieval - 0.30),
-        retention=max(0.05, s.retention - 0.15),
-        stability=s.stability * 0.5,
+def demoted(state: MemoryState) -> MemoryState:
+    """It misled: stability halved and the odds of retention halved, for good.
+
+    Not an access: last_accessed stays, so it keeps fading from where it was.
+    """
+    return replace(
+        state,
+        stability=_bounded_stability(state.stability * DEMOTE_STABILITY),
+        adjustment=_bounded_adjustment(state.adjustment + math.log(DEMOTE_ODDS)),
     )
 
 
-def reinforced(s: Strengths) -> Strengths:
-    """The same fact was told again: fully retrievable, retention +0.05, stability x1.2."""
-    return Strengths(
-        retrieval=1.0,
-        retention=min(1.0, s.retention + 0.05),
-        stability=min(MAX_STABILITY_DAYS, s.stability * 1.2),
+def reinforced(state: MemoryState, now: datetime) -> MemoryState:
+    """The same fact was told again: an access now, stability x1.2, storage +0.1."""
+    return replace(
+        state,
+        stability=_bounded_stability(state.stability * REINFORCE_STABILITY),
+        storage=min(state.storage + REINFORCE_STORAGE, MAX_STORAGE_STRENGTH),
+        last_accessed=now,
     )
+
+
+def accessed(state: MemoryState, now: datetime) -> MemoryState:
+    """Used now (e.g. updated with new text): recall starts again from full."""
+    return replace(state, last_accessed=now)
+
+
+def _bounded_stability(days: float) -> float:
+    return min(max(days, MIN_STABILITY_DAYS), MAX_STABILITY_DAYS)
+
+
+def _bounded_adjustment(adjustment: float) -> float:
+    return min(max(adjustment, -MAX_ADJUSTMENT), MAX_ADJUSTMENT)
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 #: Memory states by accessibility, highest band first (the Rust original's thresholds).

@@ -141,6 +141,28 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ALTER TABLE decay_runs ADD COLUMN nodes_processed INTEGER;
         """,
     ),
+    Migration(
+        4,
+        "promote and demote kept as state; reviews scheduled from FSRS",
+        """
+        -- The log-odds that promotes and demotes add to retention (vestige.fsrs).  Before,
+        -- they edited the cached strengths and the next decay pass erased them, so old rows
+        -- start at 0 (one changed since the last pass is lost at the next, as it was before).
+        -- Superseding demoted the old memory: that demote is kept.
+        ALTER TABLE knowledge_nodes ADD COLUMN adjustment REAL NOT NULL DEFAULT 0.0;
+        UPDATE knowledge_nodes SET adjustment = -0.6931471805599453  -- ln(0.5): one demote
+        WHERE superseded_by IS NOT NULL;
+
+        -- next_review was set to the ingest time and never moved.  A review is due when
+        -- recall falls to 0.9: S_eff days after the last access (fsrs.next_review).  NULL
+        -- (never due) where last_accessed is no date or the result is past the year 9999.
+        UPDATE knowledge_nodes SET next_review = strftime(
+            '%Y-%m-%dT%H:%M:%f+00:00',
+            julianday(last_accessed)
+                + MIN(stability, 36500.0) * (1.0 + 0.5 * sentiment_magnitude)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

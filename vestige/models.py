@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from vestige import fsrs
 from vestige._rows import as_float, as_int, as_opt_str, as_str, unexpected
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class Memory:
     scope: str
     superseded_by: str | None
     content_hash: str
+    #: Log-odds that promotes and demotes added to retention (see ``vestige.fsrs``).
+    adjustment: float
 
     @classmethod
     def from_row(cls, row: Row) -> Memory:
@@ -90,12 +94,32 @@ class Memory:
             scope=text("scope"),
             superseded_by=opt_text("superseded_by"),
             content_hash=text("content_hash"),
+            adjustment=number("adjustment"),
+        )
+
+    def fsrs_state(self) -> fsrs.MemoryState:
+        """The persistent state its strengths are computed from."""
+        return fsrs.MemoryState(
+            stability=self.stability,
+            storage=self.storage_strength,
+            adjustment=self.adjustment,
+            sentiment_magnitude=self.sentiment_magnitude,
+            last_accessed=as_instant(self.last_accessed, "last_accessed"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tags"] = list(self.tags)
         return data
+
+
+def as_instant(value: Value, column: str) -> datetime:
+    """A time column as an aware datetime (a time without zone, as SQLite writes, is UTC)."""
+    try:
+        instant = datetime.fromisoformat(as_str(value, column))
+    except ValueError:
+        raise unexpected(value, column, "an ISO 8601 time") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Memory))
@@ -214,7 +238,7 @@ class DecayReport:
 @dataclass(frozen=True, slots=True)
 class Stats:
     total_memories: int
-    due_for_review: int
+    due_for_review: int  # recall probably below 0.9 (next_review passed); nothing to act on
     average_retention: float
     average_storage_strength: float
     average_retrieval_strength: float

@@ -9,7 +9,10 @@ is simply a search for those words and can never raise a syntax error.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: At most this many words of a query are used (the most distinctive: the longest).
 MAX_QUERY_TERMS: Final = 32
@@ -20,6 +23,8 @@ KEYWORD_WEIGHT: Final = 0.75
 RETENTION_WEIGHT: Final = 0.25
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+T = TypeVar("T")
 
 
 def terms(text: str) -> list[str]:
@@ -52,3 +57,39 @@ def keyword_scores(ranks: list[float]) -> list[float]:
 
 def combined_score(keyword: float, retention: float) -> float:
     return KEYWORD_WEIGHT * keyword + RETENTION_WEIGHT * retention
+
+
+def below_successors(
+    ranked: list[T], key: Callable[[T], str], successor: Callable[[T], str | None]
+) -> list[T]:
+    """``ranked`` with every item that its successor outranked moved to just below it.
+
+    A superseded memory may match a query better than its correction, and its retention
+    can be as high; it must still never come first (issue 9).  Items keep their order
+    otherwise, and one whose successor is not in the list stays where it was.  A cycle,
+    possible only in rows edited by hand, comes after the rest, in rank order.
+    """
+    present = {key(item) for item in ranked}
+    placed: set[str] = set()
+    waiting: dict[str, list[T]] = {}  # successor id -> the items to place right after it
+    out: list[T] = []
+
+    def place(first: T) -> None:
+        stack = [first]
+        while stack:
+            item = stack.pop()
+            if key(item) in placed:
+                continue
+            out.append(item)
+            placed.add(key(item))
+            stack.extend(reversed(waiting.pop(key(item), [])))
+
+    for item in ranked:
+        after = successor(item)
+        if after is not None and after in present and after not in placed and after != key(item):
+            waiting.setdefault(after, []).append(item)
+        else:
+            place(item)
+    for item in ranked:  # only cycles are left waiting
+        place(item)
+    return out

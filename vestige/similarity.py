@@ -1,38 +1,102 @@
-"""How smart_ingest decides, without embeddings, whether new content repeats an old memory.
+"""How smart_ingest tells, without embeddings, whether new text repeats, extends or corrects.
 
-Two measures, both cheap and deterministic:
+Everything here is deterministic, linear in the length of the texts, and errs towards
+"these say different things": a repeat folds the new text into the old memory, so a wrong
+"same" loses what an agent said, while a wrong "different" only stores one memory too many.
 
-- *exact*: the texts are equal after normalisation (Unicode NFKC, case folded, whitespace
-  collapsed, surrounding punctuation dropped).  Stored as ``content_hash``, so it is one
-  index lookup.
-- *similar*: cosine similarity of word-count vectors, computed in Python over the top
-  full-text candidates.  Word order is ignored; repeated words count.
+A text is read as a sequence of *words*: Unicode NFKC, case folded, ``'`` for every
+apostrophe, contractions spelled out ("doesn't" is "does not"), and then the articles and a
+few fillers ("also", "still", "actually", ...) dropped.  Punctuation never counts.  From
+those words come four judgements (``Text`` holds what they need):
 
-The thresholds follow the Rust original's embedding thresholds (see ``vestige.store``).
+- *same*: the word sequences are equal, or the new one is the old one with a few words
+  left out (word-bigram similarity >= the reinforce threshold) and no negation lost.
+  Order counts: "tabs over spaces" is not "spaces over tabs".
+- *extends*: the old words appear in the new text in order, in at most two pieces of at
+  least two words each, and the new text adds words but no negation.
+- *negations*: "not", "no", "never", "without", ... (after spelling out contractions).
+  Two texts that differ in them never say the same thing.
+- *overlap*: cosine of the counts of *content* words (not function words, fillers,
+  negations or correction wording).  Order-blind on purpose: it says whether two texts are
+  about the same thing, which is what a correction needs, never that they agree.
+
+A *correction marker* ("actually", "correction", "no longer", "should be", "instead", ...)
+is matched as whole words, so "prefixed" is not "fixed" and "badge" is not "bad".
+
+The exact repeat is also found by ``content_hash`` (one index lookup), which keeps the
+original's weaker normalisation: it is stored in every row and in exports.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
+from itertools import pairwise
+from math import sqrt
 from typing import Final
 
 _SPACE = re.compile(r"\s+")
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"\w+(?:'\w+)*")
+_APOSTROPHES: Final = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\uff07`", "'"))
 
-#: New text containing one of these (and the old text not) reads as a correction.
-NEGATIONS: Final = (
-    "don't", "dont", "never", "avoid", "wrong", "bad", "incorrect", "deprecated",
-    "outdated", "instead of", "rather than", "not ",
+ARTICLES: Final = frozenset({"a", "an", "the"})
+#: Words that add emphasis or time but do not change what a statement says.  "now" and
+#: "actually" are also correction markers: they make a changed statement a correction, but
+#: an unchanged one is still a repeat.
+FILLERS: Final = frozenset(
+    {"actually", "also", "currently", "indeed", "just", "now", "please", "really", "still"}
+)
+#: A difference in these (after spelling out contractions) is a difference in meaning.
+NEGATIONS: Final = frozenset(
+    {"neither", "never", "no", "nobody", "none", "nor", "not", "nothing", "nowhere", "without"}
+)
+#: Words new text uses to say that an earlier statement no longer holds.  Matched as whole
+#: words; an old text containing one does not matter.
+CORRECTION_MARKERS: Final = (
+    "actually", "correction", "corrected", "update:", "updated:", "now", "no longer",
+    "anymore", "any more", "instead", "rather than", "should be", "should have been",
+    "was wrong", "is wrong", "were wrong", "are wrong", "was incorrect", "is incorrect",
+    "was mistaken", "changed to", "switched to", "deprecated", "outdated", "obsolete",
 )  # fmt: skip
-#: Any of these in the new text reads as a correction.
-CORRECTIONS: Final = (
-    "actually", "correction", "update:", "fixed", "was wrong", "should be",
-    "better approach", "improved", "the right way",
-)  # fmt: skip
+#: Words that carry grammar, not topic: left out of the overlap, kept in the word sequence.
+FUNCTION_WORDS: Final = frozenset((
+    "about", "am", "and", "are", "as", "at", "be", "been", "being", "but", "by", "can",
+    "could", "did", "do", "does", "done", "for", "from", "had", "has", "have", "having", "he",
+    "her", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "may", "me",
+    "might", "must", "my", "of", "on", "onto", "or", "our", "over", "shall", "she", "should",
+    "so", "than", "that", "their", "them", "then", "there", "these", "they", "this", "those",
+    "to", "us", "under", "was", "we", "were", "what", "when", "where", "which", "who", "whom",
+    "whose", "why", "will", "with", "would", "you", "your",
+))  # fmt: skip
+
+#: The markers that are words, by their first word (longest first); the others are labels.
+_WORD_MARKERS: Final = sorted(
+    (tuple(m.split()) for m in CORRECTION_MARKERS if m[-1].isalnum()), key=len, reverse=True
+)
+_PHRASES: Final = {p[0]: [q for q in _WORD_MARKERS if q[0] == p[0]] for p in _WORD_MARKERS}
+#: "Update:" opens a correction; the word alone is ordinary ("update the docs").
+_LABEL: Final = re.compile(r"\bupdated?:")
+_MARKER_WORDS: Final = frozenset(w for m in CORRECTION_MARKERS for w in _WORD.findall(m))
+_NOT_CONTENT: Final = ARTICLES | FILLERS | NEGATIONS | FUNCTION_WORDS | _MARKER_WORDS
+#: Contractions whose first part is not simply the word before "n't".
+_IRREGULAR: Final = {
+    "can't": ("can", "not"), "cannot": ("can", "not"), "won't": ("will", "not"),
+    "shan't": ("shall", "not"), "ain't": ("is", "not"), "cant": ("can", "not"),
+    "wont": ("will", "not"),
+}  # fmt: skip
+#: Contractions typed without the apostrophe ("dont"): the ones that are not other words.
+_BARE_NT: Final = frozenset((
+    "arent", "couldnt", "didnt", "doesnt", "dont", "hadnt", "hasnt", "havent", "isnt",
+    "mustnt", "neednt", "shouldnt", "wasnt", "werent", "wouldnt",
+))  # fmt: skip
+_SUFFIXES: Final = {"'re": "are", "'ve": "have", "'ll": "will", "'m": "am"}
+_SPELLED: Final = _BARE_NT | _IRREGULAR.keys()
+#: The header ``_append`` puts before each text added to a memory by an update.
+_UPDATE_HEADER: Final = re.compile(r"\n\n\[Updated \d{4}-\d{2}-\d{2}\]\n")
+_EDGE: Final = ""  # marks the start and end of a text in its bigrams; never a word
 
 
 def normalize(text: str) -> str:
@@ -45,20 +109,159 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()
 
 
-def cosine(a: str, b: str) -> float:
-    va, vb = Counter(_WORD.findall(a.casefold())), Counter(_WORD.findall(b.casefold()))
-    if not va or not vb:
+@dataclass(frozen=True, slots=True)
+class Text:
+    """One text as the judgements read it (build it with ``read``)."""
+
+    words: tuple[str, ...]  # in order; no articles, fillers or punctuation
+    negations: tuple[str, ...]  # sorted
+    content: Counter[str]
+    bigrams: frozenset[tuple[str, str]]  # of the words, with the text's two edges
+    marker: str | None  # the first correction marker in the text, as listed
+
+
+def read(text: str) -> Text:
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    tokens = _WORD.findall(folded)
+    spelled: list[str] = []
+    for token in tokens:
+        if "'" in token or token in _SPELLED:
+            spelled.extend(_spell_out(token))
+        else:
+            spelled.append(token)
+    words = tuple(w for w in spelled if w not in ARTICLES and w not in FILLERS)
+    edged = (_EDGE, *words, _EDGE)
+    return Text(
+        words=words,
+        negations=tuple(sorted(w for w in words if w in NEGATIONS)),
+        content=Counter(w for w in words if w not in _NOT_CONTENT),
+        bigrams=frozenset(pairwise(edged)),
+        marker=_marker(tokens, folded),
+    )
+
+
+def _marker(tokens: list[str], folded: str) -> str | None:
+    """The first correction marker among the words (as whole words), else an "Update:" label."""
+    for i, token in enumerate(tokens):
+        for phrase in _PHRASES.get(token, ()):
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                return " ".join(phrase)
+    label = _LABEL.search(folded)
+    return label.group() if label else None
+
+
+def _spell_out(token: str) -> tuple[str, ...]:
+    if token in _IRREGULAR:
+        return _IRREGULAR[token]
+    if token.endswith("n't"):
+        return token[:-3], "not"
+    if token in _BARE_NT:
+        return token[:-2], "not"
+    for suffix, word in _SUFFIXES.items():
+        if token.endswith(suffix):
+            return token[: -len(suffix)], word
+    return (token,)
+
+
+def sections(content: str) -> list[str]:
+    """A memory's original text and each text an update added to it."""
+    return _UPDATE_HEADER.split(content)
+
+
+def appended(content: str, new: str, day: str) -> str:
+    """The memory's content after an update adds ``new`` on ``day`` (YYYY-MM-DD)."""
+    return f"{content}\n\n[Updated {day}]\n{new}"
+
+
+def similarity(a: Text, b: Text) -> float:
+    """Jaccard similarity of word bigrams: 1.0 only for the same words in the same order."""
+    return len(a.bigrams & b.bigrams) / len(a.bigrams | b.bigrams)
+
+
+def overlap(a: Text, b: Text) -> float:
+    """Cosine of content-word counts: are the two texts about the same thing?"""
+    if not a.content or not b.content:
         return 0.0
-    dot = sum(count * vb[word] for word, count in va.items())
-    norm = math.sqrt(sum(c * c for c in va.values())) * math.sqrt(sum(c * c for c in vb.values()))
-    return dot / norm
+    dot = sum(n * b.content[w] for w, n in a.content.items())
+    norm_a = sqrt(sum(n * n for n in a.content.values()))
+    norm_b = sqrt(sum(n * n for n in b.content.values()))
+    return dot / (norm_a * norm_b)
 
 
-def looks_like_correction(new: str, old: str) -> bool:
-    new_l, old_l = new.casefold(), old.casefold()
-    if any(p in new_l for p in CORRECTIONS):
+def same(new: Text, old: Text, *, near: float) -> bool:
+    """``new`` says what ``old`` says: the same words, or old's with a few left out.
+
+    Leaving words out of a near-identical text loses nothing the old memory does not keep;
+    adding or replacing one would (that is an update, or a different statement).
+    """
+    if not new.words or new.negations != old.negations:
+        return False
+    if new.words == old.words:
         return True
-    return any(n in new_l and n not in old_l for n in NEGATIONS)
+    return _is_subsequence(new.words, old.words) and similarity(new, old) >= near
 
 
-__all__ = ["content_hash", "cosine", "looks_like_correction", "normalize"]
+def extends(new: Text, old: Text, *, min_words: int, max_pieces: int) -> bool:
+    """``new`` repeats ``old`` word for word, in order, and adds to it.
+
+    The old words may be split by the additions into at most ``max_pieces`` pieces, each at
+    least two words long: scattered common words ("the user ... mode") are not a repeat.
+    The pieces are found by matching the old words as early, then as late, as possible (and
+    as one piece anywhere): linear in the length, where an optimal alignment is quadratic.
+    """
+    if (
+        len(old.words) < min_words
+        or len(new.words) <= len(old.words)
+        or new.negations != old.negations
+    ):
+        return False
+    if _joined(old.words) in _joined(new.words):
+        return True
+    for short, long in ((old.words, new.words), (old.words[::-1], new.words[::-1])):
+        pieces = _pieces(short, long)
+        if pieces and len(pieces) <= max_pieces and min(pieces) > 1:
+            return True
+    return False
+
+
+def _joined(words: tuple[str, ...]) -> str:
+    return "\0" + "\0".join(words) + "\0"  # no word contains NUL: matches whole words only
+
+
+def _pieces(short: tuple[str, ...], long: tuple[str, ...]) -> list[int]:
+    """Sizes of the runs of ``short`` matched as early as possible in ``long`` ([] if none)."""
+    pieces: list[int] = []
+    at = 0
+    for word in short:
+        start = at
+        while at < len(long) and long[at] != word:
+            at += 1
+        if at == len(long):
+            return []
+        if pieces and at == start:
+            pieces[-1] += 1
+        else:
+            pieces.append(1)
+        at += 1
+    return pieces
+
+
+def _is_subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
+    rest = iter(long)
+    return all(word in rest for word in short)
+
+
+__all__ = [
+    "CORRECTION_MARKERS",
+    "NEGATIONS",
+    "Text",
+    "appended",
+    "content_hash",
+    "extends",
+    "normalize",
+    "overlap",
+    "read",
+    "same",
+    "sections",
+    "similarity",
+]

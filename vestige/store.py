@@ -5,26 +5,47 @@ does slow work (similarity scoring, JSON, hashing) outside transactions, and cha
 database only through ``Database.write`` - one short ``BEGIN IMMEDIATE`` each, retried on
 BUSY, serialised across processes by the write gate.
 
-smart_ingest thresholds (cosine similarity of word counts, see ``vestige.similarity``):
+smart_ingest keeps what an agent said.  It compares the new text with the full-text
+candidates of the same node type (each original text and each text an update added to it),
+by the measures of ``vestige.similarity``: *same* and *extends* read words in order,
+*overlap* is the cosine of content-word counts.  The first rule some candidate meets
+decides; among those that meet it, the highest overlap wins (then the full-text rank):
 
-============================================  =========================================
-best candidate                                decision
-============================================  =========================================
-same text after normalisation, or >= 0.92     reinforce the existing memory
->= 0.75 and that memory was demoted           supersede it (retrieval strength < 0.3)
->= 0.70 and the new text reads as correction  supersede it
->= 0.75                                       update: append the new text to it
-otherwise                                     create a new memory
-============================================  =========================================
+==  =========================================================  ================================
+#   a candidate ...                                            decision
+==  =========================================================  ================================
+1   has the same normalised text (``content_hash``)            reinforce it
+2   says the same: equal words (case, punctuation, articles,   reinforce it
+    fillers and contractions aside), or the new words are its
+    words with a few left out (bigram similarity >= 0.90);
+    and the same negations
+3   overlap >= 0.60, and the new text has a correction marker  supersede it
+    ("actually", "no longer", ...) or differs from it in
+    negation ("not", "never", ...)
+4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
+    promotes (its adjustment is below ln 0.2)
+5   is extended: its words (at least 3) recur in the new text  update: append the new text
+    in order, in at most 2 pieces of 2+ words, with words      under ``[Updated YYYY-MM-DD]``
+    added and no negation
+-   none of the above                                          create
+==  =========================================================  ================================
+
+When in doubt the new text is kept on its own: reordered words ("Alice reports to Bob" /
+"Bob reports to Alice"), a changed value and a shared vocabulary all create.  Supersede
+keeps both: the new memory is created, the old one is demoted and its ``superseded_by``
+names the new one, and the result's ``superseded_id`` names the old one.
+docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import operator
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import IO, TYPE_CHECKING, Final, Self
@@ -71,11 +92,18 @@ if TYPE_CHECKING:
 
     from vestige._rows import Bindings
 
-REINFORCE_AT: Final = 0.92
+#: Rule 2: bigram similarity at which a shortened repeat still says the same.
+REINFORCE_AT: Final = 0.90
+#: Rule 3: content-word overlap at which a correction or a negation is about that memory.
+SUPERSEDE_CORRECTION_AT: Final = 0.60
+#: Rule 4: content-word overlap at which new text replaces a demoted memory.
 SUPERSEDE_DEMOTED_AT: Final = 0.75
-SUPERSEDE_CORRECTION_AT: Final = 0.70
-UPDATE_AT: Final = 0.75
-DEMOTED_BELOW: Final = 0.3  # retrieval strength under which a memory counts as demoted
+#: Rule 5: the shortest memory an update extends, and how many pieces its words may form.
+EXTEND_MIN_WORDS: Final = 3
+EXTEND_MAX_PIECES: Final = 2
+#: Rule 4: the promote/demote adjustment (log-odds, see ``vestige.fsrs``) under which a memory
+#: counts as demoted: three demotes (odds / 8), not two (/ 4), as retrieval < 0.3 was before.
+DEMOTED_BELOW: Final = math.log(0.2)
 SMART_CANDIDATES: Final = 20
 TIMELINE_DEFAULT_DAYS: Final = 7
 
@@ -267,7 +295,7 @@ class Store:
 
         return self._db.write(tx)
 
-    def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:  # noqa: PLR0911
+    def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:
         """Pick the decision from a read snapshot; the write re-checks the target exists."""
         with self._db.read() as conn:
             exact = conn.execute(
@@ -281,23 +309,10 @@ class Store:
                 if query
                 else []
             )
-        scored = [
-            (similarity.cosine(new.content, m.content), m) for m in map(Memory.from_row, rows)
-        ]
-        if not scored:
+        if not rows:
             return Decision.CREATE, None, 0.0, "nothing similar"
-        best, target = max(scored, key=lambda pair: pair[0])
-        if best >= REINFORCE_AT:
-            return Decision.REINFORCE, target, best, f"similarity {best:.2f} >= {REINFORCE_AT}"
-        if best >= SUPERSEDE_DEMOTED_AT and target.retrieval_strength < DEMOTED_BELOW:
-            return Decision.SUPERSEDE, target, best, "replaces a demoted memory"
-        if best >= SUPERSEDE_CORRECTION_AT and similarity.looks_like_correction(
-            new.content, target.content
-        ):
-            return Decision.SUPERSEDE, target, best, "reads as a correction"
-        if best >= UPDATE_AT:
-            return Decision.UPDATE, target, best, f"similarity {best:.2f} >= {UPDATE_AT}"
-        return Decision.CREATE, None, best, f"best similarity {best:.2f} < {UPDATE_AT}"
+        text = similarity.read(new.content)
+        return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
 
     def delete(self, memory_id: str) -> None:
         mid = _validate.memory_id(memory_id)
@@ -310,48 +325,42 @@ class Store:
         self._db.write(tx)
 
     def promote(self, memory_id: str) -> StrengthChange:
-        """The memory helped: strengthen it (and count it as accessed now)."""
-        return self._restrength(memory_id, fsrs.promoted, touch=True)
+        """The memory helped: it counts as accessed now and ranks higher, for good.
+
+        Stability x1.5 and the odds of retention x1.8 (``fsrs.promoted``) are kept in the
+        memory's state, so no decay pass takes them back.
+        """
+        return self._restrength(memory_id, fsrs.promoted)
 
     def demote(self, memory_id: str) -> StrengthChange:
-        """The memory misled: weaken it.  last_accessed is kept, so decay does not undo it."""
-        return self._restrength(memory_id, fsrs.demoted, touch=False)
+        """The memory misled: it ranks lower and fades faster, for good.  It is not deleted.
+
+        Stability and the odds of retention are halved (``fsrs.demoted``) in the memory's
+        state, so no decay pass takes it back.  Not an access: last_accessed stays.
+        """
+        return self._restrength(memory_id, lambda state, _now: fsrs.demoted(state))
 
     def _restrength(
         self,
         memory_id: str,
-        change: Callable[[fsrs.Strengths], fsrs.Strengths],
-        *,
-        touch: bool,
+        change: Callable[[fsrs.MemoryState, datetime], fsrs.MemoryState],
     ) -> StrengthChange:
         mid = _validate.memory_id(memory_id)
 
         def tx(conn: apsw.Connection) -> StrengthChange:
-            rows = conn.execute(
-                "SELECT retrieval_strength, retention_strength, stability "
-                "FROM knowledge_nodes WHERE id = ?",
-                (mid,),
-            ).fetchall()
-            if not rows:
+            current = _fetch(conn, mid)
+            if current is None:
                 raise MemoryNotFound(mid)
-            retrieval, retention, stability = rows[0]
-            before = fsrs.Strengths(
-                as_float(retrieval, "retrieval_strength"),
-                as_float(retention, "retention_strength"),
-                as_float(stability, "stability"),
-            )
-            after = change(before)
-            now = now_iso()
+            now = datetime.now(UTC)
+            w20 = decay.read_w20(conn)
+            state = current.fsrs_state()
+            before = fsrs.strengths(state, now, w20)
+            changed = change(state, now)
+            after = _save_state(conn, mid, changed, now, w20=w20)
             conn.execute(
-                "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
-                "stability = ?, updated_at = ?, last_accessed = "
-                + ("?" if touch else "last_accessed")
-                + " WHERE id = ?",
-                (after.retrieval, after.retention, after.stability, now)
-                + ((now,) if touch else ())
-                + (mid,),
+                "UPDATE knowledge_nodes SET updated_at = ? WHERE id = ?", (now.isoformat(), mid)
             )
-            return StrengthChange(mid, _strengths(before), _strengths(after))
+            return StrengthChange(mid, _strengths(state, before), _strengths(changed, after))
 
         return self._db.write(tx)
 
@@ -416,8 +425,13 @@ class Store:
         min_retention: float = 0.0,
         node_type: str | None = None,
         tags: list[str] | None = None,
+        include_superseded: bool = False,
     ) -> list[SearchHit]:
-        """Full-text search ranked by BM25 blended with retention.  Never a syntax error."""
+        """Full-text search ranked by BM25 blended with retention.  Never a syntax error.
+
+        A superseded memory (one a correction replaced) is left out unless
+        ``include_superseded``; then it ranks below the memory that superseded it.
+        """
         text = _validate.query(query)
         n = _validate.limit(limit, maximum=config.MAX_LIMIT)
         floor = _validate.fraction(min_retention, name="min_retention")
@@ -428,7 +442,8 @@ class Store:
             return []  # only punctuation: nothing can match
         with self._db.read() as conn:
             rows = conn.execute(
-                _SEARCH, (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT))
+                _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH,
+                (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT)),
             ).fetchall()
         memories = [Memory.from_row(r[:-1]) for r in rows]
         keyword = search.keyword_scores([as_float(r[-1], "rank") for r in rows])
@@ -437,7 +452,7 @@ class Store:
             for m, k in zip(memories, keyword, strict=True)
         ]
         hits.sort(key=lambda h: h.combined_score, reverse=True)
-        return hits[:n]
+        return search.below_successors(hits, lambda h: h.memory.id, _successor)[:n]
 
     def timeline(
         self,
@@ -482,6 +497,7 @@ class Store:
                 "COALESCE(AVG(storage_strength), 0.0), COALESCE(AVG(retrieval_strength), 0.0), "
                 "MIN(created_at), MAX(created_at) FROM knowledge_nodes",
             )
+            # next_review is when recall falls to 0.9 (fsrs.next_review); NULL is never.
             due = scalar(
                 conn, "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
             )
@@ -521,7 +537,12 @@ class Store:
         )
 
     def health(self) -> Health:
-        """Memory health (the original's rules) plus the database's own checks."""
+        """Memory health (the original's rules) plus the database's own checks.
+
+        Each warning names something to do.  ``due_for_review`` is reported, never warned
+        about: nothing in Vestige reviews memories one by one, so a warning could not be
+        cleared (issue 9).  A promote, or the same fact told again, is the review.
+        """
         import apsw  # noqa: PLC0415 - only for the version string
 
         stats = self.stats()
@@ -544,8 +565,6 @@ class Store:
             status = "healthy"
         if stats.total_memories and stats.average_retention < 0.5:
             warnings.append("average retention is low: promote what proved useful")
-        if stats.due_for_review > 10:
-            warnings.append(f"{stats.due_for_review} memories are due for review")
         if journal != "wal":
             warnings.append(f"journal mode is {journal}, not wal")
         if stats.wal_bytes > config.JOURNAL_SIZE_LIMIT_BYTES:
@@ -630,7 +649,13 @@ class Store:
         valid_until: str | None,
     ) -> Memory:
         text = _validate.content(content)
-        now = now_iso()
+        clock = datetime.now(UTC)
+        now = clock.isoformat()
+        state = fsrs.new_state(clock)
+        # The same function as every later write and decay pass: at no elapsed time, a
+        # pass finds exactly these values (issue 9: ingest said 1.0, the first pass 0.73).
+        # w20 does not matter at t = 0, nor for next_review (S days at FSRS's 0.9 target).
+        fresh = fsrs.strengths(state, clock)
         return Memory(
             id=str(uuid.uuid4()),
             content=text,
@@ -638,17 +663,17 @@ class Store:
             created_at=now,
             updated_at=now,
             last_accessed=now,
-            stability=fsrs.INITIAL_STABILITY_DAYS,
+            stability=state.stability,
             difficulty=fsrs.INITIAL_DIFFICULTY,
             reps=0,
             lapses=0,
             learning_state="new",
-            storage_strength=1.0,
-            retrieval_strength=1.0,
-            retention_strength=1.0,
+            storage_strength=state.storage,
+            retrieval_strength=fresh.retrieval,
+            retention_strength=fresh.retention,
             sentiment_score=0.0,
-            sentiment_magnitude=0.0,
-            next_review=now,
+            sentiment_magnitude=state.sentiment_magnitude,
+            next_review=fresh.next_review.isoformat() if fresh.next_review else None,
             scheduled_days=0,
             source=_validate.source(source),
             tags=tuple(_validate.tags(tags)),
@@ -659,6 +684,7 @@ class Store:
             scope="user",
             superseded_by=None,
             content_hash=similarity.content_hash(text),
+            adjustment=state.adjustment,
         )
 
 
@@ -677,11 +703,21 @@ _HAS_TAGS: Final = (
     "NOT EXISTS (SELECT 1 FROM json_each(?) w "
     "WHERE w.value NOT IN (SELECT value FROM json_each(n.tags)))"
 )
-_SEARCH: Final = (
+_SEARCH_FROM: Final = (
     f"SELECT {_N_COLUMNS}, f.rank FROM knowledge_fts f JOIN knowledge_nodes n "
     "ON n.seq = f.rowid WHERE knowledge_fts MATCH ? AND n.retention_strength >= ? "
-    f"AND (? IS NULL OR n.node_type = ?) AND {_HAS_TAGS} ORDER BY f.rank LIMIT ?"
+    f"AND (? IS NULL OR n.node_type = ?) AND {_HAS_TAGS} "
 )
+_SEARCH: Final = f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rank LIMIT ?"
+#: Live memories first, so superseded ones never crowd their successors out of the window.
+#: A sort of its own: FTS5 can no longer hand the rows over in rank order.
+_SEARCH_WITH_SUPERSEDED: Final = (
+    f"{_SEARCH_FROM} ORDER BY n.superseded_by IS NOT NULL, f.rank LIMIT ?"
+)
+
+
+def _successor(hit: SearchHit) -> str | None:
+    return hit.memory.superseded_by
 
 
 _COLUMN_VALUES: Final = operator.attrgetter(*MEMORY_COLUMNS)
@@ -700,32 +736,134 @@ def _fetch(conn: apsw.Connection, memory_id: str) -> Memory | None:
     return Memory.from_row(rows[0]) if rows else None
 
 
-def _strengths(s: fsrs.Strengths) -> dict[str, float]:
-    return {"retrieval": s.retrieval, "retention": s.retention, "stability": s.stability}
+def _strengths(state: fsrs.MemoryState, now: fsrs.Strengths) -> dict[str, float]:
+    return {
+        "retrieval": now.retrieval,
+        "retention": now.retention,
+        "stability": state.stability,
+        "adjustment": state.adjustment,
+    }
+
+
+def _save_state(
+    conn: apsw.Connection,
+    memory_id: str,
+    state: fsrs.MemoryState,
+    now: datetime,
+    *,
+    w20: float | None = None,
+) -> fsrs.Strengths:
+    """Write a memory's FSRS state and the strengths it has at ``now`` (the one way to)."""
+    derived = fsrs.strengths(state, now, decay.read_w20(conn) if w20 is None else w20)
+    conn.execute(
+        "UPDATE knowledge_nodes SET stability = ?, storage_strength = ?, adjustment = ?, "
+        "last_accessed = ?, retrieval_strength = ?, retention_strength = ?, next_review = ? "
+        "WHERE id = ?",
+        (
+            state.stability,
+            state.storage,
+            state.adjustment,
+            state.last_accessed.isoformat(),
+            derived.retrieval,
+            derived.retention,
+            derived.next_review.isoformat() if derived.next_review else None,
+            memory_id,
+        ),
+    )
+    return derived
 
 
 def _merged_tags(old: tuple[str, ...], new: tuple[str, ...]) -> str:
     return json.dumps(list(dict.fromkeys(old + new))[: config.MAX_TAGS], ensure_ascii=False)
 
 
-def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
-    after = fsrs.reinforced(
-        fsrs.Strengths(current.retrieval_strength, current.retention_strength, current.stability)
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """How new text stands to one candidate memory (to its best section for each measure)."""
+
+    memory: Memory
+    same: bool
+    extends: bool
+    negates: bool  # differs in negation from the section it overlaps most
+    overlap: float
+    similarity: float
+
+
+def _match(new: similarity.Text, memory: Memory) -> _Match:
+    """Judge each section of the memory on its own.
+
+    The text an update added is repeated, extended or corrected like a memory of its own,
+    and its words never mix with the original's.
+    """
+    same = extends = False
+    near: list[float] = []
+    about: list[tuple[float, bool]] = []
+    for section in similarity.sections(memory.content):
+        old = similarity.read(section)
+        same = same or similarity.same(new, old, near=REINFORCE_AT)
+        extends = extends or similarity.extends(
+            new, old, min_words=EXTEND_MIN_WORDS, max_pieces=EXTEND_MAX_PIECES
+        )
+        near.append(similarity.similarity(new, old))
+        about.append((similarity.overlap(new, old), new.negations != old.negations))
+    overlap, negates = max(about, key=operator.itemgetter(0))
+    return _Match(memory, same, extends, negates, overlap, max(near))
+
+
+def _choose(
+    new: similarity.Text, matches: list[_Match]
+) -> tuple[Decision, Memory | None, float, str]:
+    """Rules 2 to 5 of the module docstring's table, in order; otherwise create."""
+    ranked = sorted(matches, key=lambda m: m.overlap, reverse=True)  # stable: FTS rank next
+    for m in ranked:
+        if m.same:
+            return (
+                Decision.REINFORCE,
+                m.memory,
+                m.similarity,
+                f"says the same (word similarity {m.similarity:.2f})",
+            )
+    for m in ranked:
+        if m.overlap >= SUPERSEDE_CORRECTION_AT and (new.marker or m.negates):
+            why = f'reads as a correction ("{new.marker}")' if new.marker else "negates it"
+            return (
+                Decision.SUPERSEDE,
+                m.memory,
+                m.similarity,
+                f"{why}; word overlap {m.overlap:.2f} >= {SUPERSEDE_CORRECTION_AT}",
+            )
+    for m in ranked:
+        if m.overlap >= SUPERSEDE_DEMOTED_AT and _demoted(m.memory):
+            return (
+                Decision.SUPERSEDE,
+                m.memory,
+                m.similarity,
+                f"replaces a demoted memory; word overlap {m.overlap:.2f} >= "
+                f"{SUPERSEDE_DEMOTED_AT}",
+            )
+    for m in ranked:
+        if m.extends:
+            return Decision.UPDATE, m.memory, m.similarity, "repeats the memory and adds to it"
+    closest = max(m.similarity for m in matches)
+    return (
+        Decision.CREATE,
+        None,
+        closest,
+        f"no memory says the same or is extended by it (closest word similarity {closest:.2f})",
     )
+
+
+def _demoted(memory: Memory) -> bool:
+    """Rule 4's test: the memory was demoted enough that new text on its subject replaces it."""
+    return memory.adjustment < DEMOTED_BELOW
+
+
+def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
+    now = datetime.fromisoformat(new.created_at)
+    _save_state(conn, current.id, fsrs.reinforced(current.fsrs_state(), now), now)
     conn.execute(
-        "UPDATE knowledge_nodes SET retrieval_strength = ?, retention_strength = ?, "
-        "stability = ?, reps = reps + 1, storage_strength = MIN(storage_strength + 0.1, ?), "
-        "last_accessed = ?, updated_at = ?, tags = ? WHERE id = ?",
-        (
-            after.retrieval,
-            after.retention,
-            after.stability,
-            fsrs.MAX_STORAGE_STRENGTH,
-            new.created_at,
-            new.created_at,
-            _merged_tags(current.tags, new.tags),
-            current.id,
-        ),
+        "UPDATE knowledge_nodes SET reps = reps + 1, updated_at = ?, tags = ? WHERE id = ?",
+        (new.created_at, _merged_tags(current.tags, new.tags), current.id),
     )
     updated = _fetch(conn, current.id)
     assert updated is not None
@@ -733,17 +871,18 @@ def _reinforce(conn: apsw.Connection, current: Memory, new: Memory) -> Memory:
 
 
 def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | None:
-    content = f"{current.content}\n\n[Updated {new.created_at[:10]}]\n{new.content}"
+    content = similarity.appended(current.content, new.content, new.created_at[:10])
     if len(content.encode("utf-8", "surrogatepass")) > config.MAX_CONTENT_BYTES:
         return None
+    now = datetime.fromisoformat(new.created_at)
+    _save_state(conn, current.id, fsrs.accessed(current.fsrs_state(), now), now)
     conn.execute(
         "UPDATE knowledge_nodes SET content = ?, content_hash = ?, tags = ?, updated_at = ?, "
-        "last_accessed = ?, retrieval_strength = 1.0, reps = reps + 1 WHERE id = ?",
+        "reps = reps + 1 WHERE id = ?",
         (
             content,
             similarity.content_hash(content),
             _merged_tags(current.tags, new.tags),
-            new.created_at,
             new.created_at,
             current.id,
         ),
@@ -752,11 +891,9 @@ def _append(conn: apsw.Connection, current: Memory, new: Memory) -> Memory | Non
 
 
 def _supersede(conn: apsw.Connection, old: Memory, new_id: str) -> None:
-    after = fsrs.demoted(
-        fsrs.Strengths(old.retrieval_strength, old.retention_strength, old.stability)
-    )
+    now = datetime.now(UTC)
+    _save_state(conn, old.id, fsrs.demoted(old.fsrs_state()), now)
     conn.execute(
-        "UPDATE knowledge_nodes SET superseded_by = ?, retrieval_strength = ?, "
-        "retention_strength = ?, stability = ?, updated_at = ? WHERE id = ?",
-        (new_id, after.retrieval, after.retention, after.stability, now_iso(), old.id),
+        "UPDATE knowledge_nodes SET superseded_by = ?, updated_at = ? WHERE id = ?",
+        (new_id, now.isoformat(), old.id),
     )

@@ -12,11 +12,14 @@ under the real name, and two runs that pick the same name both succeed with diff
 
 An import file is read and checked whole, once, before anything is written
 (``read_import``): a bad row names its line and imports nothing, unless the caller asks to
-skip bad rows.  The rows then go in through the write path in short batches.
+skip bad rows.  One id on two rows is a bad row too when the rows differ (the file cannot
+say which is right), and is imported once when they are equal.  The rows then go in
+through the write path in short batches.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import math
@@ -61,6 +64,21 @@ _NO_HARD_LINKS: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
 _BAD_ROW_HINT: Final = (
     "Fix or remove that row, or pass --skip-invalid to import the rest; nothing was imported."
 )
+_CONFLICT_HINT: Final = (
+    "Fix the file: keep one of the two rows (or give one a new id), or pass --skip-invalid "
+    "to import the rest without either; nothing was imported."
+)
+#: Editors on Windows start UTF-8 files with U+FEFF; it is no part of the JSON.
+_BOM: Final = "\ufeff"
+#: Byte order marks of the encodings Windows tools write besides UTF-8 (UTF-32 LE first:
+#: its mark starts with UTF-16 LE's).
+_WIDE_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+_ID_INDEX: Final = MEMORY_COLUMNS.index("id")
 
 
 def iter_memories(db: Database) -> Iterator[Memory]:
@@ -253,13 +271,19 @@ class RejectedRow:
 
 @dataclass(frozen=True, slots=True)
 class ImportFile:
-    """An import file read and checked whole: the rows to write and the rows refused."""
+    """An import file read and checked whole: the rows to write and the rows refused.
+
+    Every row found is counted once: ``read`` is ``len(rows)`` plus ``duplicates`` plus
+    ``len(rejected)``.
+    """
 
     #: ``line`` for JSON Lines, ``item`` for a JSON array: what a row's number counts.
     unit: Literal["line", "item"]
     read: int  # rows found (blank lines are not rows)
     rows: tuple[MemoryRow, ...]
     rejected: tuple[RejectedRow, ...] = ()
+    #: Rows equal to an earlier row with the same id, left out (that id is written once).
+    duplicates: int = 0
 
 
 def read_import(path: Path, *, skip_invalid: bool = False) -> ImportFile:
@@ -268,48 +292,131 @@ def read_import(path: Path, *, skip_invalid: bool = False) -> ImportFile:
     :param skip_invalid: keep the valid rows and list the others in ``rejected``, instead
         of refusing the file at its first bad row.
     :raises ImportFileError: the file is not UTF-8 or not JSON, or (without
-        ``skip_invalid``) a row is not a valid memory; the message names the file and row.
+        ``skip_invalid``) a row is not a valid memory or shares its id with an earlier,
+        different row; the message names the file and row (and the earlier row).
     """
+    return parse_import(_decode(path), source=str(path), skip_invalid=skip_invalid)
+
+
+def _decode(path: Path) -> str:
+    """The file's text; a file in another encoding is refused with the way to convert it."""
+    data = path.read_bytes()
+    for bom, encoding in _WIDE_BOMS:
+        if data.startswith(bom):
+            raise ImportFileError(
+                f"{path} is {encoding} text; import reads UTF-8",
+                hint=f"Convert it to UTF-8 (for example: iconv -f {encoding} -t UTF-8 "
+                f"{path.name} > {path.stem}-utf8{path.suffix}), or export it again with "
+                "`vestige export`.",
+            )
     try:
-        text = path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ImportFileError(
-            f"{path} is not UTF-8 text (byte {exc.start})",
-            hint="Export again with `vestige export`, or convert the file to UTF-8.",
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start} of the file)",
+            line=data.count(b"\n", 0, exc.start) + 1,
+            source=str(path),
+            hint="Export again with `vestige export`, or convert the file to UTF-8 (for "
+            "example with iconv -f LATIN1 -t UTF-8, naming the encoding it was saved in).",
         ) from None
-    return parse_import(text, source=str(path), skip_invalid=skip_invalid)
 
 
 def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = False) -> ImportFile:
     """``read_import`` for text already in memory (``source`` names it in messages)."""
+    now = datetime.now(UTC).isoformat()  # one default time, so repeated rows compare equal
+    text = text.removeprefix(_BOM)
     items = _json_array(text, source)
     if items is not None:
         unit: Literal["line", "item"] = "item"
-        checks = ((n, partial(_row_from_json, item)) for n, item in enumerate(items, 1))
+        checks = ((n, partial(_row_from_json, item, now)) for n, item in enumerate(items, 1))
     else:
         unit = "line"
         # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside strings
-        # (ensure_ascii=False), and str.splitlines() would split a memory there.
-        lines = (line.removesuffix("\r") for line in text.split("\n"))
+        # (ensure_ascii=False), and str.splitlines() would split a memory there.  A mark at
+        # the start of a line is where two files that began with one were joined (cat).
+        lines = (line.removesuffix("\r").removeprefix(_BOM) for line in text.split("\n"))
         checks = (
-            (n, partial(_row_from_line, line))
+            (n, partial(_row_from_line, line, now))
             for n, line in enumerate(lines, start=1)
             if line.strip()
         )
-    rows: list[MemoryRow] = []
+    by_id: dict[str, list[tuple[int, MemoryRow]]] = {}  # first appearance order
     rejected: list[RejectedRow] = []
     read = 0
     for number, check in checks:
         read += 1
         try:
-            rows.append(check())
+            row = check()
         except InvalidInput as exc:
             if not skip_invalid:
                 raise ImportFileError(
                     exc.message, line=number, unit=unit, source=source, hint=_BAD_ROW_HINT
                 ) from None
             rejected.append(RejectedRow(number, exc.message))
-    return ImportFile(unit, read, tuple(rows), tuple(rejected))
+            continue
+        same_id = by_id.setdefault(row[_ID_INDEX], [])
+        if same_id and not skip_invalid:
+            first_number, first = same_id[0]
+            if differing := _differing(first, [row]):
+                raise ImportFileError(
+                    _conflict(row[_ID_INDEX], unit, [first_number], differing),
+                    line=number,
+                    unit=unit,
+                    source=source,
+                    hint=_CONFLICT_HINT,
+                )
+        same_id.append((number, row))
+    rows, duplicates, conflicts = _one_row_per_id(by_id, unit)
+    rejected.extend(conflicts)
+    rejected.sort(key=lambda r: r.number)
+    return ImportFile(unit, read, tuple(rows), tuple(rejected), duplicates)
+
+
+def _one_row_per_id(
+    by_id: dict[str, list[tuple[int, MemoryRow]]], unit: str
+) -> tuple[list[MemoryRow], int, list[RejectedRow]]:
+    """The row of each id, how many equal repeats were left out, and the conflicting rows.
+
+    Conflicts get here only with ``skip_invalid`` (``parse_import`` raised otherwise).
+    Which of two different rows is right cannot be known, so every row of such an id is
+    refused, each naming the others.
+    """
+    rows: list[MemoryRow] = []
+    duplicates = 0
+    conflicts: list[RejectedRow] = []
+    for memory_id, same_id in by_id.items():
+        first = same_id[0][1]
+        differing = _differing(first, [r for _, r in same_id[1:]]) if len(same_id) > 1 else []
+        if not differing:
+            rows.append(first)
+            duplicates += len(same_id) - 1
+            continue
+        numbers = [n for n, _ in same_id]
+        conflicts.extend(
+            RejectedRow(n, _conflict(memory_id, unit, [o for o in numbers if o != n], differing))
+            for n in numbers
+        )
+    return rows, duplicates, conflicts
+
+
+def _differing(first: MemoryRow, others: list[MemoryRow]) -> list[str]:
+    """The fields in which any of ``others`` differs from ``first`` (as they would be stored,
+    so an omitted field and the same field given with its default value agree)."""
+    return [
+        name
+        for i, name in enumerate(MEMORY_COLUMNS)
+        if name != "content_hash" and any(row[i] != first[i] for row in others)
+    ]
+
+
+def _conflict(memory_id: str, unit: str, elsewhere: list[int], differing: list[str]) -> str:
+    """``the id 'x' is also on line 3, with different content`` (``is also item 3`` in an
+    array): the other rows and the fields, so the person can pick which row to keep."""
+    where = f"{unit}s" if len(elsewhere) > 1 else unit
+    if unit == "line":
+        where = f"on {where}"
+    numbers = ", ".join(map(str, elsewhere))
+    return f"the id {memory_id!r} is also {where} {numbers}, with different {', '.join(differing)}"
 
 
 def _json_array(text: str, source: str | None) -> list[Any] | None:
@@ -371,6 +478,7 @@ _NUMBERS: Final = {
     "retention_strength": 1.0,
     "sentiment_score": 0.0,
     "sentiment_magnitude": 0.0,
+    "adjustment": 0.0,  # promotes and demotes (vestige.fsrs); older exports have none
 }
 _INTEGERS: Final = {"reps": 0, "lapses": 0, "scheduled_days": 0}
 #: SQLite's INTEGER range; a larger value would fail at insert, after earlier batches.
@@ -380,18 +488,18 @@ _OPTIONAL_TEXT: Final = ("embedding_model", "superseded_by")
 _TIMES: Final = ("next_review", "valid_from", "valid_until")
 
 
-def _row_from_line(line: str) -> MemoryRow:
+def _row_from_line(line: str, now: str) -> MemoryRow:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"not valid JSON ({exc.msg})") from None
     except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
         raise InvalidInput("a number has too many digits") from None
-    return _row_from_json(data)
+    return _row_from_json(data, now)
 
 
-def _row_from_json(data: object) -> MemoryRow:
-    """Validate one exported memory and return its row."""
+def _row_from_json(data: object, now: str) -> MemoryRow:
+    """Validate one exported memory and return its row (``now``: the default times)."""
     if not isinstance(data, dict):
         raise InvalidInput("expected a JSON object (one memory per row)")
     unknown = set(data) - set(MEMORY_COLUMNS)
@@ -399,7 +507,6 @@ def _row_from_json(data: object) -> MemoryRow:
         raise InvalidInput(f"unknown fields {sorted(unknown)}")
     if "id" not in data or "content" not in data:
         raise InvalidInput("a memory needs at least an id and a content")
-    now = datetime.now(UTC).isoformat()
     content = _validate.content(data["content"])
     created = _validate.timestamp(data.get("created_at"), name="created_at") or now
     values: dict[str, Any] = {

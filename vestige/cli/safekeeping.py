@@ -136,7 +136,9 @@ def import_(file: Path, skip_invalid: bool, as_json: bool) -> None:
 
     Idempotent: memories whose id is already present are left alone, so importing the
     same file twice adds nothing.  Every row is checked before anything is written; one
-    bad row (its line is named) imports nothing unless --skip-invalid is given.
+    bad row (its line is named) imports nothing unless --skip-invalid is given.  Two rows
+    with one id are a bad row when they differ (both lines are named; --skip-invalid skips
+    both) and are imported once when they are equal.  FILE is UTF-8, with or without a BOM.
 
     \b
     Example:
@@ -150,12 +152,14 @@ def import_(file: Path, skip_invalid: bool, as_json: bool) -> None:
     for bad in checked.rejected:
         _render.warn(f"{file}, {unit} {bad.number}: {bad.error} (skipped)")
     invalid: list[dict[str, Any]] = [{unit: b.number, "error": b.error} for b in checked.rejected]
+    repeated = checked.duplicates
     _render.emit(
-        {**report.to_dict(), "invalid": invalid},
+        {**report.to_dict(), "duplicates": repeated, "invalid": invalid},
         as_json=as_json,
         text=lambda: click.echo(
             f"Read {report.read} rows: imported {report.imported}, "
             f"already present {report.skipped_existing}"
+            + (f", repeated in the file {repeated} (imported once)" if repeated else "")
             + (f", invalid {len(invalid)} (skipped)" if invalid else "")
             + "."
         ),

@@ -30,6 +30,8 @@ def hit(found: SearchHit, detail: str) -> dict[str, Any]:
         "tags": list(m.tags),
         "retention_strength": round(m.retention_strength, 4),
         "combined_score": scores["combined_score"],
+        # At every level: an outdated fact must never read as current (issue 9).
+        "superseded_by": m.superseded_by,
     }
     return brief if detail == "brief" else {**brief, "content": m.content, **scores}
 

@@ -157,9 +157,19 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         tags: Annotated[
             list[Tag] | None, Field(description="Only memories carrying all of these tags.")
         ] = None,
+        include_superseded: Annotated[
+            bool,
+            Field(
+                description="Also return memories a correction superseded (each ranked "
+                "below the memory that superseded it; superseded_by names it)."
+            ),
+        ] = False,
         detail_level: Detail = "summary",
     ) -> dict[str, Any]:
-        """Find memories by keywords, ranked by relevance blended with memory strength."""
+        """Find memories by keywords, ranked by relevance blended with memory strength.
+
+        Memories that a correction superseded are left out unless include_superseded.
+        """
         hits = await app.run(
             store.search,
             query,
@@ -167,6 +177,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             min_retention=min_retention,
             node_type=node_type,
             tags=tags,
+            include_superseded=include_superseded,
         )
         return {
             "query": query,
@@ -199,7 +210,11 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def promote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
-        """The memory helped: raise its retrieval (+0.20), retention (+0.10), stability (x1.5)."""
+        """The memory helped: it ranks higher from now on (odds of retention x1.8, e.g.
+        0.73 -> 0.83), counts as used now, and fades slower (stability x1.5).
+
+        Kept by every decay pass; each promote adds to the last.
+        """
         change = await app.run(store.promote, id)
         log.info("promoted %s: %s", id, reason or "no reason given")
         return {"action": "promote", "reason": reason, **change.to_dict()}
@@ -207,9 +222,11 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def demote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
-        """The memory misled: lower its retrieval (-0.30), retention (-0.15), stability (x0.5).
+        """The memory misled: it ranks lower from now on (odds of retention halved, e.g.
+        0.73 -> 0.57) and fades faster (stability x0.5).
 
-        It is not deleted: it stays searchable but ranks lower.
+        Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
+        searchable but ranks lower.
         """
         change = await app.run(store.demote, id)
         log.info("demoted %s: %s", id, reason or "no reason given")
