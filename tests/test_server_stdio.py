@@ -81,7 +81,7 @@ def test_tools_end_to_end_through_the_console_script(tmp_path: Path, data_dir: P
             state = await ok(client, "memory", {"action": "state", "id": mid})
             # 0.5 * retention 0.73 + 0.3 * retrieval 1 + 0.2 * storage 1/10: what the decay
             # pass has always made of a new memory, now from the start (one model, issue 9).
-            assert (state["state"], state["accessibility"]) == ("dormant", 0.685)
+            assert (state["state"], state["accessibility"]) == ("active", 0.685)
 
             again = await ok(
                 client, "smart_ingest", {"content": "Ada prefers tabs over spaces in Go code"}

@@ -98,7 +98,7 @@ def test_memory_states(retention: float, retrieval: float, storage: float, state
 
 
 def test_band_edges() -> None:
-    assert [fsrs.memory_state(x) for x in (0.7, 0.6999, 0.4, 0.3999, 0.1, 0.0999)] == [
+    assert [fsrs.memory_state(x) for x in (0.65, 0.6499, 0.4, 0.3999, 0.1, 0.0999)] == [
         "active",
         "dormant",
         "dormant",

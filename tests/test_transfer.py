@@ -56,7 +56,9 @@ def varied(store: Store) -> None:
     fix = store.smart_ingest("actually staging database runs on port 5433 behind tunnel")
     assert fix.decision.value == "supersede"
     store.ingest("alpha bravo charlie delta")
-    assert store.smart_ingest("alpha bravo charlie echo").decision.value == "update"
+    # An added detail extends the memory (smart_ingest's update).
+    extended = store.smart_ingest("alpha bravo charlie delta, then echo and foxtrot")
+    assert extended.decision.value == "update"
     store.decay()
 
 

@@ -206,8 +206,12 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-#: Memory states by accessibility, highest band first (the Rust original's thresholds).
-ACCESSIBILITY_ACTIVE: Final = 0.7
+#: Memory states by accessibility, highest band first.  The Rust original put "active" at
+#: 0.7, with retention 1.0 at ingest that its own first decay pass took back to 0.73.  With
+#: one formula a fresh, untouched memory scores 0.685 (0.5 x 0.73 + 0.3 x 1 + 0.2 x 0.1), so
+#: active starts at 0.65: a new memory is active, and stays so for about a day unused
+#: (longer once promoted or used again).
+ACCESSIBILITY_ACTIVE: Final = 0.65
 ACCESSIBILITY_DORMANT: Final = 0.4
 ACCESSIBILITY_SILENT: Final = 0.1
 
@@ -224,7 +228,7 @@ def accessibility(retention_strength: float, retrieval_strength: float, storage:
 
 
 def memory_state(accessibility_score: float) -> str:
-    """active >= 0.7 > dormant >= 0.4 > silent >= 0.1 > unavailable."""
+    """active >= 0.65 > dormant >= 0.4 > silent >= 0.1 > unavailable."""
     if accessibility_score >= ACCESSIBILITY_ACTIVE:
         return "active"
     if accessibility_score >= ACCESSIBILITY_DORMANT:
