@@ -18,7 +18,7 @@ import pytest
 from vestige import Decision, Store, config, similarity
 from vestige.models import IngestResult
 from vestige.store import (
-    EXTEND_MAX_PIECES,
+    EXTEND_MIN_ADDED,
     EXTEND_MIN_WORDS,
     REINFORCE_AT,
     SUPERSEDE_CORRECTION_AT,
@@ -27,8 +27,8 @@ from vestige.store import (
 
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 BASE = "staging database runs on port 5433 behind bastion host firewall"
-#: 30 words after the articles; without "nightly" 29 of its 31 word pairs (counting the start
-#: and the end) remain, and one is new: similarity 29 / 32.
+#: 29 words after the articles ("on-call" is one); without "nightly" 28 of its 30 word pairs
+#: (counting the start and the end) remain, and one is new: similarity 28 / 31.
 LONG = (
     "The nightly backup job copies the production database and the uploaded files to the "
     "archive bucket in Frankfurt at two in the morning, keeps thirty daily snapshots and "
@@ -66,19 +66,13 @@ CASES = [
         R,
         "fillers; nothing changed, so not a correction",
     ),
-    Case(LONG, LONG.replace("nightly ", ""), R, "one word left out of 30"),
+    Case(LONG, LONG.replace("nightly ", ""), R, "one word left out of 29"),
     # corrects: supersede
     Case(
         "The user prefers dark mode",
         "Actually, the user now prefers light mode",
         S,
         "correction marker, overlap 0.75",
-    ),
-    Case(
-        "The user prefers dark mode",
-        "The user now prefers light mode",
-        S,
-        '"now" and a changed statement',
     ),
     Case(
         "Deploys run on Fridays",
@@ -100,6 +94,12 @@ CASES = [
     ),
     Case("Feature X is enabled", "Feature X is not enabled", S, "negates it"),
     Case("The user prefers dark mode", "The user doesn't prefer dark mode", S, "negates it"),
+    Case(
+        "Der Nutzer mag den dunklen Modus",
+        "Der Nutzer mag den dunklen Modus nicht",
+        S,
+        "negates it, in German",
+    ),
     Case(
         "The service uses Postgres",
         "The service no longer uses Postgres",
@@ -169,7 +169,39 @@ CASES = [
         "Deploys go through the staging cluster",
         "Deploys to production go through the staging cluster",
         C,
-        "an insertion leaves a one-word piece",
+        "words inside the statement change it",
+    ),
+    Case(
+        "The user prefers dark mode",
+        "The user prefers Vim over dark mode",
+        C,
+        "words inside the statement change it",
+    ),
+    Case("The user prefers dark mode", "The user prefers dark mode less", C, "one word added"),
+    Case(
+        "The user prefers dark mode",
+        "The user now prefers light mode",
+        C,
+        '"now" alone may add as well as replace',
+    ),
+    Case(
+        "The API supports filtering",
+        "The API now supports pagination",
+        C,
+        '"now" alone may add as well as replace',
+    ),
+    Case(
+        "The user likes Python",
+        "The user likes Python but not Java",
+        C,
+        "a negation about something it adds",
+    ),
+    Case("The server timezone is UTC+2", "The server timezone is UTC-2", C, "a symbol changed"),
+    Case(
+        LONG,
+        LONG.replace("two in the morning", "2:30"),
+        C,
+        "a value changed in a long text",
     ),
     Case(
         "The user prefers dark mode",
@@ -251,17 +283,17 @@ def test_the_documented_table_is_the_tested_one() -> None:
 
 
 def test_every_decision_is_documented_both_ways() -> None:
-    assert Counter(c.decision for c in CASES) == {R: 5, S: 9, U: 4, C: 8}
+    assert Counter(c.decision for c in CASES) == {R: 5, S: 9, U: 4, C: 15}
 
 
 def test_thresholds_are_the_documented_ones() -> None:
     assert (REINFORCE_AT, SUPERSEDE_CORRECTION_AT, SUPERSEDE_DEMOTED_AT) == (0.90, 0.60, 0.75)
-    assert (EXTEND_MIN_WORDS, EXTEND_MAX_PIECES) == (3, 2)
+    assert (EXTEND_MIN_WORDS, EXTEND_MIN_ADDED) == (3, 2)
     import vestige.store  # noqa: PLC0415
 
     docs = ARCHITECTURE.read_text(encoding="utf-8")
     for text in (docs, vestige.store.__doc__ or ""):
-        for figure in (">= 0.90", ">= 0.60", ">= 0.75", "at least 3", "at most 2 pieces"):
+        for figure in (">= 0.90", ">= 0.60", ">= 0.75", "at least 3", "one piece", "2+ words"):
             assert figure in text.replace("≥", ">="), figure
 
 
@@ -278,7 +310,7 @@ def test_thresholds_are_the_documented_ones() -> None:
         ("The base URL should be v2", "should be"),
         ("Use ripgrep instead of grep", "instead"),
         ("Update: the port is 5434", "update:"),
-        ("The user now prefers light mode", "now"),
+        ("The user now prefers light mode", None),
         ("Log lines are prefixed with the host name", None),
         ("The build badge is green", None),
         ("Bad requests return 400", None),
@@ -318,8 +350,8 @@ def test_cannot_is_can_not(text: str) -> None:
 def test_a_shortened_repeat_needs_the_documented_similarity() -> None:
     old = similarity.read(LONG)
     shortened = similarity.read(LONG.replace("nightly ", ""))
-    assert len(old.words) == 30
-    assert similarity.similarity(shortened, old) == pytest.approx(29 / 32)
+    assert len(old.words) == 29
+    assert similarity.similarity(shortened, old) == pytest.approx(28 / 31)
     assert similarity.same(shortened, old, near=REINFORCE_AT)
     two_out = similarity.read(LONG.replace("nightly ", "").replace("uploaded ", ""))
     assert similarity.similarity(two_out, old) < REINFORCE_AT
@@ -329,17 +361,16 @@ def test_a_shortened_repeat_needs_the_documented_similarity() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "extended"),
     [
-        ("alpha bravo charlie", "alpha bravo charlie delta", True),
-        ("alpha bravo charlie", "delta alpha bravo charlie", True),
+        ("alpha bravo charlie", "alpha bravo charlie delta echo", True),
+        ("alpha bravo charlie", "delta echo alpha bravo charlie", True),
         ("alpha bravo charlie", "alpha echo alpha bravo charlie echo charlie", True),
-        ("alpha bravo charlie delta", "alpha bravo echo charlie delta", True),
-        ("alpha bravo charlie delta", "alpha bravo echo alpha bravo foxtrot charlie delta", True),
-        ("alpha bravo charlie delta", "alpha echo bravo charlie delta", False),  # 1-word piece
-        ("alpha bravo charlie delta", "alpha bravo echo charlie foxtrot delta", False),  # 3
+        ("alpha bravo charlie", "alpha bravo charlie delta", False),  # one word: a qualifier?
+        ("alpha bravo charlie delta", "alpha bravo echo foxtrot charlie delta", False),  # inside
+        ("alpha bravo charlie delta", "alpha echo bravo charlie delta", False),  # inside
         ("alpha bravo charlie", "alpha bravo charlie", False),  # adds nothing
-        ("alpha bravo", "alpha bravo charlie", False),  # too short to extend
+        ("alpha bravo", "alpha bravo charlie delta", False),  # too short to extend
         ("alpha bravo charlie", "alpha bravo charlie is not delta", False),  # a negation
-        ("alpha bravo charlie", "charlie bravo alpha delta", False),  # another order
+        ("alpha bravo charlie", "charlie bravo alpha delta echo", False),  # another order
     ],
 )
 def test_what_extends_a_memory(old: str, new: str, extended: bool) -> None:
@@ -347,7 +378,7 @@ def test_what_extends_a_memory(old: str, new: str, extended: bool) -> None:
         similarity.read(new),
         similarity.read(old),
         min_words=EXTEND_MIN_WORDS,
-        max_pieces=EXTEND_MAX_PIECES,
+        min_added=EXTEND_MIN_ADDED,
     )
     assert found is extended
 
@@ -534,3 +565,66 @@ def test_a_target_superseded_meanwhile_is_not_updated(
         assert first.get(old.id).content == BASE  # the superseded memory was left alone
         assert first.get(result.memory.id).content == update
         assert count(first) == 3
+
+
+# -- what a hostile review found ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ("The server timezone is UTC+2", "The server timezone is UTC-2"),
+        ("The user reacted \U0001f44d to the plan", "The user reacted \U0001f44e to the plan"),
+        ("The user codes in C#", "The user codes in C"),
+        ("The user codes in C++", "The user codes in C"),
+        ("Retry when x > 5", "Retry when x < 5"),
+        ("The check is a == b", "The check is a != b"),
+        ("def f(x): return x + 1", "def f(x): return x - 1"),
+        ("Budget is $500 per month", "Budget is \u20ac500 per month"),
+        ("See https://example.com/a-b", "See https://example.com/a/b"),
+        ("Run `rm -rf build/` first", "Run `rm -rf build` first"),
+        ("The invoice total was 1,500 EUR", "The invoice total was 1.500 EUR"),
+        (LONG.replace("two in the morning", "2:30"), LONG.replace("two in the morning", "2")),
+    ],
+)
+def test_a_changed_number_or_symbol_is_never_a_repeat(store: Store, stored: str, new: str) -> None:
+    store.ingest(stored)
+    result = store.smart_ingest(new)
+    assert result.decision is not Decision.REINFORCE, result.reason
+    assert result.memory.content == new
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ("The user prefers dark mode", "The user now also prefers a large font in dark mode"),
+        ("We use the new logger", "We use the new logger now that the old one is deprecated"),
+        ("Feature X is enabled", "Feature X is enabled for everyone, no exceptions"),
+        ("The service uses Postgres", "The service uses Postgres, not MySQL"),
+    ],
+)
+def test_text_that_adds_a_subject_keeps_the_old_memory_visible(
+    store: Store, stored: str, new: str
+) -> None:
+    old = store.ingest(stored)
+    result = store.smart_ingest(new)
+    # Kept apart, or appended word for word (the logger line repeats the old one and adds
+    # to it): never superseded, so the old statement stays visible.
+    assert result.decision in (Decision.CREATE, Decision.UPDATE), result.reason
+    assert store.get(old.id).superseded_by is None
+
+
+def test_deleting_the_correction_brings_the_old_memory_back(store: Store) -> None:
+    old = store.ingest("The API supports filtering")
+    before = store.get(old.id)
+    fix = store.smart_ingest("Actually, the API supports pagination")
+    assert fix.decision is Decision.SUPERSEDE
+    assert old.id not in [h.memory.id for h in store.search("API filtering")]
+    store.delete(fix.memory.id)
+    back = store.get(old.id)
+    assert back.superseded_by is None
+    assert back.adjustment == pytest.approx(before.adjustment)
+    assert back.stability == pytest.approx(before.stability)
+    assert [h.memory.id for h in store.search("API filtering")] == [old.id]
+    again = store.smart_ingest("The API supports filtering")
+    assert (again.decision, again.memory.id) == (Decision.REINFORCE, old.id)

@@ -176,6 +176,15 @@ def demoted(state: MemoryState) -> MemoryState:
     )
 
 
+def undemoted(state: MemoryState) -> MemoryState:
+    """A demote taken back (a superseding memory was deleted): the exact inverse of demoted."""
+    return replace(
+        state,
+        stability=_bounded_stability(state.stability / DEMOTE_STABILITY),
+        adjustment=_bounded_adjustment(state.adjustment - math.log(DEMOTE_ODDS)),
+    )
+
+
 def reinforced(state: MemoryState, now: datetime) -> MemoryState:
     """The same fact was told again: an access now, stability x1.2, storage +0.1."""
     return replace(

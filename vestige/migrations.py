@@ -152,6 +152,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ALTER TABLE knowledge_nodes ADD COLUMN adjustment REAL NOT NULL DEFAULT 0.0;
         UPDATE knowledge_nodes SET adjustment = -0.6931471805599453  -- ln(0.5): one demote
         WHERE superseded_by IS NOT NULL;
+        -- Deleting a memory brings back what it superseded: found by this index.
+        CREATE INDEX idx_nodes_superseded_by ON knowledge_nodes(superseded_by)
+        WHERE superseded_by IS NOT NULL;
 
         -- next_review was set to the ingest time and never moved.  A review is due when
         -- recall falls to 0.9: S_eff days after the last access (fsrs.next_review).  NULL

@@ -6,19 +6,27 @@ Everything here is deterministic, linear in the length of the texts, and errs to
 
 A text is read as a sequence of *words*: Unicode NFKC, case folded, ``'`` for every
 apostrophe, contractions spelled out ("doesn't" is "does not"), and then the articles and a
-few fillers ("also", "still", "actually", ...) dropped.  Punctuation never counts.  From
-those words come four judgements (``Text`` holds what they need):
+few fillers ("also", "still", "actually", ...) dropped.  A number keeps its inner
+separators ("2:30", "1,500" and "1.500" are three different words), and a run of symbols is
+a word of its own ("+", "==", "#", "€", an emoji), so "UTC+2" is not "UTC-2" and "C++" is
+not "C".  Only sentence punctuation (". , ; : ! ? quotes, brackets, dashes") never counts.
+From those words come these judgements (``Text`` holds what they need):
 
 - *same*: the word sequences are equal, or the new one is the old one with a few words
-  left out (word-bigram similarity >= the reinforce threshold) and no negation lost.
-  Order counts: "tabs over spaces" is not "spaces over tabs".
-- *extends*: the old words appear in the new text in order, in at most two pieces of at
-  least two words each, and the new text adds words but no negation.
-- *negations*: "not", "no", "never", "without", ... (after spelling out contractions).
-  Two texts that differ in them never say the same thing.
+  left out (word-bigram similarity >= the reinforce threshold), with no number or symbol
+  among them, and no negation lost.  Order counts: "tabs over spaces" is not "spaces over
+  tabs".
+- *extends*: the old words appear in the new text in order, as one piece, and the new
+  text adds at least two words and no negation.
+- *negations*: "not", "no", "never", "without", ... (after spelling out contractions), and
+  the common ones of a few other languages ("nicht", "pas", "nunca", ...).  Two texts that
+  differ in them never say the same thing.
 - *overlap*: cosine of the counts of *content* words (not function words, fillers,
   negations or correction wording).  Order-blind on purpose: it says whether two texts are
   about the same thing, which is what a correction needs, never that they agree.
+- *replaces only*: the new text brings no more content words than it drops (a plural "s"
+  aside).  A correction swaps what it corrects ("dark" for "light"); a text that adds a
+  subject of its own ("... but not Java") is a new statement, and both are kept.
 
 A *correction marker* ("actually", "correction", "no longer", "should be", "instead", ...)
 is matched as whole words, so "prefixed" is not "fixed" and "badge" is not "bad".
@@ -40,6 +48,13 @@ from typing import Final
 
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+(?:'\w+)*")
+#: A number with its inner separators, a word (hyphens inside it: "on-call"), or a run of
+#: symbols.
+_TOKEN = re.compile(r"\d+(?:[.,:/\-]\d+)*|\w+(?:['\-]\w+)*|[^\w\s]+")
+#: Symbols that only punctuate a sentence: a run of nothing else is no word.
+_SENTENCE_PUNCTUATION: Final = frozenset(
+    ".,;:!?\"'`()[]{}\u2026\u2014\u2013\u00ab\u00bb\u00bf\u00a1\u201c\u201d\u2018\u2019"
+)
 _APOSTROPHES: Final = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\uff07`", "'"))
 
 ARTICLES: Final = frozenset({"a", "an", "the"})
@@ -50,13 +65,20 @@ FILLERS: Final = frozenset(
     {"actually", "also", "currently", "indeed", "just", "now", "please", "really", "still"}
 )
 #: A difference in these (after spelling out contractions) is a difference in meaning.
-NEGATIONS: Final = frozenset(
-    {"neither", "never", "no", "nobody", "none", "nor", "not", "nothing", "nowhere", "without"}
-)
+#: English, and the common negations of German, French, Spanish, Italian, Portuguese, Dutch
+#: and the Scandinavian languages: an agent may store a fact in the user's language.
+NEGATIONS: Final = frozenset((
+    "neither", "never", "no", "nobody", "none", "nor", "not", "nothing", "nowhere", "without",
+    "nicht", "kein", "keine", "keinen", "keinem", "keiner", "keines", "nie", "niemals",
+    "pas", "jamais", "aucun", "aucune", "nunca", "ningún", "ninguna", "ninguno", "non",
+    "não", "niet", "geen", "nooit", "inte", "aldrig", "ikke", "aldri", "ej",
+))  # fmt: skip
 #: Words new text uses to say that an earlier statement no longer holds.  Matched as whole
 #: words; an old text containing one does not matter.
+#: "now" alone is no marker: "the API now supports pagination" may add to "the API supports
+#: filtering" as well as replace it, and in doubt both are kept.
 CORRECTION_MARKERS: Final = (
-    "actually", "correction", "corrected", "update:", "updated:", "now", "no longer",
+    "actually", "correction", "corrected", "update:", "updated:", "no longer",
     "anymore", "any more", "instead", "rather than", "should be", "should have been",
     "was wrong", "is wrong", "were wrong", "are wrong", "was incorrect", "is incorrect",
     "was mistaken", "changed to", "switched to", "deprecated", "outdated", "obsolete",
@@ -113,16 +135,20 @@ def content_hash(text: str) -> str:
 class Text:
     """One text as the judgements read it (build it with ``read``)."""
 
-    words: tuple[str, ...]  # in order; no articles, fillers or punctuation
+    words: tuple[str, ...]  # in order; no articles, fillers or sentence punctuation
     negations: tuple[str, ...]  # sorted
     content: Counter[str]
+    #: Content words without a plural "s": what a correction swaps, or adds.
+    stems: Counter[str]
+    #: Numbers and symbols: a repeat may leave out words, never one of these.
+    values: Counter[str]
     bigrams: frozenset[tuple[str, str]]  # of the words, with the text's two edges
     marker: str | None  # the first correction marker in the text, as listed
 
 
 def read(text: str) -> Text:
     folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    tokens = _WORD.findall(folded)
+    tokens = [t for t in _TOKEN.findall(folded) if not _SENTENCE_PUNCTUATION.issuperset(t)]
     spelled: list[str] = []
     for token in tokens:
         if "'" in token or token in _SPELLED:
@@ -131,13 +157,21 @@ def read(text: str) -> Text:
             spelled.append(token)
     words = tuple(w for w in spelled if w not in ARTICLES and w not in FILLERS)
     edged = (_EDGE, *words, _EDGE)
+    content = Counter(w for w in words if w not in _NOT_CONTENT and w[0].isalnum())
     return Text(
         words=words,
         negations=tuple(sorted(w for w in words if w in NEGATIONS)),
-        content=Counter(w for w in words if w not in _NOT_CONTENT),
+        content=content,
+        stems=Counter(_stem(w) for w in content.elements()),
+        values=Counter(w for w in words if not w.isalpha()),
         bigrams=frozenset(pairwise(edged)),
         marker=_marker(tokens, folded),
     )
+
+
+def _stem(word: str) -> str:
+    """The word without a plural or third-person "s" ("prefers" is "prefer")."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def _marker(tokens: list[str], folded: str) -> str | None:
@@ -198,52 +232,37 @@ def same(new: Text, old: Text, *, near: float) -> bool:
         return False
     if new.words == old.words:
         return True
-    return _is_subsequence(new.words, old.words) and similarity(new, old) >= near
+    return (
+        new.values == old.values
+        and _is_subsequence(new.words, old.words)
+        and similarity(new, old) >= near
+    )
 
 
-def extends(new: Text, old: Text, *, min_words: int, max_pieces: int) -> bool:
-    """``new`` repeats ``old`` word for word, in order, and adds to it.
+def replaces_only(new: Text, old: Text) -> bool:
+    """``new`` brings no more content words than it drops of ``old``'s: it can correct it."""
+    added = sum((new.stems - old.stems).values())
+    return added <= sum((old.stems - new.stems).values())
 
-    The old words may be split by the additions into at most ``max_pieces`` pieces, each at
-    least two words long: scattered common words ("the user ... mode") are not a repeat.
-    The pieces are found by matching the old words as early, then as late, as possible (and
-    as one piece anywhere): linear in the length, where an optimal alignment is quadratic.
+
+def extends(new: Text, old: Text, *, min_words: int, min_added: int) -> bool:
+    """``new`` repeats ``old`` word for word, as one piece, and adds at least ``min_added``.
+
+    One piece: words put inside the old statement change what it says ("prefers Vim over
+    dark mode"); words before or after it add a detail ("in the terminal", "before 5pm").
+    One added word is too little to tell a detail from a qualifier ("less", "nicht").
     """
     if (
         len(old.words) < min_words
-        or len(new.words) <= len(old.words)
+        or len(new.words) < len(old.words) + min_added
         or new.negations != old.negations
     ):
         return False
-    if _joined(old.words) in _joined(new.words):
-        return True
-    for short, long in ((old.words, new.words), (old.words[::-1], new.words[::-1])):
-        pieces = _pieces(short, long)
-        if pieces and len(pieces) <= max_pieces and min(pieces) > 1:
-            return True
-    return False
+    return _joined(old.words) in _joined(new.words)
 
 
 def _joined(words: tuple[str, ...]) -> str:
     return "\0" + "\0".join(words) + "\0"  # no word contains NUL: matches whole words only
-
-
-def _pieces(short: tuple[str, ...], long: tuple[str, ...]) -> list[int]:
-    """Sizes of the runs of ``short`` matched as early as possible in ``long`` ([] if none)."""
-    pieces: list[int] = []
-    at = 0
-    for word in short:
-        start = at
-        while at < len(long) and long[at] != word:
-            at += 1
-        if at == len(long):
-            return []
-        if pieces and at == start:
-            pieces[-1] += 1
-        else:
-            pieces.append(1)
-        at += 1
-    return pieces
 
 
 def _is_subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
@@ -261,6 +280,7 @@ __all__ = [
     "normalize",
     "overlap",
     "read",
+    "replaces_only",
     "same",
     "sections",
     "similarity",

@@ -19,14 +19,15 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
     fillers and contractions aside), or the new words are its
     words with a few left out (bigram similarity >= 0.90);
     and the same negations
-3   overlap >= 0.60, and the new text has a correction marker  supersede it
+3   overlap >= 0.60, the new text has a correction marker      supersede it
     ("actually", "no longer", ...) or differs from it in
-    negation ("not", "never", ...)
+    negation ("not", "never", ...), and it brings no more
+    content words than it drops (it swaps, it does not add)
 4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
     promotes (its adjustment is below ln 0.2)
 5   is extended: its words (at least 3) recur in the new text  update: append the new text
-    in order, in at most 2 pieces of 2+ words, with words      under ``[Updated YYYY-MM-DD]``
-    added and no negation
+    in order as one piece, with 2+ words added before or       under ``[Updated YYYY-MM-DD]``
+    after it and no negation
 -   none of the above                                          create
 ==  =========================================================  ================================
 
@@ -98,9 +99,9 @@ REINFORCE_AT: Final = 0.90
 SUPERSEDE_CORRECTION_AT: Final = 0.60
 #: Rule 4: content-word overlap at which new text replaces a demoted memory.
 SUPERSEDE_DEMOTED_AT: Final = 0.75
-#: Rule 5: the shortest memory an update extends, and how many pieces its words may form.
+#: Rule 5: the shortest memory an update extends, and the fewest words it must add.
 EXTEND_MIN_WORDS: Final = 3
-EXTEND_MAX_PIECES: Final = 2
+EXTEND_MIN_ADDED: Final = 2
 #: Rule 4: the promote/demote adjustment (log-odds, see ``vestige.fsrs``) under which a memory
 #: counts as demoted: three demotes (odds / 8), not two (/ 4), as retrieval < 0.3 was before.
 DEMOTED_BELOW: Final = math.log(0.2)
@@ -315,12 +316,27 @@ class Store:
         return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
 
     def delete(self, memory_id: str) -> None:
+        """Delete a memory.  What it superseded comes back: visible, and its demote undone.
+
+        Otherwise a memory replaced by one that was later deleted would stay hidden from
+        search for good, and telling its fact again would store a duplicate.
+        """
         mid = _validate.memory_id(memory_id)
 
         def tx(conn: apsw.Connection) -> None:
             conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (mid,))
             if conn.changes() == 0:
                 raise MemoryNotFound(mid)
+            now = datetime.now(UTC)
+            replaced = conn.execute(
+                f"SELECT {SELECT_MEMORY} FROM knowledge_nodes n WHERE superseded_by = ?", (mid,)
+            ).fetchall()
+            for old in map(Memory.from_row, replaced):
+                _save_state(conn, old.id, fsrs.undemoted(old.fsrs_state()), now)
+                conn.execute(
+                    "UPDATE knowledge_nodes SET superseded_by = NULL, updated_at = ? WHERE id = ?",
+                    (now.isoformat(), old.id),
+                )
 
         self._db.write(tx)
 
@@ -541,7 +557,10 @@ class Store:
 
         Each warning names something to do.  ``due_for_review`` is reported, never warned
         about: nothing in Vestige reviews memories one by one, so a warning could not be
-        cleared (issue 9).  A promote, or the same fact told again, is the review.
+        cleared (issue 9).  A promote, or the same fact told again, is the review.  Nor is a
+        low average retention: memories fade with time by design (a month unused: about
+        0.5), and promoting half the store to silence a warning is no remedy.  The status
+        keeps the original's names for how faded the memories are; only "damaged" is a fault.
         """
         import apsw  # noqa: PLC0415 - only for the version string
 
@@ -563,8 +582,6 @@ class Store:
             status = "degraded"
         else:
             status = "healthy"
-        if stats.total_memories and stats.average_retention < 0.5:
-            warnings.append("average retention is low: promote what proved useful")
         if journal != "wal":
             warnings.append(f"journal mode is {journal}, not wal")
         if stats.wal_bytes > config.JOURNAL_SIZE_LIMIT_BYTES:
@@ -785,6 +802,7 @@ class _Match:
     same: bool
     extends: bool
     negates: bool  # differs in negation from the section it overlaps most
+    replaces: bool  # brings no more content words than it drops of that section
     overlap: float
     similarity: float
 
@@ -797,17 +815,23 @@ def _match(new: similarity.Text, memory: Memory) -> _Match:
     """
     same = extends = False
     near: list[float] = []
-    about: list[tuple[float, bool]] = []
+    about: list[tuple[float, bool, bool]] = []
     for section in similarity.sections(memory.content):
         old = similarity.read(section)
         same = same or similarity.same(new, old, near=REINFORCE_AT)
         extends = extends or similarity.extends(
-            new, old, min_words=EXTEND_MIN_WORDS, max_pieces=EXTEND_MAX_PIECES
+            new, old, min_words=EXTEND_MIN_WORDS, min_added=EXTEND_MIN_ADDED
         )
         near.append(similarity.similarity(new, old))
-        about.append((similarity.overlap(new, old), new.negations != old.negations))
-    overlap, negates = max(about, key=operator.itemgetter(0))
-    return _Match(memory, same, extends, negates, overlap, max(near))
+        about.append(
+            (
+                similarity.overlap(new, old),
+                new.negations != old.negations,
+                similarity.replaces_only(new, old),
+            )
+        )
+    overlap, negates, replaces = max(about, key=operator.itemgetter(0))
+    return _Match(memory, same, extends, negates, replaces, overlap, max(near))
 
 
 def _choose(
@@ -824,7 +848,7 @@ def _choose(
                 f"says the same (word similarity {m.similarity:.2f})",
             )
     for m in ranked:
-        if m.overlap >= SUPERSEDE_CORRECTION_AT and (new.marker or m.negates):
+        if m.overlap >= SUPERSEDE_CORRECTION_AT and m.replaces and (new.marker or m.negates):
             why = f'reads as a correction ("{new.marker}")' if new.marker else "negates it"
             return (
                 Decision.SUPERSEDE,
