@@ -215,6 +215,9 @@ _INTERRUPTED = textwrap.dedent(
     from pathlib import Path
     from vestige._gate import WriteGate
 
+    # Ctrl-C must raise here even if whoever started us ignores SIGINT (a background job
+    # of a non-interactive shell does, and passes that on).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     gate = WriteGate(Path(sys.argv[1]))
     main = threading.main_thread().ident
     # Ctrl-C aimed at the waiting (main) thread while the helper is queued in flock.
