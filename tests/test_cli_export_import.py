@@ -73,7 +73,8 @@ def quiet_decay(data_dir: Path, tmp_path: Path) -> None:
 def export_lines(data_dir: Path, *args: str) -> list[dict[str, Any]]:
     result = run_cli("export", *args, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    items = [json.loads(line) for line in result.stdout.split("\n") if line]
+    return [i for i in items if "change" not in i]  # the memories; the changelog follows them
 
 
 def test_export_import_round_trips_every_field_beside_running_servers(
@@ -92,6 +93,7 @@ def test_export_import_round_trips_every_field_beside_running_servers(
         "skipped_existing": 0,
         "duplicates": 0,
         "invalid": [],
+        "changes_imported": 0,
     }
     exported = export_lines(source)
     assert len(exported) == 4
@@ -120,7 +122,8 @@ def test_json_array_format_round_trips_and_import_is_idempotent(tmp_path: Path) 
     assert run_cli("export", "--format", "json", "-o", array, data_dir=source).returncode == 0
     items = json.loads(array.read_text("utf-8"))
     assert isinstance(items, list)
-    assert [i["id"] for i in items] == ["imported-0", "imported-1"]
+    assert [i["id"] for i in items if "change" not in i] == ["imported-0", "imported-1"]
+    assert [i["change"]["kind"] for i in items if "change" in i] == ["imported", "imported"]
     first = cli_json("import", array, data_dir=target)
     assert (first["read"], first["imported"], first["skipped_existing"]) == (2, 2, 0)
     second = cli_json("import", array, data_dir=target)
@@ -225,8 +228,9 @@ def test_unicode_line_separators_inside_a_memory_round_trip(tmp_path: Path) -> N
     assert run_cli("export", "-o", dump, data_dir=source).returncode == 0
     text = dump.read_text("utf-8")
     assert "\u2028" in text  # raw, not escaped: the case the reader must survive
-    [row] = [json.loads(line) for line in text.split("\n") if line]
+    [row, change] = [json.loads(line) for line in text.split("\n") if line]
     assert row["content"] == content
+    assert change["change"]["kind"] == "created"
 
     report = cli_json("import", dump, data_dir=target)
     assert report == {
@@ -235,9 +239,9 @@ def test_unicode_line_separators_inside_a_memory_round_trip(tmp_path: Path) -> N
         "skipped_existing": 0,
         "duplicates": 0,
         "invalid": [],
+        "changes_imported": 1,
     }
-    result = run_cli("export", data_dir=target)
-    assert [json.loads(line) for line in result.stdout.split("\n") if line] == [row]
+    assert export_lines(target) == [row]
 
 
 # -- one id twice in one file, byte order marks and other encodings ----------------------------
@@ -288,6 +292,7 @@ def test_identical_rows_are_imported_once_and_counted(tmp_path: Path) -> None:
         "imported": 0,
         "skipped_existing": 2,
         "duplicates": 1,
+        "changes_imported": 0,
         "invalid": [],
     }
     assert stored(data_dir) == 2

@@ -174,11 +174,21 @@ def test_backup_while_another_process_writes(
 # -- export and import -------------------------------------------------------------------------
 
 
+def memory_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith('{"change": ')]
+
+
+def change_lines(text: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)["change"] for line in text.splitlines() if line not in memory_lines(text)
+    ]
+
+
 def export(store: Store) -> str:
     out = io.StringIO()
     n = store.export_jsonl(out)
     text = out.getvalue()
-    assert n == len(text.splitlines())
+    assert n == len(memory_lines(text))
     return text
 
 
@@ -195,9 +205,19 @@ def test_round_trip_preserves_every_field(store: Store, tmp_path: Path) -> None:
             0,
         )
         assert [m.to_dict() for m in other.iter_memories()] == original
-        assert export(other) == text
+        exported = export(other)
+        assert memory_lines(exported) == memory_lines(text)
+        # The history came along (each entry once, with its origin), then one "imported"
+        # entry per memory, made by this import.
+        history = change_lines(text)
+        assert report.changes_imported == len(history) > 0
+        carried = change_lines(exported)
+        assert carried[: len(history)] == history
+        assert [c["kind"] for c in carried[len(history) :]] == ["imported"] * len(original)
         again = other.import_jsonl(io.StringIO(text))
         assert (again.imported, again.skipped_existing) == (0, len(original))
+        assert again.changes_imported == 0
+        assert change_lines(export(other)) == carried
         assert [m.to_dict() for m in other.iter_memories()] == original
         hits = other.search("café")
         assert [h.memory.content for h in hits] == [
@@ -216,7 +236,7 @@ def test_export_to_a_file_is_private_whole_and_never_replaces_one(
     n = store.export(target, fmt="json", progress=seen.append)
     assert n == len(seen) == count(store)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    items = json.loads(target.read_text("utf-8"))
+    items = [i for i in json.loads(target.read_text("utf-8")) if "change" not in i]
     assert [i["id"] for i in items] == [m.id for m in store.iter_memories()]
     with pytest.raises(InvalidInput, match="already exists"):
         store.export(target)
@@ -259,7 +279,8 @@ def test_a_json_array_is_read_as_items(store: Store, tmp_path: Path) -> None:
 
 def test_export_lines_are_json_objects_with_every_column(store: Store) -> None:
     store.ingest("one", tags=["a"])
-    (line,) = export(store).splitlines()
+    line, change = export(store).splitlines()
+    assert json.loads(change)["change"]["kind"] == "created"
     data = json.loads(line)
     assert data["content"] == "one"
     assert data["tags"] == ["a"]

@@ -198,6 +198,9 @@ class Database:
                 f"busy_timeout = {config.BUSY_TIMEOUT_MS}",
                 f"mmap_size = {config.MMAP_SIZE_BYTES}",
                 f"journal_size_limit = {config.JOURNAL_SIZE_LIMIT_BYTES}",
+                # Freed space is zeroed: a deleted or purged memory, or a changelog entry
+                # redacted by a purge, leaves no copy on a free page (issue 9).
+                "secure_delete = ON",
             ):
                 conn.execute(f"PRAGMA {pragma}").fetchall()
             if reader:

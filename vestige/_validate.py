@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from vestige import config
+from vestige.changelog import ChangeKind
 from vestige.errors import InvalidInput
 
 _NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
@@ -107,6 +108,31 @@ def limit(value: Any, *, maximum: int = config.MAX_LIMIT, name: str = "limit") -
     if not 1 <= value <= maximum:
         raise InvalidInput(f"{name} is {value}; it must be between 1 and {maximum}")
     return value
+
+
+def seq(value: Any, *, name: str) -> int:
+    """A changelog sequence number (0 asks for everything after the start)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+    if not 0 <= value < 2**63:
+        raise InvalidInput(f"{name} is {value}; change numbers start at 1")
+    return value
+
+
+def change_kinds(values: Any) -> frozenset[str] | None:
+    """Changelog kinds to filter by; None or empty means every kind."""
+    if values is None:
+        return None
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise InvalidInput(f"kinds must be a list of kinds, not {values!r}")
+    known = {k.value for k in ChangeKind}
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise InvalidInput(
+            f"unknown change kind {unknown[0]!r}",
+            hint=f"Use some of: {', '.join(k.value for k in ChangeKind)}.",
+        )
+    return frozenset(values) or None
 
 
 def fraction(value: Any, *, name: str) -> float:

@@ -87,6 +87,12 @@ MAX_LIMIT: Final = 1_000
 
 # Maintenance.
 DECAY_BATCH_ROWS: Final = 500  # rows per decay transaction: keeps each write short
+#: The changelog keeps this many newest entries; the decay pass trims the rest, in batches
+#: of CHANGELOG_TRIM_BATCH_ROWS.  A reader asking for older ones is told of the gap.
+CHANGELOG_KEEP_ROWS: Final = 100_000
+CHANGELOG_TRIM_BATCH_ROWS: Final = 5_000
+CHANGELOG_DEFAULT_LIMIT: Final = 50  # changes per page, MCP and `vestige log`
+CHANGELOG_MAX_LIMIT: Final = 1_000
 MAINTENANCE_LEASE_S: Final = 60.0  # a claimed run that stops renewing is free after this
 
 

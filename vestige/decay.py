@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from vestige import _leases, config, fsrs
+from vestige import _leases, changelog, config, fsrs
 from vestige._rows import as_float, as_int, as_opt_str, as_str, scalar
 from vestige.errors import StoreError
 from vestige.models import DecayReport, Lease, LeaseHeld, as_instant
@@ -42,9 +42,17 @@ log = logging.getLogger("vestige.decay")
 
 
 def run(
-    db: Database, *, batch_rows: int = config.DECAY_BATCH_ROWS, now: datetime | None = None
+    db: Database,
+    *,
+    actor: changelog.Actor | None = None,
+    batch_rows: int = config.DECAY_BATCH_ROWS,
+    now: datetime | None = None,
 ) -> DecayReport:
-    """One pass over every memory; ``now`` fixes the clock (default: each batch's own now)."""
+    """One pass over every memory; ``now`` fixes the clock (default: each batch's own now).
+
+    The pass also trims the changelog to its newest ``config.CHANGELOG_KEEP_ROWS`` entries,
+    in short batches, and records itself there (one entry per pass).
+    """
     started = time.monotonic()
     lease = _leases.claim(db, TASK, lease_s=config.MAINTENANCE_LEASE_S)
     if isinstance(lease, LeaseHeld):
@@ -71,14 +79,30 @@ def run(
             processed += len(rows)
             updates = _decayed(rows, w20, now or datetime.now(UTC))
             applied += db.write(partial(_apply, lease=lease, updates=updates))
+        trimmed = 0
+        while batch := db.write(partial(_trim, lease=lease)):
+            trimmed += batch
         duration_ms = int((time.monotonic() - started) * 1000)
-        db.write(
-            lambda conn: conn.execute(
+
+        def finish(conn: apsw.Connection) -> None:
+            conn.execute(
                 "INSERT INTO decay_runs(completed_at, duration_ms, nodes_processed, "
                 "decay_applied, holder) VALUES (?, ?, ?, ?, ?)",
                 (datetime.now(UTC).isoformat(), duration_ms, processed, applied, lease.holder),
             )
-        )
+            changelog.record(
+                conn,
+                actor or changelog.Actor.this_process("library"),
+                changelog.ChangeKind.DECAYED,
+                detail={
+                    "nodes_processed": processed,
+                    "decay_applied": applied,
+                    "changelog_trimmed": trimmed,
+                    "duration_ms": duration_ms,
+                },
+            )
+
+        db.write(finish)
     finally:
         _leases.release(db, lease)
     return DecayReport(
@@ -170,6 +194,14 @@ def _update(row: Row, w20: float, now: datetime) -> _Update | None:
         state.storage,
         state.adjustment,
         state.sentiment_magnitude,
+    )
+
+
+def _trim(conn: apsw.Connection, *, lease: Lease) -> int:
+    if not _leases.renew_in(conn, lease):
+        raise LeaseLost(f"lost the {lease.task} lease to another process")
+    return changelog.trim(
+        conn, keep_rows=config.CHANGELOG_KEEP_ROWS, batch_rows=config.CHANGELOG_TRIM_BATCH_ROWS
     )
 
 

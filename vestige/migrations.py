@@ -166,6 +166,45 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "a changelog of every change, with enough to undo it; deletes leave no copies",
+        """
+        -- Append-only, written in the transaction of the change it records (vestige.changelog).
+        -- seq is AUTOINCREMENT: never reused, even after the newest rows are trimmed, so a
+        -- reader that remembers a seq can ask for what came after it.
+        CREATE TABLE changelog (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at        TEXT NOT NULL,
+            kind      TEXT NOT NULL,
+            memory_id TEXT,
+            other_id  TEXT,
+            undoes    INTEGER,
+            client    TEXT,
+            process   TEXT NOT NULL,
+            transport TEXT NOT NULL,
+            before    TEXT,
+            detail    TEXT,
+            origin    TEXT UNIQUE
+        );
+        CREATE INDEX idx_changelog_memory ON changelog(memory_id) WHERE memory_id IS NOT NULL;
+        CREATE INDEX idx_changelog_other ON changelog(other_id) WHERE other_id IS NOT NULL;
+        CREATE INDEX idx_changelog_undoes ON changelog(undoes) WHERE undoes IS NOT NULL;
+
+        -- This database's identity (exported changes carry it, so importing one file twice
+        -- adds its history once) and how far the changelog was trimmed.
+        CREATE TABLE vestige_meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        INSERT INTO vestige_meta(key, value) VALUES ('database_id', lower(hex(randomblob(16))));
+        INSERT INTO vestige_meta(key, value) VALUES ('changelog_trimmed_through', '0');
+
+        -- A deleted or rewritten memory leaves no words in the full-text index (a purged
+        -- secret must not survive there as index terms).
+        INSERT INTO knowledge_fts(knowledge_fts, rank) VALUES ('secure-delete', 1);
+        """,
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

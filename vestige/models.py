@@ -157,6 +157,9 @@ class IngestResult:
     similarity: float
     reason: str
     superseded_id: str | None = None
+    #: The existing memory as it was before this reinforce, update or supersede changed it
+    #: (for the changelog; not part of the result a client sees).
+    before: Memory | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,10 +277,27 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What ``Store.purge`` removed, and whether the WAL's old pages went too."""
+
+    id: str
+    was_live: bool  # False: it had been deleted; only its changelog tombstones were left
+    brought_back: tuple[str, ...]  # memories it had superseded, visible again
+    changelog_entries_redacted: int
+    wal_emptied: bool  # False: another process was reading; the WAL empties at its next reset
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["brought_back"] = list(self.brought_back)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class ImportReport:
     read: int
     imported: int
     skipped_existing: int
+    changes_imported: int = 0  # changelog entries of the file kept as history
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,6 +54,7 @@ from typing import IO, TYPE_CHECKING, Final, Self
 from vestige import (
     _leases,
     _validate,
+    changelog,
     config,
     decay,
     fsrs,
@@ -64,8 +65,9 @@ from vestige import (
 )
 from vestige._database import Database
 from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
+from vestige.changelog import Actor, Change, ChangeKind, ChangePage
 from vestige.config import DataDir, Durability
-from vestige.errors import MemoryNotFound
+from vestige.errors import InvalidInput, MemoryNotFound, StoreError
 from vestige.models import (
     HAS_EMBEDDING_INDEX,
     MEMORY_COLUMNS,
@@ -79,6 +81,7 @@ from vestige.models import (
     Lease,
     LeaseHeld,
     Memory,
+    PurgeReport,
     SearchHit,
     Stats,
     StrengthChange,
@@ -86,7 +89,7 @@ from vestige.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
     import apsw
@@ -123,10 +126,15 @@ def now_iso() -> str:
 class Store:
     """One process's handle on one Vestige database.  Thread-safe; close it when done."""
 
-    def __init__(self, db: Database, data_dir: DataDir, schema_version: int) -> None:
+    def __init__(
+        self, db: Database, data_dir: DataDir, schema_version: int, actor: Actor | None = None
+    ) -> None:
         self._db = db
         self.data_dir = data_dir
         self.schema_version = schema_version
+        #: Named in every changelog entry this store writes (the client comes from
+        #: ``changelog.acting_for``).
+        self.actor = actor or Actor.this_process("library")
 
     # -- opening -------------------------------------------------------------------
 
@@ -139,6 +147,7 @@ class Store:
         write_gate: bool = True,
         create: bool = True,
         environ: dict[str, str] | None = None,
+        actor: Actor | None = None,
     ) -> Store:
         """Open (and if needed create and migrate) the database of a data directory.
 
@@ -147,6 +156,8 @@ class Store:
         :param write_gate: serialise writers across processes fairly (leave on; the benchmark
             turns it off to measure what it buys).
         :param create: False refuses to create a missing database (read-only commands).
+        :param actor: who the changelog names for this store's changes (default: this
+            program and pid, transport "library").
         """
         resolved = (
             data_dir
@@ -195,7 +206,7 @@ class Store:
             needs_init=needs_init,
             init=init,
         )
-        return cls(db, resolved, version)
+        return cls(db, resolved, version, actor)
 
     def close(self) -> None:
         self._db.close()
@@ -236,7 +247,12 @@ class Store:
             valid_until=valid_until,
         )
         row = _row(memory)
-        self._db.write(lambda c: c.execute(_INSERT, row))
+
+        def tx(conn: apsw.Connection) -> None:
+            conn.execute(_INSERT, row)
+            self._record(conn, ChangeKind.CREATED, memory_id=memory.id)
+
+        self._db.write(tx)
         return memory
 
     def smart_ingest(
@@ -258,12 +274,22 @@ class Store:
             valid_until=None,
         )
         if force_create:
-            self._db.write(lambda c: c.execute(_INSERT, _row(new)))
+
+            def create(conn: apsw.Connection) -> None:
+                conn.execute(_INSERT, _row(new))
+                self._record(conn, ChangeKind.CREATED, memory_id=new.id)
+
+            self._db.write(create)
             return IngestResult(Decision.CREATE, new, 0.0, "force_create was set")
 
         decision, target, score, reason = self._decide(new)
 
         def tx(conn: apsw.Connection) -> IngestResult:
+            result = decide(conn)
+            self._record_ingest(conn, result)
+            return result
+
+        def decide(conn: apsw.Connection) -> IngestResult:
             # The decision came from a snapshot; another process may have written since.
             current = _fetch(conn, target.id) if target is not None else None
             if current is not None and current.superseded_by is not None:
@@ -273,8 +299,9 @@ class Store:
                     f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
                 ).fetchall()
                 if same:  # the same text was stored meanwhile (e.g. by another process)
-                    stored = _reinforce(conn, Memory.from_row(same[0]), new)
-                    return IngestResult(Decision.REINFORCE, stored, 1.0, "same content")
+                    old = Memory.from_row(same[0])
+                    stored = _reinforce(conn, old, new)
+                    return IngestResult(Decision.REINFORCE, stored, 1.0, "same content", before=old)
                 conn.execute(_INSERT, _row(new))
                 why = (
                     reason
@@ -283,18 +310,61 @@ class Store:
                 )
                 return IngestResult(Decision.CREATE, new, score, why)
             if decision is Decision.REINFORCE:
-                return IngestResult(decision, _reinforce(conn, current, new), score, reason)
+                stored = _reinforce(conn, current, new)
+                return IngestResult(decision, stored, score, reason, before=current)
             if decision is Decision.UPDATE:
                 updated = _append(conn, current, new)
                 if updated is not None:
-                    return IngestResult(decision, updated, score, reason)
+                    return IngestResult(decision, updated, score, reason, before=current)
                 conn.execute(_INSERT, _row(new))
                 return IngestResult(Decision.CREATE, new, score, "update would exceed size limit")
             conn.execute(_INSERT, _row(new))
             _supersede(conn, current, new.id)
-            return IngestResult(decision, new, score, reason, superseded_id=current.id)
+            return IngestResult(
+                decision, new, score, reason, superseded_id=current.id, before=current
+            )
 
         return self._db.write(tx)
+
+    def _record_ingest(self, conn: apsw.Connection, result: IngestResult) -> None:
+        """The one changelog entry of a smart_ingest, whichever way it went."""
+        detail = {"decision": result.decision.value, "similarity": round(result.similarity, 4)}
+        kind = {
+            Decision.CREATE: ChangeKind.CREATED,
+            Decision.REINFORCE: ChangeKind.REINFORCED,
+            Decision.UPDATE: ChangeKind.UPDATED,
+            Decision.SUPERSEDE: ChangeKind.SUPERSEDED,
+        }[result.decision]
+        self._record(
+            conn,
+            kind,
+            memory_id=result.memory.id,
+            other_id=result.superseded_id,
+            before=changelog.rows(result.before) if result.before else None,
+            detail=detail,
+        )
+
+    def _record(
+        self,
+        conn: apsw.Connection,
+        kind: ChangeKind,
+        *,
+        memory_id: str | None = None,
+        other_id: str | None = None,
+        before: Mapping[str, object] | None = None,
+        detail: Mapping[str, object] | None = None,
+        undoes: int | None = None,
+    ) -> int:
+        return changelog.record(
+            conn,
+            self.actor,
+            kind,
+            memory_id=memory_id,
+            other_id=other_id,
+            before=before,
+            detail=detail,
+            undoes=undoes,
+        )
 
     def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:
         """Pick the decision from a read snapshot; the write re-checks the target exists."""
@@ -324,21 +394,192 @@ class Store:
         mid = _validate.memory_id(memory_id)
 
         def tx(conn: apsw.Connection) -> None:
-            conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (mid,))
-            if conn.changes() == 0:
+            gone = _fetch(conn, mid)
+            if gone is None:
                 raise MemoryNotFound(mid)
-            now = datetime.now(UTC)
-            replaced = conn.execute(
-                f"SELECT {SELECT_MEMORY} FROM knowledge_nodes n WHERE superseded_by = ?", (mid,)
-            ).fetchall()
-            for old in map(Memory.from_row, replaced):
-                _save_state(conn, old.id, fsrs.undemoted(old.fsrs_state()), now)
-                conn.execute(
-                    "UPDATE knowledge_nodes SET superseded_by = NULL, updated_at = ? WHERE id = ?",
-                    (now.isoformat(), old.id),
-                )
+            back = _remove(conn, gone)
+            self._record(
+                conn,
+                ChangeKind.DELETED,
+                memory_id=mid,
+                other_id=back[0].id if back else None,
+                before=changelog.rows(gone, *back),
+                detail={"brought_back": [m.id for m in back]} if back else None,
+            )
 
         self._db.write(tx)
+
+    def purge(self, memory_id: str) -> PurgeReport:
+        """Remove a memory for good: for a secret stored by mistake.
+
+        Its row, its words in the full-text index and its content in every changelog entry
+        go, and (``secure_delete``) no free page keeps a copy.  A memory already deleted can
+        be purged too: its tombstones in the changelog are what is left of it.  The
+        changelog records only that a purge happened.  Then the WAL, which still holds the
+        pages as they were, is checkpointed and emptied if no other process is reading; the
+        report says whether it was.  Backups made earlier keep their copies.
+        """
+        mid = _validate.memory_id(memory_id)
+
+        def tx(conn: apsw.Connection) -> tuple[bool, list[str], int]:
+            gone = _fetch(conn, mid)
+            back = _remove(conn, gone) if gone is not None else []
+            redacted = changelog.redact(conn, mid)
+            if gone is None and not redacted:
+                raise MemoryNotFound(mid)
+            self._record(
+                conn,
+                ChangeKind.PURGED,
+                memory_id=mid,
+                detail={"was_live": gone is not None, "brought_back": [m.id for m in back]},
+            )
+            return gone is not None, [m.id for m in back], redacted
+
+        was_live, back, redacted = self._db.write(tx)
+        try:
+            self._db.checkpoint(truncate=True)
+            wal_emptied = self.wal_bytes() == 0
+        except StoreError as exc:
+            log.info("after purging %s the WAL could not be emptied: %s", mid, exc)
+            wal_emptied = False
+        return PurgeReport(
+            id=mid,
+            was_live=was_live,
+            brought_back=tuple(back),
+            changelog_entries_redacted=redacted,
+            wal_emptied=wal_emptied,
+        )
+
+    def edit(
+        self,
+        memory_id: str,
+        *,
+        content: str | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+    ) -> Memory:
+        """Replace a memory's content or tags (or both), keeping its strength and history.
+
+        The changelog keeps the previous row, so `vestige undo` can put it back.  Not an
+        access: the memory's strengths are unchanged.
+        """
+        mid = _validate.memory_id(memory_id)
+        if content is None and tags is None:
+            raise InvalidInput(
+                "nothing to edit: give new content, new tags, or both",
+                hint="For example: vestige edit ID --content 'new text' or --tags a,b",
+            )
+        text = _validate.content(content) if content is not None else None
+        labels = tuple(_validate.tags(tags)) if tags is not None else None
+
+        def tx(conn: apsw.Connection) -> Memory:
+            current = _fetch(conn, mid)
+            if current is None:
+                raise MemoryNotFound(mid)
+            new_text = current.content if text is None else text
+            new_tags = current.tags if labels is None else labels
+            conn.execute(
+                "UPDATE knowledge_nodes SET content = ?, content_hash = ?, tags = ?, "
+                "updated_at = ? WHERE id = ?",
+                (
+                    new_text,
+                    similarity.content_hash(new_text),
+                    json.dumps(list(new_tags), ensure_ascii=False),
+                    now_iso(),
+                    mid,
+                ),
+            )
+            changed = [n for n, on in (("content", text), ("tags", labels)) if on is not None]
+            self._record(
+                conn,
+                ChangeKind.EDITED,
+                memory_id=mid,
+                before=changelog.rows(current),
+                detail={"changed": changed},
+            )
+            edited = _fetch(conn, mid)
+            assert edited is not None
+            return edited
+
+        return self._db.write(tx)
+
+    # -- the changelog -------------------------------------------------------------
+
+    def changes(
+        self,
+        *,
+        memory_id: str | None = None,
+        kinds: list[str] | tuple[str, ...] | None = None,
+        after_seq: int | None = None,
+        since: str | None = None,
+        limit: int = config.CHANGELOG_DEFAULT_LIMIT,
+        oldest_first: bool = False,
+    ) -> ChangePage:
+        """A bounded page of the changelog, newest first (see ``vestige.changelog``).
+
+        ``after_seq`` (a change's seq) or ``since`` (a time) ask for what came later; when
+        some of that was trimmed, the page's ``gap`` says so.
+        """
+        mid = _validate.memory_id(memory_id) if memory_id is not None else None
+        wanted = _validate.change_kinds(kinds)
+        after = _validate.seq(after_seq, name="after_seq") if after_seq is not None else None
+        when = _validate.timestamp(since, name="since")
+        n = _validate.limit(limit, maximum=config.CHANGELOG_MAX_LIMIT)
+        with self._db.read() as conn:
+            return changelog.page(
+                conn,
+                memory_id=mid,
+                kinds=wanted,
+                after_seq=after,
+                since=when,
+                limit=n,
+                oldest_first=oldest_first,
+            )
+
+    def change(self, seq: int) -> Change:
+        """One changelog entry by its seq."""
+        number = _validate.seq(seq, name="change id")
+        with self._db.read() as conn:
+            found = changelog.get(conn, number)
+            if found is None:
+                raise _no_change(conn, number)
+            return found
+
+    def undo(self, seq: int) -> Change:
+        """Reverse one change, in one transaction that records the undo as a change of its own.
+
+        Refused, naming the blocking change, when a later change touched the same memories
+        and has not itself been undone; when the change was already undone; and for kinds
+        that cannot be undone (a create: delete the memory instead; a purge; a decay pass).
+        """
+        number = _validate.seq(seq, name="change id")
+
+        def tx(conn: apsw.Connection) -> Change:
+            target = changelog.get(conn, number)
+            if target is None:
+                raise _no_change(conn, number)
+            _check_undoable(conn, target)
+            assert target.before is not None
+            now = datetime.now(UTC)
+            current = {mid: _fetch(conn, mid) for mid in target.before}
+            done = {mid: _put_back(conn, mid, row, now) for mid, row in target.before.items()}
+            undo_seq = self._record(
+                conn,
+                ChangeKind.UNDONE,
+                memory_id=target.memory_id,
+                other_id=target.other_id,
+                before={mid: m.to_dict() if m else None for mid, m in current.items()},
+                detail={
+                    "undone_kind": target.kind,
+                    "brought_back": [m for m, how in done.items() if how == "inserted"],
+                    "removed": [m for m, how in done.items() if how == "removed"],
+                },
+                undoes=target.seq,
+            )
+            recorded = changelog.get(conn, undo_seq)
+            assert recorded is not None
+            return recorded
+
+        return self._db.write(tx)
 
     def promote(self, memory_id: str) -> StrengthChange:
         """The memory helped: it counts as accessed now and ranks higher, for good.
@@ -346,7 +587,7 @@ class Store:
         Stability x1.5 and the odds of retention x1.8 (``fsrs.promoted``) are kept in the
         memory's state, so no decay pass takes them back.
         """
-        return self._restrength(memory_id, fsrs.promoted)
+        return self._restrength(memory_id, fsrs.promoted, ChangeKind.PROMOTED)
 
     def demote(self, memory_id: str) -> StrengthChange:
         """The memory misled: it ranks lower and fades faster, for good.  It is not deleted.
@@ -354,12 +595,15 @@ class Store:
         Stability and the odds of retention are halved (``fsrs.demoted``) in the memory's
         state, so no decay pass takes it back.  Not an access: last_accessed stays.
         """
-        return self._restrength(memory_id, lambda state, _now: fsrs.demoted(state))
+        return self._restrength(
+            memory_id, lambda state, _now: fsrs.demoted(state), ChangeKind.DEMOTED
+        )
 
     def _restrength(
         self,
         memory_id: str,
         change: Callable[[fsrs.MemoryState, datetime], fsrs.MemoryState],
+        kind: ChangeKind,
     ) -> StrengthChange:
         mid = _validate.memory_id(memory_id)
 
@@ -376,6 +620,7 @@ class Store:
             conn.execute(
                 "UPDATE knowledge_nodes SET updated_at = ? WHERE id = ?", (now.isoformat(), mid)
             )
+            self._record(conn, kind, memory_id=mid, before=changelog.rows(current))
             return StrengthChange(mid, _strengths(state, before), _strengths(changed, after))
 
         return self._db.write(tx)
@@ -387,7 +632,7 @@ class Store:
         that name).  If another process holds the pass's lease, nothing changes and the report
         says who runs it.
         """
-        return decay.run(self._db)
+        return decay.run(self._db, actor=self.actor)
 
     def last_decay_at(self) -> datetime | None:
         """When the newest decay pass of any process finished (None before the first)."""
@@ -634,24 +879,41 @@ class Store:
         *,
         fmt: transfer.ExportFormat = "jsonl",
         progress: transfer.Progress | None = None,
+        with_changelog: bool = True,
     ) -> int:
-        """Every memory to a stream, or to a new private file that appears only when whole."""
+        """Every memory to a stream, or to a new private file that appears only when whole.
+
+        The changelog follows the memories unless ``with_changelog`` is false.  Returns the
+        number of memories.
+        """
         if isinstance(out, str | os.PathLike):
-            return transfer.export_file(self._db, out, fmt=fmt, progress=progress)
-        return transfer.export(self._db, out, fmt=fmt, progress=progress)
+            return transfer.export_file(
+                self._db, out, fmt=fmt, progress=progress, with_changelog=with_changelog
+            )
+        return transfer.export(
+            self._db, out, fmt=fmt, progress=progress, with_changelog=with_changelog
+        )
 
     def import_jsonl(self, source: IO[str]) -> ImportReport:
         """Import memories; ids already present are skipped, so importing twice is harmless.
 
         Every line is checked before anything is written: one bad line imports nothing.
         """
-        return transfer.import_jsonl(self._db, source)
+        return transfer.import_jsonl(self._db, source, actor=self.actor)
 
     def import_checked(
         self, checked: transfer.ImportFile, *, progress: transfer.Progress | None = None
     ) -> ImportReport:
         """Import a file that ``transfer.read_import`` read and checked, in short batches."""
-        return transfer.import_rows(self._db, checked, progress=progress)
+        return transfer.import_rows(self._db, checked, actor=self.actor, progress=progress)
+
+    def record_restore(self, source: str, kept: str | None) -> None:
+        """Note in the changelog that the database came back from a backup (``vestige.restore``).
+
+        The entry goes into the restored database, after the backup's own history.
+        """
+        detail = {"backup": source, "previous_kept_as": kept}
+        self._db.write(lambda conn: self._record(conn, ChangeKind.RESTORED, detail=detail))
 
     # -- helpers -------------------------------------------------------------------
 
@@ -920,4 +1182,104 @@ def _supersede(conn: apsw.Connection, old: Memory, new_id: str) -> None:
     conn.execute(
         "UPDATE knowledge_nodes SET superseded_by = ?, updated_at = ? WHERE id = ?",
         (new_id, now.isoformat(), old.id),
+    )
+
+
+def _remove(conn: apsw.Connection, gone: Memory) -> list[Memory]:
+    """Delete a memory's row; what it superseded comes back.  Returns those, as they were."""
+    conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (gone.id,))
+    now = datetime.now(UTC)
+    replaced = conn.execute(
+        f"SELECT {SELECT_MEMORY} FROM knowledge_nodes n WHERE superseded_by = ?", (gone.id,)
+    ).fetchall()
+    back = list(map(Memory.from_row, replaced))
+    for old in back:
+        _save_state(conn, old.id, fsrs.undemoted(old.fsrs_state()), now)
+        conn.execute(
+            "UPDATE knowledge_nodes SET superseded_by = NULL, updated_at = ? WHERE id = ?",
+            (now.isoformat(), old.id),
+        )
+    return back
+
+
+_UPSERT: Final = f"{_INSERT} ON CONFLICT(id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in MEMORY_COLUMNS if c != "id"
+)
+
+
+def _put_back(conn: apsw.Connection, memory_id: str, row: object, now: datetime) -> str:
+    """Make a memory what a changelog entry kept of it; say what that took.
+
+    Strengths are derived again at ``now`` from the kept state: the time since is not undone.
+    """
+    if row is None:
+        conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (memory_id,))
+        return "removed" if conn.changes() else "unchanged"
+    assert isinstance(row, dict)
+    kept = Memory(**{**row, "tags": tuple(row["tags"])})
+    existed = _fetch(conn, memory_id) is not None
+    conn.execute(_UPSERT, _row(kept))
+    _save_state(conn, memory_id, kept.fsrs_state(), now)
+    return "updated" if existed else "inserted"
+
+
+def _check_undoable(conn: apsw.Connection, target: Change) -> None:
+    """Refuse an undo that would not give back exactly what the change took."""
+    ref = f"change #{target.seq} ({target.kind})"
+    if target.origin is not None:
+        raise InvalidInput(
+            f"{ref} was imported from another database: it is history here, not a change "
+            "that can be undone"
+        )
+    if target.kind not in changelog.UNDOABLE:
+        hints = {
+            ChangeKind.CREATED: "To take a memory back, delete it: vestige delete ID.",
+            ChangeKind.IMPORTED: "To take an imported memory back, delete it: vestige delete ID.",
+        }
+        raise InvalidInput(
+            f"{ref} cannot be undone: only reinforce, update, edit, supersede, promote, "
+            "demote, delete and undo entries can",
+            hint=hints.get(ChangeKind(target.kind), "Nothing else can reverse it."),
+        )
+    before = target.before or {}
+    if not before or any(row == changelog.PURGED_ROW for row in before.values()):
+        raise InvalidInput(
+            f"{ref} cannot be undone: a purge removed what it would put back",
+            hint="Purged memories are gone for good, by design.",
+        )
+    undone = changelog.undone_by(conn, target.seq)
+    if undone is not None:
+        raise InvalidInput(
+            f"{ref} was already undone by change #{undone}",
+            hint=f"To redo it, undo the undo: vestige undo {undone}",
+        )
+    later = changelog.later_changes(conn, target.seq, target.memories())
+    # A later change that was itself undone cancels out with its undo.
+    cancelled = {
+        n
+        for c in later
+        if c.undoes is not None and c.undoes > target.seq
+        for n in (c.seq, c.undoes)
+    }
+    blocking = [c for c in later if c.seq not in cancelled]
+    if blocking:
+        listed = ", ".join(f"#{c.seq} ({c.kind})" for c in blocking[:5])
+        more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
+        raise InvalidInput(
+            f"{ref} cannot be undone: later changes touched the same memory: {listed}{more}",
+            hint=f"Undo those first, newest first (vestige undo {blocking[-1].seq}), "
+            "or edit the memory instead.",
+        )
+
+
+def _no_change(conn: apsw.Connection, seq: int) -> InvalidInput:
+    if seq <= changelog.trimmed_through(conn):
+        return InvalidInput(
+            f"change #{seq} was trimmed from the changelog (it keeps the newest "
+            f"{config.CHANGELOG_KEEP_ROWS:,} entries)",
+            hint="`vestige log` lists the changes still kept.",
+        )
+    return InvalidInput(
+        f"there is no change #{seq} (the newest is #{changelog.newest_seq(conn)})",
+        hint="`vestige log` lists the changes with their numbers.",
     )

@@ -15,6 +15,12 @@ An import file is read and checked whole, once, before anything is written
 skip bad rows.  One id on two rows is a bad row too when the rows differ (the file cannot
 say which is right), and is imported once when they are equal.  The rows then go in
 through the write path in short batches.
+
+An export carries the changelog too, after the memories: one ``{"change": {...}}`` per
+entry, each with its ``origin`` (the exporting database's id and the entry's seq).  Import
+keeps such entries as history: new sequence numbers, their own times and actors, never
+undoable here, and each origin once, so importing a file twice adds its history once.
+Every memory an import adds gets an ``imported`` entry of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
 
 import apsw
 
-from vestige import _rows, _validate, config, fsrs, similarity
+from vestige import _rows, _validate, changelog, config, fsrs, similarity
+from vestige.changelog import Actor, Change, ChangeKind
 from vestige.errors import ImportFileError, InvalidInput, StoreError
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
 
@@ -211,26 +218,58 @@ def _finish_backup(path: Path) -> None:
 
 
 def export(
-    db: Database, out: IO[str], *, fmt: ExportFormat = "jsonl", progress: Progress | None = None
+    db: Database,
+    out: IO[str],
+    *,
+    fmt: ExportFormat = "jsonl",
+    progress: Progress | None = None,
+    with_changelog: bool = True,
 ) -> int:
-    """Write every memory, every field, to ``out``; return how many."""
+    """Write every memory, every field, to ``out``, then the changelog; return how many
+    memories."""
     if fmt not in get_args(ExportFormat):
         raise InvalidInput(f"{fmt!r} is not an export format", hint="Use one of: jsonl, json.")
     count = 0
     if fmt == "json":
         out.write("[")
+    items = 0
     for memory in iter_memories(db):
-        line = json.dumps(memory.to_dict(), ensure_ascii=False)
-        if fmt == "json":
-            out.write(("\n  " if count == 0 else ",\n  ") + line)
-        else:
-            out.write(line + "\n")
+        _write_item(out, memory.to_dict(), fmt=fmt, first=items == 0)
+        items += 1
         count += 1
         if progress is not None:
             progress(1)
+    for change in iter_changes(db) if with_changelog else ():
+        _write_item(out, {"change": change}, fmt=fmt, first=items == 0)
+        items += 1
     if fmt == "json":
-        out.write("\n]\n" if count else "]\n")
+        out.write("\n]\n" if items else "]\n")
     return count
+
+
+def _write_item(out: IO[str], item: dict[str, Any], *, fmt: ExportFormat, first: bool) -> None:
+    line = json.dumps(item, ensure_ascii=False)
+    if fmt == "json":
+        out.write(("\n  " if first else ",\n  ") + line)
+    else:
+        out.write(line + "\n")
+
+
+def iter_changes(db: Database) -> Iterator[dict[str, Any]]:
+    """Every changelog entry, oldest first, as exported (with its origin), in short reads."""
+    after = 0
+    while True:
+        with db.read() as conn:
+            own = changelog.database_id(conn)
+            page = changelog.page(conn, after_seq=after, limit=EXPORT_PAGE_ROWS, oldest_first=True)
+        if not page.changes:
+            return
+        after = page.changes[-1].seq
+        for change in page.changes:
+            data = change.to_dict()
+            del data["seq"], data["undoes"]  # numbers of this database only
+            data["origin"] = change.origin or f"{own}:{change.seq}"
+            yield data
 
 
 def export_file(
@@ -239,6 +278,7 @@ def export_file(
     *,
     fmt: ExportFormat = "jsonl",
     progress: Progress | None = None,
+    with_changelog: bool = True,
 ) -> int:
     """``export`` into a new private file (0600) that appears only once complete."""
     path = _absolute(target)
@@ -249,7 +289,7 @@ def export_file(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
         with open(fd, "w", encoding="utf-8") as out:
-            count = export(db, out, fmt=fmt, progress=progress)
+            count = export(db, out, fmt=fmt, progress=progress, with_changelog=with_changelog)
             out.flush()
             os.fsync(out.fileno())
         _publish(tmp, (path,), "export")
@@ -273,8 +313,8 @@ class RejectedRow:
 class ImportFile:
     """An import file read and checked whole: the rows to write and the rows refused.
 
-    Every row found is counted once: ``read`` is ``len(rows)`` plus ``duplicates`` plus
-    ``len(rejected)``.
+    Every memory row found is counted once: ``read`` is ``len(rows)`` plus ``duplicates``
+    plus ``len(rejected)`` (a bad changelog entry is rejected too).
     """
 
     #: ``line`` for JSON Lines, ``item`` for a JSON array: what a row's number counts.
@@ -284,6 +324,8 @@ class ImportFile:
     rejected: tuple[RejectedRow, ...] = ()
     #: Rows equal to an earlier row with the same id, left out (that id is written once).
     duplicates: int = 0
+    #: Changelog entries of the exporting database, kept as history by the import.
+    changes: tuple[Change, ...] = ()
 
 
 def read_import(path: Path, *, skip_invalid: bool = False) -> ImportFile:
@@ -342,12 +384,17 @@ def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = F
         )
     by_id: dict[str, list[tuple[int, MemoryRow]]] = {}  # first appearance order
     rejected: list[RejectedRow] = []
+    changes: list[Change] = []
     read = 0
     for number, check in checks:
-        read += 1
         try:
             row = check()
+            if isinstance(row, Change):
+                changes.append(row)
+                continue
+            read += 1
         except InvalidInput as exc:
+            read += 1
             if not skip_invalid:
                 raise ImportFileError(
                     exc.message, line=number, unit=unit, source=source, hint=_BAD_ROW_HINT
@@ -369,7 +416,7 @@ def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = F
     rows, duplicates, conflicts = _one_row_per_id(by_id, unit)
     rejected.extend(conflicts)
     rejected.sort(key=lambda r: r.number)
-    return ImportFile(unit, read, tuple(rows), tuple(rejected), duplicates)
+    return ImportFile(unit, read, tuple(rows), tuple(rejected), duplicates, tuple(changes))
 
 
 def _one_row_per_id(
@@ -443,31 +490,52 @@ def _json_array(text: str, source: str | None) -> list[Any] | None:
 
 
 def import_rows(
-    db: Database, checked: ImportFile, *, progress: Progress | None = None
+    db: Database, checked: ImportFile, *, actor: Actor, progress: Progress | None = None
 ) -> ImportReport:
-    """Write checked rows in short batches; ids already present are left alone."""
+    """Write checked rows in short batches; ids already present are left alone.
+
+    The file's history goes first, then the memories, each with an ``imported`` entry.
+    """
+    history = 0
+    for start in range(0, len(checked.changes), IMPORT_BATCH_ROWS):
+        entries = checked.changes[start : start + IMPORT_BATCH_ROWS]
+        history += db.write(partial(_insert_history, entries=entries))
     imported = 0
     for start in range(0, len(checked.rows), IMPORT_BATCH_ROWS):
         batch = checked.rows[start : start + IMPORT_BATCH_ROWS]
-        imported += db.write(partial(_insert, batch=batch))
+        imported += db.write(partial(_insert, batch=batch, actor=actor))
         if progress is not None:
             progress(len(batch))
     return ImportReport(
-        read=checked.read, imported=imported, skipped_existing=len(checked.rows) - imported
+        read=checked.read,
+        imported=imported,
+        skipped_existing=len(checked.rows) - imported,
+        changes_imported=history,
     )
 
 
-def import_jsonl(db: Database, source: IO[str]) -> ImportReport:
+def import_jsonl(db: Database, source: IO[str], *, actor: Actor) -> ImportReport:
     """Import a stream of JSON Lines (or a JSON array); one bad row imports nothing."""
-    return import_rows(db, parse_import(source.read()))
+    return import_rows(db, parse_import(source.read()), actor=actor)
 
 
-def _insert(conn: apsw.Connection, *, batch: tuple[MemoryRow, ...]) -> int:
+def _insert(conn: apsw.Connection, *, batch: tuple[MemoryRow, ...], actor: Actor) -> int:
     inserted = 0
     for row in batch:
         conn.execute(_INSERT_IGNORE, row)
-        inserted += conn.changes()
+        if conn.changes():
+            inserted += 1
+            changelog.record(conn, actor, ChangeKind.IMPORTED, memory_id=row[_ID_INDEX])
     return inserted
+
+
+def _insert_history(conn: apsw.Connection, *, entries: tuple[Change, ...]) -> int:
+    own = changelog.database_id(conn) + ":"
+    return sum(
+        changelog.insert_imported(conn, entry, entry.origin)
+        for entry in entries
+        if entry.origin is not None and not entry.origin.startswith(own)
+    )
 
 
 _NUMBERS: Final = {
@@ -488,7 +556,7 @@ _OPTIONAL_TEXT: Final = ("embedding_model", "superseded_by")
 _TIMES: Final = ("next_review", "valid_from", "valid_until")
 
 
-def _row_from_line(line: str, now: str) -> MemoryRow:
+def _row_from_line(line: str, now: str) -> MemoryRow | Change:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -498,10 +566,13 @@ def _row_from_line(line: str, now: str) -> MemoryRow:
     return _row_from_json(data, now)
 
 
-def _row_from_json(data: object, now: str) -> MemoryRow:
-    """Validate one exported memory and return its row (``now``: the default times)."""
+def _row_from_json(data: object, now: str) -> MemoryRow | Change:
+    """Validate one exported memory and return its row (``now``: the default times), or
+    one changelog entry (``{"change": {...}}``)."""
     if not isinstance(data, dict):
         raise InvalidInput("expected a JSON object (one memory per row)")
+    if set(data) == {"change"}:
+        return _change_from_json(data["change"])
     unknown = set(data) - set(MEMORY_COLUMNS)
     if unknown:
         raise InvalidInput(f"unknown fields {sorted(unknown)}")
@@ -574,3 +645,61 @@ def _text(data: dict[str, Any], name: str, default: str | None) -> Any:
     if value is not None:
         _validate._utf8(value, name)
     return value
+
+
+_CHANGE_FIELDS: Final = frozenset(
+    {
+        "at",
+        "kind",
+        "memory_id",
+        "other_id",
+        "client",
+        "process",
+        "transport",
+        "before",
+        "detail",
+        "origin",
+    }
+)
+
+
+def _change_from_json(data: object) -> Change:
+    """Validate one exported changelog entry (history: it is stored, never acted on)."""
+    if not isinstance(data, dict):
+        raise InvalidInput("a change must be a JSON object")
+    unknown = set(data) - _CHANGE_FIELDS
+    if unknown:
+        raise InvalidInput(f"unknown change fields {sorted(unknown)}")
+    kind = data.get("kind")
+    if kind not in {k.value for k in ChangeKind}:
+        raise InvalidInput(f"{kind!r} is not a change kind")
+    origin = data.get("origin")
+    if not isinstance(origin, str) or not 3 <= len(origin) <= 200:
+        raise InvalidInput("a change needs its origin (exported by `vestige export`)")
+    ids = {
+        name: None if data.get(name) is None else _validate.memory_id(data[name])
+        for name in ("memory_id", "other_id")
+    }
+    objects = {}
+    for name in ("before", "detail"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidInput(f"the change's {name} must be an object or null")
+        objects[name] = value
+    at = _validate.timestamp(data.get("at"), name="at")
+    if at is None:
+        raise InvalidInput("a change needs its time (at)")
+    return Change(
+        seq=0,
+        at=at,
+        kind=str(kind),
+        memory_id=ids["memory_id"],
+        other_id=ids["other_id"],
+        undoes=None,
+        client=_text(data, "client", None),
+        process=_text(data, "process", "unknown") or "unknown",
+        transport=_text(data, "transport", "unknown") or "unknown",
+        before=objects["before"],
+        detail=objects["detail"],
+        origin=origin,
+    )

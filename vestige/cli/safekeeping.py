@@ -103,12 +103,18 @@ def restore(file: Path, move_damaged: bool, as_json: bool) -> None:
     default=None,
     help="Write to this new file (0600) instead of stdout.",
 )
+@click.option(
+    "--no-changelog",
+    is_flag=True,
+    help='Leave out the changelog (written after the memories, one {"change": ...} each).',
+)
 @data_dir_option
-def export_(fmt: Literal["jsonl", "json"], output: Path | None) -> None:
+def export_(fmt: Literal["jsonl", "json"], output: Path | None, no_changelog: bool) -> None:
     """Write every memory, with every field, as JSON Lines (default) or a JSON array.
 
-    `vestige import` reads either form back.  The count goes to stderr, so stdout can be
-    piped.
+    The changelog follows the memories, one `{"change": {...}}` item per entry, unless
+    --no-changelog.  `vestige import` reads either form back, and keeps the changelog as
+    history.  The count goes to stderr, so stdout can be piped.
 
     \b
     Example:
@@ -116,7 +122,10 @@ def export_(fmt: Literal["jsonl", "json"], output: Path | None) -> None:
     """
     with open_store() as store, _render.Progress("Exporting") as progress:
         count = store.export(
-            sys.stdout if output is None else output, fmt=fmt, progress=progress.advance
+            sys.stdout if output is None else output,
+            fmt=fmt,
+            progress=progress.advance,
+            with_changelog=not no_changelog,
         )
     where = f" to {output}" if output is not None else ""
     click.echo(f"Exported {count} memories{where}.", err=True)

@@ -1,0 +1,383 @@
+"""The changelog: one entry per change, in the change's transaction, and undo (issue 9)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vestige import changelog, config
+from vestige.changelog import Actor, ChangeKind
+from vestige.errors import InvalidInput, MemoryNotFound
+from vestige.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from vestige.changelog import Change
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "data", actor=Actor("library", "tests pid 1")) as s:
+        yield s
+
+
+def newest(store: Store) -> Change:
+    return store.changes(limit=1).changes[0]
+
+
+def kinds(store: Store) -> list[str]:
+    return [c.kind for c in store.changes(limit=1000, oldest_first=True).changes]
+
+
+def test_every_write_appends_exactly_one_entry_naming_what_it_changed(store: Store) -> None:
+    first = store.ingest("The user prefers dark mode", tags=["ui"])
+    assert (newest(store).kind, newest(store).memory_id) == ("created", first.id)
+
+    again = store.smart_ingest("the user prefers dark mode")
+    assert again.decision.value == "reinforce"
+    entry = newest(store)
+    assert (entry.kind, entry.memory_id, entry.detail) == (
+        "reinforced",
+        first.id,
+        {"decision": "reinforce", "similarity": 1.0},
+    )
+    assert entry.before is not None
+    assert entry.before[first.id]["reps"] == 0  # the row as it was, for undo
+
+    fix = store.smart_ingest("Actually, the user now prefers light mode")
+    assert fix.decision.value == "supersede"
+    entry = newest(store)
+    assert (entry.kind, entry.memory_id, entry.other_id) == ("superseded", fix.memory.id, first.id)
+
+    store.promote(fix.memory.id)
+    store.demote(fix.memory.id)
+    store.edit(fix.memory.id, tags=["ui", "theme"])
+    store.delete(fix.memory.id)
+    deleted = newest(store)
+    assert (deleted.kind, deleted.other_id) == ("deleted", first.id)  # it came back
+    assert deleted.before is not None
+    assert deleted.before[fix.memory.id]["content"].startswith("Actually")  # the tombstone
+    assert deleted.detail == {"brought_back": [first.id]}
+    store.decay()
+    assert kinds(store) == [
+        "created",
+        "reinforced",
+        "superseded",
+        "promoted",
+        "demoted",
+        "edited",
+        "deleted",
+        "decayed",
+    ]
+    assert {(c.transport, c.process) for c in store.changes(limit=100).changes} == {
+        ("library", "tests pid 1")
+    }
+
+
+def test_an_mcp_client_is_named_in_the_changes_made_for_it(store: Store) -> None:
+    with changelog.acting_for("claude-code"):
+        memory = store.ingest("made for a client")
+    store.promote(memory.id)
+    clients = [c.client for c in store.changes(limit=10, oldest_first=True).changes]
+    assert clients == ["claude-code", None]
+
+
+def test_a_failed_write_records_nothing(store: Store) -> None:
+    memory = store.ingest("kept")
+    with pytest.raises(MemoryNotFound):
+        store.promote("no-such-memory")
+    with pytest.raises(InvalidInput):
+        store.edit(memory.id)  # nothing to edit
+    assert kinds(store) == ["created"]
+
+
+# -- undo ---------------------------------------------------------------------------------
+
+
+def test_undo_puts_back_an_update_an_edit_a_promote_and_a_demote(store: Store) -> None:
+    memory = store.ingest("The deploy runs on Fridays", tags=["ops"])
+    original = store.get(memory.id)
+    updated = store.smart_ingest("The deploy runs on Fridays after the standup meeting")
+    assert updated.decision.value == "update"
+    store.undo(newest(store).seq)
+    assert store.get(memory.id).content == original.content
+    assert store.search("standup") == []  # the full-text index follows
+
+    store.edit(memory.id, content="The deploy runs on Mondays", tags=["ops", "release"])
+    assert [h.memory.id for h in store.search("mondays")] == [memory.id]
+    undo = store.undo(newest(store).seq)
+    assert undo.kind == "undone"
+    assert undo.detail is not None
+    assert undo.detail["undone_kind"] == "edited"
+    back = store.get(memory.id)
+    assert (back.content, back.tags) == (original.content, original.tags)
+    assert store.search("mondays") == []
+
+    store.promote(memory.id)
+    assert store.get(memory.id).adjustment > 0
+    store.undo(newest(store).seq)
+    assert store.get(memory.id).adjustment == original.adjustment
+    store.demote(memory.id)
+    store.undo(newest(store).seq)
+    assert store.get(memory.id).stability == original.stability
+
+
+def test_undo_of_a_supersede_keeps_both_memories_unlinked(store: Store) -> None:
+    old = store.ingest("The user prefers dark mode")
+    fix = store.smart_ingest("Actually, the user now prefers light mode")
+    assert store.get(old.id).superseded_by == fix.memory.id
+    store.undo(newest(store).seq)
+    back = store.get(old.id)
+    assert (back.superseded_by, back.adjustment) == (None, 0.0)
+    assert store.get(fix.memory.id).content.startswith("Actually")  # never discarded
+
+
+def test_undo_of_a_delete_brings_the_memory_back_and_relinks_what_it_superseded(
+    store: Store,
+) -> None:
+    old = store.ingest("The user prefers dark mode")
+    fix = store.smart_ingest("Actually, the user now prefers light mode").memory
+    store.delete(fix.id)
+    assert store.get(old.id).superseded_by is None
+    undo = store.undo(newest(store).seq)
+    assert undo.detail is not None
+    assert undo.detail["brought_back"] == [fix.id]
+    assert store.get(fix.id).content == fix.content
+    assert store.get(old.id).superseded_by == fix.id
+    assert [h.memory.id for h in store.search("light mode")] == [fix.id]
+    # An undo is a change of its own: undoing it deletes the memory again.
+    redo = store.undo(undo.seq)
+    assert redo.detail is not None
+    assert redo.detail["removed"] == [fix.id]
+    with pytest.raises(MemoryNotFound):
+        store.get(fix.id)
+
+
+def test_undo_is_refused_while_a_later_change_to_the_memory_stands(store: Store) -> None:
+    memory = store.ingest("The build uses make")
+    store.edit(memory.id, content="The build uses ninja")
+    edit = newest(store).seq
+    store.promote(memory.id)
+    promote = newest(store).seq
+    with pytest.raises(InvalidInput, match=rf"later changes touched the same memory: #{promote}"):
+        store.undo(edit)
+    assert store.get(memory.id).content == "The build uses ninja"  # nothing half done
+    store.undo(promote)
+    store.undo(edit)  # the later change was undone: now it may be
+    assert store.get(memory.id).content == "The build uses make"
+    with pytest.raises(InvalidInput, match="already undone"):
+        store.undo(edit)
+
+
+def test_changes_to_other_memories_and_decay_passes_do_not_block_an_undo(store: Store) -> None:
+    memory = store.ingest("The build uses make")
+    store.promote(memory.id)
+    promote = newest(store).seq
+    store.ingest("Something else entirely")
+    store.decay()
+    store.undo(promote)
+    assert store.get(memory.id).adjustment == 0.0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("create", "cannot be undone: only reinforce"),
+        ("decay", "cannot be undone: only reinforce"),
+        ("missing", "there is no change #99"),
+    ],
+)
+def test_undo_refuses_what_it_cannot_reverse(store: Store, make: str, message: str) -> None:
+    store.ingest("one")
+    if make == "decay":
+        store.decay()
+    seq = 99 if make == "missing" else newest(store).seq
+    before = kinds(store)
+    with pytest.raises(InvalidInput, match=message) as refused:
+        store.undo(seq)
+    assert refused.value.hint
+    assert kinds(store) == before
+
+
+# -- edit and purge -----------------------------------------------------------------------
+
+
+def test_edit_keeps_the_previous_value_and_the_strength(store: Store) -> None:
+    memory = store.ingest("Standups are at 9", tags=["team"])
+    store.promote(memory.id)
+    strong = store.get(memory.id)
+    edited = store.edit(memory.id, content="Standups are at 10")
+    assert (edited.content, edited.tags, edited.adjustment) == (
+        "Standups are at 10",
+        ("team",),
+        strong.adjustment,
+    )
+    entry = newest(store)
+    assert entry.kind == "edited"
+    assert entry.detail == {"changed": ["content"]}
+    assert entry.before is not None
+    assert entry.before[memory.id]["content"] == "Standups are at 9"
+
+
+SECRET = "hunter2-zebra-PASSWORD-7f3a9c"  # noqa: S105 - a planted secret to look for
+
+
+def _files_hold(data_dir: Path, needle: bytes) -> list[str]:
+    """Read every file of a data directory (call only once no connection is open on it)."""
+    return [p.name for p in data_dir.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_purge_leaves_no_copy_anywhere_in_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with Store.open(data_dir) as store:
+        secret = store.ingest(f"The admin password is {SECRET}")
+        store.edit(secret.id, content=f"The admin password is {SECRET} (rotated monthly)")
+        other = store.ingest("The staging database is read-only on Fridays")
+        for n in range(30):  # the secret's pages are ordinary, shared pages
+            store.ingest(f"filler memory number {n} about nothing in particular")
+        store.checkpoint()
+        report = store.purge(secret.id)
+        assert (report.was_live, report.changelog_entries_redacted) == (True, 1)  # the edit
+        assert store.search(SECRET.split("-", maxsplit=1)[0]) == []
+        purged = newest(store)
+        assert (purged.kind, purged.memory_id, purged.before) == ("purged", secret.id, None)
+        assert SECRET not in json.dumps(store.changes(limit=1000).to_dict())
+        assert store.get(other.id).content.startswith("The staging")
+        with pytest.raises(InvalidInput, match="a purge removed"):
+            store.undo(2)  # the edit's record of the secret is gone
+    # No connection is open any more: the files may be read.
+    assert _files_hold(data_dir, SECRET.encode()) == []
+    assert _files_hold(data_dir, b"staging database") == ["vestige.db"]  # the scan works
+
+
+def test_a_deleted_memory_can_be_purged_from_its_tombstones(store: Store) -> None:
+    memory = store.ingest(f"token {SECRET}")
+    store.delete(memory.id)
+    report = store.purge(memory.id)
+    assert (report.was_live, report.changelog_entries_redacted) == (False, 1)
+    assert SECRET not in json.dumps(store.changes(limit=100).to_dict())
+    with pytest.raises(MemoryNotFound):
+        store.purge("never-existed")
+
+
+# -- retention, export and import -----------------------------------------------------------
+
+
+def test_trimmed_entries_are_reported_as_a_gap_never_silently_left_out(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(8):
+        store.ingest(f"memory {n}")
+    early = store.changes(limit=1, oldest_first=True).changes[0].at
+    monkeypatch.setattr(config, "CHANGELOG_KEEP_ROWS", 3)
+    report = store.decay()  # the pass trims, then records itself
+    assert report.ran
+    page = store.changes(after_seq=0, limit=100, oldest_first=True)
+    assert page.gap is not None
+    assert page.gap.trimmed_through == 5
+    assert "trimmed" in page.gap.message
+    assert [c.seq for c in page.changes] == [6, 7, 8, 9]
+    summary = newest(store)
+    assert summary.kind == "decayed"
+    assert summary.detail is not None
+    assert (summary.detail["nodes_processed"], summary.detail["changelog_trimmed"]) == (8, 5)
+    assert store.changes(after_seq=5, limit=100).gap is None  # nothing it asked for is gone
+    assert store.changes(since=early, limit=100).gap is not None
+    assert store.changes(limit=100).gap is None  # no start asked for: the newest page
+    with pytest.raises(InvalidInput, match="was trimmed"):
+        store.undo(2)
+
+
+def test_importing_an_export_twice_adds_its_history_once(store: Store, tmp_path: Path) -> None:
+    memory = store.ingest("exported fact")
+    store.promote(memory.id)
+    out = io.StringIO()
+    store.export(out)
+    with Store.open(tmp_path / "other", actor=Actor("cli", "import pid 2")) as other:
+        first = other.import_jsonl(io.StringIO(out.getvalue()))
+        second = other.import_jsonl(io.StringIO(out.getvalue()))
+        assert (first.changes_imported, second.changes_imported) == (2, 0)
+        history = other.changes(limit=100, oldest_first=True).changes
+        assert [(c.kind, c.transport, c.origin is not None) for c in history] == [
+            ("created", "library", True),
+            ("promoted", "library", True),
+            ("imported", "cli", False),
+        ]
+        with pytest.raises(InvalidInput, match="imported from another database"):
+            other.undo(history[1].seq)
+
+
+# -- the log replays to the live store --------------------------------------------------------
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["ingest", "smart", "correct", "delete", "promote", "demote", "edit", "undo", "purge"]
+        ),
+        st.integers(min_value=0, max_value=50),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def replay(entries: list[Change]) -> set[str]:
+    live: set[str] = set()
+    for c in entries:
+        if c.kind in changelog.ADDS and c.memory_id:
+            live.add(c.memory_id)
+        elif c.kind in changelog.REMOVES and c.memory_id:
+            live.discard(c.memory_id)
+        elif c.kind == ChangeKind.UNDONE and c.detail:
+            live |= set(c.detail["brought_back"])
+            live -= set(c.detail["removed"])
+    return live
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_any_run_of_writes_gives_one_entry_each_and_replays_to_the_live_ids(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
+) -> None:
+    with Store.open(tmp_path_factory.mktemp("replay")) as store:
+        writes = 0
+        for op, pick in ops:
+            ids = sorted(m.id for m in store.iter_memories())
+            seqs = [c.seq for c in store.changes(limit=1000).changes]
+            target = ids[pick % len(ids)] if ids else None
+            try:
+                if op == "ingest":
+                    store.ingest(f"fact number {pick} about topic {pick % 3}")
+                elif op == "smart":
+                    store.smart_ingest(f"fact number {pick % 4} about topic {pick % 3}")
+                elif op == "correct":
+                    store.smart_ingest(f"Actually fact number {pick % 4} about topic {pick % 3}")
+                elif op == "undo" and seqs:
+                    store.undo(seqs[pick % len(seqs)])
+                elif target is None or op == "undo":
+                    continue
+                elif op == "delete":
+                    store.delete(target)
+                elif op == "promote":
+                    store.promote(target)
+                elif op == "demote":
+                    store.demote(target)
+                elif op == "edit":
+                    store.edit(target, content=f"edited {pick}")
+                elif op == "purge":
+                    store.purge(target)
+            except InvalidInput:
+                continue  # a refused undo: it must have written nothing (counted below)
+            writes += 1
+        entries = list(store.changes(limit=1000, oldest_first=True).changes)
+        assert len(entries) == writes
+        assert replay(entries) == {m.id for m in store.iter_memories()}
