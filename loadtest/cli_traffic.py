@@ -69,9 +69,13 @@ class CliTraffic:
         self.backups: list[BackupRecord] = []
         self.rng = random.Random(seed)
 
-    async def command(self, kind: str, *args: str) -> CliResult:
-        """Run ``vestige <args> --data-dir D --json``; time it; record any failure."""
-        argv = [*self.argv, *args, "--data-dir", str(self.data_dir), "--json"]
+    async def command(self, kind: str, *args: str, json_out: bool = True) -> CliResult:
+        """Run ``vestige <args> --data-dir D --json``; time it; record any failure.
+
+        ``json_out=False`` drops ``--json``, for a command that writes a file (export).
+        """
+        argv = [*self.argv, *args, "--data-dir", str(self.data_dir)]
+        argv += ["--json"] if json_out else []
         started = self.clock.now()
         child = await self.registry.spawn(f"cli-{kind}", argv, self.env, stdin=False)
         stdout = child.process.stdout
@@ -93,7 +97,7 @@ class CliTraffic:
             error = classify(stderr)
             if error == ErrorKind.TOOL_ERROR:
                 error = "cli_error"
-        else:
+        elif json_out:
             try:
                 loaded = json.loads(out)
                 data = loaded if isinstance(loaded, dict) else {"result": loaded}

@@ -45,9 +45,10 @@ def sha256(text: str) -> str:
 
 @dataclass(slots=True)
 class Change:
-    """A delete (or any follow-up change) sent for a write."""
+    """A follow-up change sent for an acknowledged write: its delete, a promote, a demote."""
 
     sent_at: float
+    op: str = "delete"
     state: str = PENDING
     replied_at: float | None = None
 
@@ -67,6 +68,8 @@ class WriteRecord:
     #: A later smart_ingest appended to this memory: check it as a prefix, not whole.
     extended: bool = False
     delete: Change | None = None
+    #: Promotes and demotes sent for it, in order (the changelog holds one entry per ack).
+    touches: list[Change] = field(default_factory=list)
 
     @property
     def stored_as_own_row(self) -> bool:
@@ -98,6 +101,13 @@ class Verdict:
         "unexpected",
         "wrong_id",
         "kill_missed",
+        # the changelog against the ledger (loadtest/changelog.py)
+        "missing",
+        "duplicated",
+        "unattributed",
+        "replay_impossible",
+        "not_replayed",
+        "replayed_not_live",
     )
 
     @property
@@ -155,15 +165,21 @@ class Ledger:
         record.delete = Change(at)
         return record.delete
 
-    def acknowledge_delete(self, change: Change, *, at: float) -> None:
+    def begin_touch(self, record: WriteRecord, op: str, *, at: float) -> Change:
+        """A promote or demote of ``record`` is about to be sent."""
+        change = Change(at, op)
+        record.touches.append(change)
+        return change
+
+    def acknowledge_change(self, change: Change, *, at: float) -> None:
         change.state, change.replied_at = ACKED, at
 
     def counts(self) -> Counter[str]:
         c: Counter[str] = Counter()
         for r in self.writes.values():
             c[f"write_{r.state}"] += 1
-            if r.delete is not None:
-                c[f"delete_{r.delete.state}"] += 1
+            for change in (*r.touches, *([r.delete] if r.delete else [])):
+                c[f"{change.op}_{change.state}"] += 1
             if r.decision is not None and not r.stored_as_own_row:
                 c[f"merged_{r.decision}"] += 1
         return c

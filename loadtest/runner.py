@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from loadtest import checks
+from loadtest import changelog, checks
 from loadtest.checks import Check, Summary
 from loadtest.cli_traffic import BackupRecord, CliTraffic
 from loadtest.client import Clock, ErrorKind, TimedClient
@@ -483,6 +483,7 @@ class _Run:
         for backup in r.backups:
             r.checks += await anyio.to_thread.run_sync(partial(self._check_backup, backup))
         r.checks += await self._check_stats(len(snap.rows))
+        r.checks += await self._check_changelog()
         r.checks += self._error_checks(naive)
         r.checks += self._fault_checks()
         r.checks.append(self._exit_check())
@@ -545,6 +546,25 @@ class _Run:
                 result.ok and total == rows,
                 f"stats total_memories {total}, rows in file {rows}",
             )
+        ]
+
+    async def _check_changelog(self) -> list[Check]:
+        """The changelog against the ledger, as `vestige export` shows it (a public face)."""
+        path = self.config.workdir / "export-after-the-run.jsonl"
+        result = await self.cli.command("export", "export", "-o", str(path), json_out=False)
+        try:
+            if not result.ok:
+                raise ValueError(f"`vestige export` failed: {result.stderr.strip()[-300:]}")
+            export = await anyio.to_thread.run_sync(changelog.Export.read, path)
+        except (OSError, ValueError) as exc:
+            return [Check(changelog.ENTRIES_CHECK, False, f"no changelog to check: {exc}")]
+        entries = changelog.entries_verdict(self.ledger, export)
+        replayed = changelog.replay_verdict(export)
+        self.result.verdicts += [entries, replayed]
+        return [
+            changelog.window_check(export),
+            changelog.as_check(entries),
+            changelog.as_check(replayed),
         ]
 
     def _error_checks(self, naive: bool) -> list[Check]:

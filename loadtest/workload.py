@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from loadtest.client import ErrorKind, Outcome
-from loadtest.ledger import Ledger, WriteRecord, sha256
+from loadtest.ledger import Change, Ledger, WriteRecord, sha256
 from loadtest.profiles import MCP_OPS
 
 if TYPE_CHECKING:
@@ -385,13 +385,9 @@ class Workload:
         outcome = await client.call(ToolCalls.MEMORY, ToolCalls.memory("delete", record.id))
         self._sample("delete", slot, outcome, client)
         now = self.clock.now()
-        if outcome.ok:
-            self.ledger.acknowledge_delete(change, at=now)
-        else:
-            definite = outcome.error_kind not in ErrorKind.INDETERMINATE | {ErrorKind.PROTOCOL}
-            self.ledger.refuse(change, at=now, definite=definite)
-            if outcome.error_kind == ErrorKind.NOT_FOUND:
-                self.recorder.violation("delete_not_found", f"{record.token} ({record.id})")
+        self._settle(change, outcome, at=now)
+        if outcome.error_kind == ErrorKind.NOT_FOUND:
+            self.recorder.violation("delete_not_found", f"{record.token} ({record.id})")
         return outcome
 
     async def _touch(self, op: str, record: WriteRecord, client: TimedClient, slot: str) -> Outcome:
@@ -402,7 +398,9 @@ class Workload:
             outcome = await client.call(ToolCalls.SEARCH, ToolCalls.search(record.token))
         else:
             tool = ToolCalls.PROMOTE if op == "promote" else ToolCalls.DEMOTE
+            change = self.ledger.begin_touch(record, op, at=self.clock.now())
             outcome = await client.call(tool, ToolCalls.by_id(record.id))
+            self._settle(change, outcome, at=self.clock.now())
         explained = record.delete is not None  # a delete was sent before this answer came
         if outcome.error_kind == ErrorKind.NOT_FOUND and explained:
             self.recorder.notes[f"{op}_after_delete"] += 1
@@ -415,6 +413,14 @@ class Workload:
         elif outcome.ok and outcome.data is not None:
             self._check_read(op, record, outcome.data, slot)
         return outcome
+
+    def _settle(self, change: Change, outcome: Outcome, *, at: float) -> None:
+        """Acknowledged, refused (the change must not be there), or in doubt (it may be)."""
+        if outcome.ok:
+            self.ledger.acknowledge_change(change, at=at)
+        else:
+            definite = outcome.error_kind not in ErrorKind.INDETERMINATE | {ErrorKind.PROTOCOL}
+            self.ledger.refuse(change, at=at, definite=definite)
 
     def _check_read(self, op: str, record: WriteRecord, data: dict[str, Any], slot: str) -> None:
         """A read answered after the write's acknowledgement must show it, as sent."""

@@ -22,7 +22,7 @@ import anyio
 import apsw
 import pytest
 
-from loadtest import checks
+from loadtest import changelog, checks
 from loadtest.checks import Summary, fairness, latency_checks, percentile
 from loadtest.client import Clock, ErrorKind, classify
 from loadtest.external import ExternalWriter, judge_kill
@@ -39,7 +39,7 @@ from loadtest.profiles import PROFILES, Bounds, Faults, Goals, parse_faults, par
 from loadtest.runner import RunConfig, RunResult, _Run
 from loadtest.spawn import Registry, wait_exit
 from loadtest.workload import Pool, Recorder, ToolCalls, payload, vocabulary
-from vestige import Store
+from vestige import Store, config
 from vestige.errors import MemoryNotFound, StoreBusyError
 
 MARKER = "lttest"
@@ -91,7 +91,7 @@ class TestLedger:
         ledger = Ledger(MARKER)
         _, text = acked(ledger, 1)
         record = ledger.by_id["id-1"]
-        ledger.acknowledge_delete(ledger.begin_delete(record, at=2.0), at=2.1)
+        ledger.acknowledge_change(ledger.begin_delete(record, at=2.0), at=2.1)
         assert verify(ledger, [], name="deleted").ok
         verdict = verify(ledger, [row(1, text)], name="still there")
         assert verdict.counts["resurrected"] == 1
@@ -204,6 +204,194 @@ class TestExternalLedger:
         assert verdict.counts["lost"] == 1
         assert verdict.counts["failed_but_present"] == 1
         assert not verdict.ok
+
+
+# -- the ledger against the changelog ------------------------------------------------------
+
+DB = "db0123"
+
+
+def entry(kind: str, memory_id: str | None, seq: int, **detail: Any) -> dict[str, Any]:
+    """An exported changelog entry, as `vestige export` writes it (the fields we read)."""
+    return {
+        "change": {
+            "kind": kind,
+            "memory_id": memory_id,
+            "other_id": None,
+            "detail": detail or None,
+            "origin": f"{DB}:{seq}",
+        }
+    }
+
+
+def export_of(memories: dict[str, str], entries: list[dict[str, Any]]) -> changelog.Export:
+    """An export: the memories, then the entries renumbered 1..N in the order given."""
+    lines = [json.dumps({"id": mid, "content": text}) for mid, text in memories.items()]
+    for seq, item in enumerate(entries, 1):
+        item["change"]["origin"] = f"{DB}:{seq}"
+        lines.append(json.dumps(item))
+    return changelog.Export.parse(lines)
+
+
+class TestChangelog:
+    """A small run: acknowledged ingests, a smart_ingest, a delete, a promote, a demote, an
+    ingest whose answer a kill lost (it committed), and one decay pass."""
+
+    def run(self) -> tuple[Ledger, dict[str, str], list[dict[str, Any]]]:
+        ledger = Ledger(MARKER)
+        _, one = acked(ledger, 1)
+        acked(ledger, 2)
+        ledger.acknowledge_change(ledger.begin_delete(ledger.by_id["id-2"], at=2), at=2.1)
+        token3 = f"{MARKER}s0n0000003"
+        three = ledger.begin_write(token3, f"{token3} c", op="smart_ingest", slot="s0", at=1)
+        ledger.acknowledge(three, "id-3", at=1.5, decision="create")
+        for op in ("promote", "demote"):
+            ledger.acknowledge_change(ledger.begin_touch(three, op, at=3), at=3.1)
+        token4 = f"{MARKER}s0n0000004"
+        lost = ledger.begin_write(token4, f"{token4} d", op="ingest", slot="s0", at=4)
+        ledger.refuse(lost, at=4.5, definite=False)  # kill -9 before the answer
+        memories = {"id-1": one, "id-3": f"{token3} c", "id-4": f"{token4} d"}
+        entries = [
+            entry("created", "id-1", 1),
+            entry("created", "id-2", 2),
+            entry("deleted", "id-2", 3),
+            entry("created", "id-3", 4, decision="create"),
+            entry("promoted", "id-3", 5),
+            entry("demoted", "id-3", 6),
+            entry("created", "id-4", 7),
+            entry("decayed", None, 8),
+        ]
+        return ledger, memories, entries
+
+    def test_one_entry_per_acknowledged_write_passes(self) -> None:
+        ledger, memories, entries = self.run()
+        export = export_of(memories, entries)
+        verdict = changelog.entries_verdict(ledger, export)
+        assert verdict.ok, verdict.problems
+        c = verdict.counts
+        assert (c["acked_writes"], c["entries_matched"], c["entries"]) == (6, 6, 8)
+        assert (c["in_doubt_writes"], c["in_doubt_with_entry"], c["decay_passes"]) == (1, 1, 1)
+        assert changelog.replay_verdict(export).ok
+        assert changelog.window_check(export).ok
+
+    def test_a_missing_and_a_duplicated_entry_fail_naming_their_memory(self) -> None:
+        ledger, memories, entries = self.run()
+        del entries[4]  # the promote of id-3
+        entries.insert(1, entry("created", "id-1", 0))
+        verdict = changelog.entries_verdict(ledger, export_of(memories, entries))
+        assert not verdict.ok
+        assert (verdict.counts["missing"], verdict.counts["duplicated"]) == (1, 1)
+        assert any("missing: promoted of id-3" in p for p in verdict.problems)
+        assert any("duplicated: created of id-1" in p for p in verdict.problems)
+        check = changelog.as_check(verdict)
+        assert not check.ok
+        assert "missing 1, duplicated 1" in check.detail
+
+    def test_an_entry_no_write_explains_fails_and_an_in_doubt_write_may_have_none(self) -> None:
+        ledger, memories, entries = self.run()
+        del entries[6], memories["id-4"]  # the in-doubt ingest never committed: fine
+        refused = ledger.begin_touch(ledger.by_id["id-1"], "promote", at=5)
+        ledger.refuse(refused, at=5.1, definite=True)  # refused: it must leave no entry
+        entries.insert(1, entry("promoted", "id-1", 0))
+        entries.append(entry("edited", "id-3", 0))
+        verdict = changelog.entries_verdict(ledger, export_of(memories, entries))
+        assert verdict.counts["unattributed"] == 2
+        assert verdict.counts["in_doubt_without_entry"] == 1
+        assert any("promoted entry of id-1" in p and "refused" in p for p in verdict.problems)
+        assert any("edited entry of id-3" in p for p in verdict.problems)
+        assert not verdict.ok
+
+    def test_an_in_doubt_smart_ingest_may_have_folded_into_another_memory(self) -> None:
+        ledger, memories, entries = self.run()
+        token = f"{MARKER}s0n0000005"
+        lost = ledger.begin_write(token, f"{token} e", op="smart_ingest", slot="s0", at=6)
+        ledger.refuse(lost, at=6.5, definite=False)
+        entries.append(entry("reinforced", "id-1", 0))
+        assert changelog.entries_verdict(ledger, export_of(memories, entries)).ok
+        entries.append(entry("updated", "id-3", 0))  # one lost answer explains one entry
+        verdict = changelog.entries_verdict(ledger, export_of(memories, entries))
+        assert verdict.counts["unattributed"] == 1
+        assert not verdict.ok
+
+    def test_a_live_memory_the_replay_does_not_give_fails_naming_it(self) -> None:
+        _, memories, entries = self.run()
+        memories["id-9"] = f"{MARKER}s0n0000009 never logged"
+        del entries[2]  # the delete of id-2: the replay keeps a memory that is gone
+        verdict = changelog.replay_verdict(export_of(memories, entries))
+        assert not verdict.ok
+        assert verdict.counts["not_replayed"] == 1
+        assert verdict.counts["replayed_not_live"] == 1
+        assert any("id-9" in p and "live" in p for p in verdict.problems)
+        assert any("gives id-2" in p for p in verdict.problems)
+        assert "not replayed 1" in changelog.as_check(verdict).detail
+
+    def test_the_replay_follows_undo_and_rejects_impossible_steps(self) -> None:
+        _, memories, entries = self.run()
+        entries.append(entry("undone", "id-2", 0, brought_back=["id-2"], removed=[]))
+        memories["id-2"] = f"{MARKER}s0n0000002 back"
+        assert changelog.replay_verdict(export_of(memories, entries)).ok
+        entries.append(entry("deleted", "id-7", 0))
+        verdict = changelog.replay_verdict(export_of(memories, entries))
+        assert verdict.counts["replay_impossible"] == 1
+        assert "removes id-7, which no entry added" in verdict.problems[0]
+
+    def test_a_log_trimmed_or_over_the_window_fails_loudly(self) -> None:
+        _, memories, entries = self.run()
+        export = export_of(memories, entries)
+        over = changelog.window_check(export, keep_rows=len(entries))
+        assert not over.ok
+        assert "not below the 8 the changelog keeps" in over.detail
+        assert over.measure is not None
+        assert over.measure.value > over.measure.bound
+        trimmed = changelog.Export(export.memories, export.entries[2:])
+        check = changelog.window_check(trimmed)
+        assert not check.ok
+        assert "the first is 3, 2 are missing" in check.detail
+        stranger = changelog.Entry("created", "id-8", "elsewhere:1")
+        foreign = changelog.Export(export.memories, [stranger, *export.entries])
+        assert "1 entries of another database" in changelog.window_check(foreign).detail
+
+    def test_the_window_is_the_libraries_own(self) -> None:
+        assert changelog.KEEP_ROWS == config.CHANGELOG_KEEP_ROWS
+
+    def test_an_unreadable_export_line_is_named(self) -> None:
+        with pytest.raises(ValueError, match="export line 2"):
+            changelog.Export.parse([json.dumps({"id": "a", "content": "x"}), "{not json"])
+
+
+def test_the_changelog_checks_read_a_real_export(tmp_path: Path) -> None:
+    """The library's own export of real writes (each kind the load test makes) passes."""
+    ledger = Ledger(MARKER)
+    with Store.open(tmp_path / "data") as store:
+        ids = []
+        for n, op in enumerate(("ingest", "smart_ingest", "ingest", "smart_ingest")):
+            token = f"{MARKER}s0n{n:07d}"
+            content = f"{token} {' '.join(random.Random(n).choices(vocabulary(n, 200), k=8))}"
+            record = ledger.begin_write(token, content, op=op, slot="s0", at=n)
+            if op == "ingest":
+                mid, decision = store.ingest(content).id, None
+            else:
+                result = store.smart_ingest(content)
+                mid, decision = result.memory.id, result.decision.value
+            ledger.acknowledge(record, mid, at=n + 0.5, decision=decision)
+            ids.append(mid)
+        store.promote(ids[0])
+        store.demote(ids[1])
+        store.delete(ids[2])
+        store.decay()
+        for op, mid in (("promote", ids[0]), ("demote", ids[1])):
+            ledger.acknowledge_change(ledger.begin_touch(ledger.by_id[mid], op, at=9), at=9.1)
+        ledger.acknowledge_change(ledger.begin_delete(ledger.by_id[ids[2]], at=9), at=9.1)
+        store.export(tmp_path / "export.jsonl")
+    export = changelog.Export.read(tmp_path / "export.jsonl")
+    entries = changelog.entries_verdict(ledger, export)
+    assert entries.ok, entries.problems
+    assert entries.counts["entries_matched"] == 7
+    assert entries.counts["decay_passes"] == 1
+    replayed = changelog.replay_verdict(export)
+    assert replayed.ok, replayed.problems
+    assert replayed.counts["live_in_export"] == 3
+    assert changelog.window_check(export).ok
 
 
 # -- latency, fairness, bounds -----------------------------------------------------------
@@ -612,6 +800,7 @@ def test_a_tiny_profile_runs_end_to_end(tmp_path: Path) -> None:
     assert any(n.startswith("at most one maintenance owner") for n in names)
     assert any(n.startswith("integrity_check backup") for n in names)
     assert any(n.startswith("ledger after kill -9") for n in names)
+    assert {changelog.ENTRIES_CHECK, changelog.REPLAY_CHECK, changelog.WINDOW_CHECK} <= set(names)
     html_page = (out / "report.html").read_text()
     assert html_page.count("<svg") >= 4
     assert "kill-server" in html_page
