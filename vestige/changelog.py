@@ -395,8 +395,11 @@ def redact(conn: apsw.Connection, memory_id: str) -> int:
     back, and with ``secure_delete`` no free page keeps the old text.
     """
     found = conn.execute(
+        # A row sits in ``before`` under memory_id or other_id, except the further rows a
+        # delete brought back (and an undo of that delete): only those are parsed.
         "SELECT seq, before FROM changelog WHERE before IS NOT NULL AND (memory_id = ? "
-        "OR other_id = ? OR EXISTS (SELECT 1 FROM json_each(changelog.before) WHERE key = ?))",
+        "OR other_id = ? OR (kind IN ('deleted', 'undone') AND EXISTS "
+        "(SELECT 1 FROM json_each(changelog.before) WHERE key = ?)))",
         (memory_id, memory_id, memory_id),
     ).fetchall()
     changed = 0
