@@ -49,6 +49,19 @@ def memories(db: Path) -> list[str]:
         conn.close()
 
 
+def changes(db: Path) -> list[tuple[str, str, str]]:
+    conn = apsw.Connection(
+        f"file:{db}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    )
+    try:
+        return [
+            (r[0], r[1], r[2])
+            for r in conn.execute("SELECT kind, transport, detail FROM changelog ORDER BY seq")
+        ]
+    finally:
+        conn.close()
+
+
 def fill(data_dir: Path, *texts: str) -> None:
     for text in texts:
         cli_json("ingest", text, "--force-create", data_dir=data_dir)
@@ -250,6 +263,12 @@ def test_restore_replaces_the_database_and_keeps_the_old_one(
     assert memories(previous) == ["original", "added after the backup"]
     assert memories(data_dir / "vestige.db") == ["original"]
     assert integrity(data_dir / "vestige.db") == ["ok"]
+    # The backup's history, then the restore itself, named after the CLI.
+    entries = changes(data_dir / "vestige.db")
+    assert [kind for kind, _, _ in entries] == ["created", "restored"]
+    _, transport, detail = entries[-1]
+    assert transport == "cli"
+    assert json.loads(detail) == {"backup": str(backup), "previous_kept_as": str(previous)}
     doctor = json.loads(run_cli("doctor", "--json", data_dir=data_dir).stdout)
     assert doctor["owner_lock"]["state"] == "free"
     assert doctor["owner_lock"]["holders"] == []

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import apsw
 
-from vestige import __version__, config, migrations, owner, processes
+from vestige import __version__, changelog, config, migrations, owner, processes
 from vestige._gate import GateTimeout, WriteGate
 from vestige.errors import (
     CorruptionError,
@@ -131,8 +131,17 @@ def check_backup(path: Path) -> BackupFile:
     return BackupFile(path, version, memories)
 
 
-def restore(data_dir: DataDir, source: Path, *, move_damaged: bool = False) -> RestoreResult:
+def restore(
+    data_dir: DataDir,
+    source: Path,
+    *,
+    move_damaged: bool = False,
+    actor: changelog.Actor | None = None,
+) -> RestoreResult:
     """Replace the database of ``data_dir`` with the backup ``source`` (see module doc).
+
+    The restored database's changelog gets a ``restored`` entry, after the backup's own
+    history, naming the backup and where the replaced database was kept.
 
     :param move_damaged: if the current database is too damaged to back up through SQLite,
         move its files (together) into ``backups/damaged-<time>/`` instead of refusing.
@@ -163,8 +172,11 @@ def restore(data_dir: DataDir, source: Path, *, move_damaged: bool = False) -> R
                     "together; nothing is deleted.",
                 )
         _overwrite(data_dir, backup.path)
-        with Store.open(data_dir, create=False) as store:
+        with Store.open(data_dir, create=False, actor=actor) as store:
             health = store.health()
+            if health.quick_check == "ok":
+                kept = previous or moved
+                store.record_restore(str(backup.path), str(kept) if kept else None)
         if health.quick_check != "ok":
             raise CorruptionError(f"the restored database failed quick_check: {health.quick_check}")
     finally:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import click
 
-from vestige import humanize, transfer
+from vestige import changelog, humanize, transfer
 from vestige.cli import _render
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
 from vestige.restore import restore as restore_database
@@ -75,7 +75,12 @@ def restore(file: Path, move_damaged: bool, as_json: bool) -> None:
     """
     data_dir = resolved_data_dir()
     with _render.Progress("Restoring", counting=False):
-        result = restore_database(data_dir, file, move_damaged=move_damaged)
+        result = restore_database(
+            data_dir,
+            file,
+            move_damaged=move_damaged,
+            actor=changelog.Actor.this_process("cli", "vestige restore"),
+        )
 
     def text() -> None:
         click.echo(f"Restored {result.memories} memories from {result.restored_from}.")
