@@ -26,6 +26,9 @@ TOOLS = {
     "consolidate",
     "stats",
     "health_check",
+    "edit_memory",
+    "memory_changelog",
+    "memory_undo",
 }
 
 

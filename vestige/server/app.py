@@ -2,7 +2,9 @@
 
 Every database call runs in a worker thread under its own ``CapacityLimiter``, never on the
 event loop (a SQLite busy wait there would freeze the transport), and never on anyio's
-default limiter, which the SDK's stdin/stdout threads need (mcp-sdk.md §6).
+default limiter, which the SDK's stdin/stdout threads need (mcp-sdk.md §6).  The MCP
+client a call serves is named in that thread (``changelog.acting_for``), so the changelog
+entries of the call say who asked for them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
+from vestige import changelog
 from vestige.errors import StoreError
 
 if TYPE_CHECKING:
@@ -80,8 +83,15 @@ class ServerApp:
         self._limiter = anyio.CapacityLimiter(DB_THREADS)
         self._inflight = 0
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call in a worker thread.
+    @staticmethod
+    def actor(options: Options) -> changelog.Actor:
+        """Who the changelog names for this server's changes (each call adds its client)."""
+        return changelog.Actor.this_process(options.transport, "vestige-mcp")
+
+    async def run(
+        self, fn: Callable[..., T], *args: Any, client: str | None = None, **kwargs: Any
+    ) -> T:
+        """Run a blocking store call in a worker thread, on behalf of MCP client ``client``.
 
         Cancelling the caller does not abandon the thread: a write in flight finishes (or
         rolls back) before the task ends, which is what shutdown relies on.
@@ -91,7 +101,7 @@ class ServerApp:
         self._inflight += 1
         try:
             return await anyio.to_thread.run_sync(
-                functools.partial(fn, *args, **kwargs), limiter=self._limiter
+                functools.partial(_acting_for, client, fn, args, kwargs), limiter=self._limiter
             )
         finally:
             self._inflight -= 1
@@ -117,3 +127,12 @@ class ServerApp:
             "maintenance_owner": bool(self.upkeep and self.upkeep.owner),
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+
+def _acting_for(
+    client: str | None, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    # Set in the worker thread itself: the name reaches the store however the thread was
+    # started, without relying on the caller's context being copied into it.
+    with changelog.acting_for(client):
+        return fn(*args, **kwargs)

@@ -83,7 +83,7 @@ class Stop:
 def run(lock: OwnerLock, opts: Options, sock: socket.socket | None) -> int:
     """Serve until stopped.  Returns only for start-up failures; otherwise leaves by _exit."""
     try:
-        store = Store.open(opts.data_dir)
+        store = Store.open(opts.data_dir, actor=ServerApp.actor(opts))
     except ConfigError as err:
         return _refuse(err, EXIT_CONFIG)
     except VestigeError as err:

@@ -5,6 +5,11 @@ and returns the field and reason to the model).  What the store refuses arrives 
 ``ToolError`` carrying the store's message and hint; an unexpected failure as a ToolError
 naming the exception, with the traceback in the server log.  Never a bare "Error executing
 tool".  Results are dicts, so every call returns structured content.
+
+Every tool that writes takes the SDK's injected ``Context`` (never part of the input schema)
+only to name its MCP client to the changelog (``client_of``).  Edits are offered, purge is
+not: an agent can change and delete, which the changelog can take back, but only a person at
+the CLI can destroy a memory for good.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
+import anyio
+from mcp.server.mcpserver import Context  # noqa: TC002 (the SDK finds it at run time)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from vestige import config
+from vestige.changelog import ChangeKind
 from vestige.errors import VestigeError
 from vestige.server import results
 
@@ -26,7 +34,9 @@ if TYPE_CHECKING:
 
     from mcp.server.mcpserver import MCPServer
 
+    from vestige.models import Memory
     from vestige.server.app import ServerApp
+    from vestige.store import Store
 
 log = logging.getLogger("vestige.server.tools")
 
@@ -72,6 +82,18 @@ Detail = Annotated[
     Field(description="brief: ids and scores; summary: plus content; full: every field."),
 ]
 Reason = Annotated[str | None, Field(max_length=1000, description="Why (kept in the server log).")]
+#: A changelog entry kind.  The store checks the value (one place for the rule); the schema
+#: lists the choices for the model.
+KindName = Annotated[str, Field(json_schema_extra={"enum": [k.value for k in ChangeKind]})]
+ChangeSeq = Annotated[
+    int, Field(ge=1, description="A change's seq, as listed by memory_changelog.")
+]
+
+
+def client_of(ctx: Context[Any, Any]) -> str | None:
+    """The MCP client's name, from initialize (or a 2026-style request's envelope); else None."""
+    params = ctx.request_context.session.client_params
+    return params.client_info.name if params is not None else None
 
 
 def _guard(fn: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Any]:
@@ -102,18 +124,28 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
     @_guard
     async def ingest(
+        ctx: Context[Any, Any],
         content: Content,
         node_type: NodeType = "fact",
         tags: Tags = None,
         source: Source = None,
     ) -> dict[str, Any]:
         """Store a new memory exactly as given (no duplicate check; see smart_ingest)."""
-        memory = await app.run(store.ingest, content, node_type=node_type, tags=tags, source=source)
+        memory = await app.run(
+            store.ingest,
+            content,
+            node_type=node_type,
+            tags=tags,
+            source=source,
+            client=client_of(ctx),
+        )
         return {"id": memory.id, "memory": memory.to_dict()}
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def smart_ingest(
+        *,
+        ctx: Context[Any, Any],
         content: Content,
         node_type: NodeType = "fact",
         tags: Tags = None,
@@ -134,6 +166,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             tags=tags,
             source=source,
             force_create=force_create,
+            client=client_of(ctx),
         )
         return {"id": result.memory.id, **result.to_dict()}
 
@@ -189,6 +222,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True))
     @_guard
     async def memory(
+        ctx: Context[Any, Any],
         action: Annotated[
             Literal["get", "delete", "state"],
             Field(
@@ -200,7 +234,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
     ) -> dict[str, Any]:
         """Read, delete, or check the accessibility state of one memory by id."""
         if action == "delete":
-            await app.run(store.delete, id)
+            await app.run(store.delete, id, client=client_of(ctx))
             return {"action": "delete", "id": id, "deleted": True}
         found = await app.run(store.get, id)
         if action == "state":
@@ -209,28 +243,132 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
-    async def promote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
+    async def promote_memory(
+        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
+    ) -> dict[str, Any]:
         """The memory helped: it ranks higher from now on (odds of retention x1.8, e.g.
         0.73 -> 0.83), counts as used now, and fades slower (stability x1.5).
 
         Kept by every decay pass; each promote adds to the last.
         """
-        change = await app.run(store.promote, id)
+        change = await app.run(store.promote, id, client=client_of(ctx))
         log.info("promoted %s: %s", id, reason or "no reason given")
         return {"action": "promote", "reason": reason, **change.to_dict()}
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
-    async def demote_memory(id: MemoryId, reason: Reason = None) -> dict[str, Any]:
+    async def demote_memory(
+        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
+    ) -> dict[str, Any]:
         """The memory misled: it ranks lower from now on (odds of retention halved, e.g.
         0.73 -> 0.57) and fades faster (stability x0.5).
 
         Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
         searchable but ranks lower.
         """
-        change = await app.run(store.demote, id)
+        change = await app.run(store.demote, id, client=client_of(ctx))
         log.info("demoted %s: %s", id, reason or "no reason given")
         return {"action": "demote", "reason": reason, **change.to_dict()}
+
+    edits = anyio.Lock()  # see _edit: one edit at a time finds its own changelog entry
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
+    @_guard
+    async def edit_memory(
+        ctx: Context[Any, Any],
+        id: MemoryId,
+        content: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=config.MAX_CONTENT_BYTES,
+                description="The new text, replacing the old (omit to keep it).",
+            ),
+        ] = None,
+        tags: Annotated[
+            list[Tag] | None,
+            Field(
+                description=f"The new tags, replacing the old (omit to keep them; at most "
+                f"{config.MAX_TAGS})."
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Correct a memory in place: replace its content or tags (or both) by id.
+
+        Its strength is unchanged.  The previous value is kept in the changelog
+        (memory_changelog with include_before shows it; memory_undo with change_seq puts
+        it back).  To record that a fact changed over time, smart_ingest the new one instead.
+        """
+        async with edits:
+            memory, seq = await app.run(_edit, store, id, content, tags, client=client_of(ctx))
+        return {"id": memory.id, "memory": memory.to_dict(), "change_seq": seq}
+
+    @mcp.tool(annotations=read_only)
+    @_guard
+    async def memory_changelog(
+        *,
+        memory_id: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=128,
+                pattern=r"^[A-Za-z0-9_.:-]+$",
+                description="Only changes of this memory (deleted and purged ones too).",
+            ),
+        ] = None,
+        kinds: Annotated[
+            list[KindName] | None, Field(description="Only changes of these kinds.")
+        ] = None,
+        since_seq: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                description="Only changes after this seq (e.g. newest_seq of an earlier call).",
+            ),
+        ] = None,
+        since: Annotated[
+            str | None, Field(description="Only changes after this ISO 8601 date or time.")
+        ] = None,
+        limit: Annotated[
+            int, Field(ge=1, le=config.CHANGELOG_MAX_LIMIT)
+        ] = config.CHANGELOG_DEFAULT_LIMIT,
+        oldest_first: bool = False,
+        include_before: Annotated[
+            bool,
+            Field(
+                description="Also return before: the whole rows a change replaced or removed "
+                "(content included), which memory_undo puts back."
+            ),
+        ] = False,
+    ) -> dict[str, Any]:
+        """What changed in the memory, who changed it (client, process, transport) and when.
+
+        Newest first, at most limit entries; more says whether others matched.  newest_seq
+        is the latest seq of the whole log: pass it as since_seq next time to get only what
+        is new.  Old entries are trimmed; if some you asked for are gone, gap says so.
+        """
+        page = await app.run(
+            store.changes,
+            memory_id=memory_id,
+            kinds=kinds,
+            after_seq=since_seq,
+            since=since,
+            limit=limit,
+            oldest_first=oldest_first,
+        )
+        return page.to_dict(with_before=include_before)
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
+    @_guard
+    async def memory_undo(ctx: Context[Any, Any], change_seq: ChangeSeq) -> dict[str, Any]:
+        """Reverse one change listed by memory_changelog: a reinforce, update, edit,
+        supersede, promote, demote, delete, or an earlier undo.
+
+        Recorded as a change of its own (which can be undone in turn).  Refused when a later
+        change touched the same memory and was not itself undone: undo that one first.
+        """
+        change = await app.run(store.undo, change_seq, client=client_of(ctx))
+        return {"undone_seq": change_seq, "change": change.to_dict(with_before=False)}
 
     @mcp.tool(annotations=read_only)
     @_guard
@@ -267,12 +405,12 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True))
     @_guard
-    async def consolidate() -> dict[str, Any]:
+    async def consolidate(ctx: Context[Any, Any]) -> dict[str, Any]:
         """Run the decay pass now: recompute every memory's strengths on the forgetting curve.
 
         One process at a time.  Named after the original Vestige's tool.
         """
-        report = await app.run(store.decay)
+        report = await app.run(store.decay, client=client_of(ctx))
         return report.to_dict()
 
     @mcp.tool(annotations=read_only)
@@ -287,3 +425,21 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         """Memory health (empty, healthy, degraded, critical or damaged), warnings, and server."""
         health = await app.run(results.fresh_wal, app, "health", lambda: store.health().to_dict())
         return {**health, "server": app.describe()}
+
+
+def _edit(
+    store: Store, memory_id: str, content: str | None, tags: list[str] | None
+) -> tuple[Memory, int]:
+    """Edit, then find the changelog entry of this edit (``Store.edit`` returns no seq).
+
+    The entry is the first ``edited`` one of the memory after the log's newest seq before the
+    edit that this process made: other processes name themselves differently, and the
+    caller lets only one edit of this server run at a time.
+    """
+    mark = store.changes(limit=1).newest_seq
+    memory = store.edit(memory_id, content=content, tags=tags)
+    page = store.changes(
+        memory_id=memory.id, kinds=[ChangeKind.EDITED], after_seq=mark, oldest_first=True
+    )
+    mine = [c.seq for c in page.changes if c.process == store.actor.process]
+    return memory, mine[0]
