@@ -213,7 +213,9 @@ def test_edit_keeps_the_previous_value_and_the_strength(store: Store) -> None:
     memory = store.ingest("Standups are at 9", tags=["team"])
     store.promote(memory.id)
     strong = store.get(memory.id)
-    edited = store.edit(memory.id, content="Standups are at 10")
+    result = store.edit(memory.id, content="Standups are at 10")
+    edited = result.memory
+    assert result.change_seq == newest(store).seq
     assert (edited.content, edited.tags, edited.adjustment) == (
         "Standups are at 10",
         ("team",),

@@ -871,3 +871,17 @@ def test_open_without_create_refuses_a_missing_database_and_creates_nothing(
     with pytest.raises(errors.DatabaseMissing, match="no Vestige database"):
         Store.open(data_dir, create=False)
     assert list(data_dir.iterdir()) == []
+
+
+def test_health_never_reports_damage_after_ordinary_writes(store: Store) -> None:
+    """A check on the long-lived reader said "fts5: corruption found" after another
+    connection's FTS5 secure-delete (a reinforce, an edit, a delete): the check runs on a
+    fresh connection of its own."""
+    first = store.ingest("Ada prefers tabs over spaces in Go code", tags=["style"])
+    assert store.health().quick_check == "ok"  # the reader has now run a check once
+    store.smart_ingest("Ada prefers tabs over spaces in Go code")  # reinforce: tags rewritten
+    assert store.health().quick_check == "ok"
+    store.edit(first.id, content="Ada prefers spaces in Python code")
+    store.delete(store.ingest("short lived").id)
+    health = store.health()
+    assert (health.quick_check, health.status) == ("ok", "healthy")

@@ -334,6 +334,24 @@ class Database:
             except apsw.Error as exc:
                 raise translate(exc, self.path) from exc
 
+    def quick_check(self) -> str:
+        """``PRAGMA quick_check`` on a connection of its own, opened for it and closed after.
+
+        Not on the reader: a check of a large file takes seconds and would hold every read
+        of this process out meanwhile, and a long-lived connection can report FTS5 damage
+        that is not there (after another connection's FTS5 secure-delete, or a rolled-back
+        SQLITE_FULL, its cached index structure is stale; a new connection reads it fresh).
+        Damage is reported only when a fresh connection sees it.
+        """
+        self._check_open()
+        conn = self._connect(reader=True)
+        try:
+            return "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall())
+        except apsw.Error as exc:
+            raise translate(exc, self.path) from exc
+        finally:
+            conn.close()
+
     def data_version(self) -> int:
         """Changes whenever any connection (of any process) commits to this database.
 

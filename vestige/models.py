@@ -277,6 +277,17 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
+class Edited:
+    """A memory after ``Store.edit``, and the changelog entry that keeps its previous value."""
+
+    memory: Memory
+    change_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.to_dict(), "change_seq": self.change_seq}
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeReport:
     """What ``Store.purge`` removed, and whether the WAL's old pages went too."""
 

@@ -75,6 +75,7 @@ from vestige.models import (
     TAGS_INDEX,
     DecayReport,
     Decision,
+    Edited,
     Health,
     ImportReport,
     IngestResult,
@@ -456,22 +457,22 @@ class Store:
         *,
         content: str | None = None,
         tags: list[str] | tuple[str, ...] | None = None,
-    ) -> Memory:
+    ) -> Edited:
         """Replace a memory's content or tags (or both), keeping its strength and history.
 
-        The changelog keeps the previous row, so `vestige undo` can put it back.  Not an
-        access: the memory's strengths are unchanged.
+        The changelog keeps the previous row (``change_seq`` names the entry), so an undo
+        can put it back.  Not an access: the memory's strengths are unchanged.
         """
         mid = _validate.memory_id(memory_id)
         if content is None and tags is None:
             raise InvalidInput(
                 "nothing to edit: give new content, new tags, or both",
-                hint="For example: vestige edit ID --content 'new text' or --tags a,b",
+                hint="Pass the new content, the new tags, or both, with the memory's id.",
             )
         text = _validate.content(content) if content is not None else None
         labels = tuple(_validate.tags(tags)) if tags is not None else None
 
-        def tx(conn: apsw.Connection) -> Memory:
+        def tx(conn: apsw.Connection) -> Edited:
             current = _fetch(conn, mid)
             if current is None:
                 raise MemoryNotFound(mid)
@@ -489,7 +490,7 @@ class Store:
                 ),
             )
             changed = [n for n, on in (("content", text), ("tags", labels)) if on is not None]
-            self._record(
+            seq = self._record(
                 conn,
                 ChangeKind.EDITED,
                 memory_id=mid,
@@ -498,7 +499,7 @@ class Store:
             )
             edited = _fetch(conn, mid)
             assert edited is not None
-            return edited
+            return Edited(edited, seq)
 
         return self._db.write(tx)
 
@@ -812,9 +813,7 @@ class Store:
         stats = self.stats()
         with self._db.read() as conn:
             journal = as_str(scalar(conn, "PRAGMA journal_mode"), "journal_mode")
-            check = "; ".join(
-                as_str(r[0], "quick_check") for r in conn.execute("PRAGMA quick_check").fetchall()
-            )
+        check = self._db.quick_check()
         warnings: list[str] = []
         if check != "ok":
             status = "damaged"
@@ -1233,8 +1232,8 @@ def _check_undoable(conn: apsw.Connection, target: Change) -> None:
         )
     if target.kind not in changelog.UNDOABLE:
         hints = {
-            ChangeKind.CREATED: "To take a memory back, delete it: vestige delete ID.",
-            ChangeKind.IMPORTED: "To take an imported memory back, delete it: vestige delete ID.",
+            ChangeKind.CREATED: "To take a memory back, delete it.",
+            ChangeKind.IMPORTED: "To take an imported memory back, delete it.",
         }
         raise InvalidInput(
             f"{ref} cannot be undone: only reinforce, update, edit, supersede, promote, "
@@ -1251,7 +1250,7 @@ def _check_undoable(conn: apsw.Connection, target: Change) -> None:
     if undone is not None:
         raise InvalidInput(
             f"{ref} was already undone by change #{undone}",
-            hint=f"To redo it, undo the undo: vestige undo {undone}",
+            hint=f"To redo it, undo the undo (change #{undone}).",
         )
     later = changelog.later_changes(conn, target.seq, target.memories())
     # A later change that was itself undone cancels out with its undo.
@@ -1267,7 +1266,7 @@ def _check_undoable(conn: apsw.Connection, target: Change) -> None:
         more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
         raise InvalidInput(
             f"{ref} cannot be undone: later changes touched the same memory: {listed}{more}",
-            hint=f"Undo those first, newest first (vestige undo {blocking[-1].seq}), "
+            hint=f"Undo those first, newest first (change #{blocking[-1].seq} first), "
             "or edit the memory instead.",
         )
 
@@ -1277,9 +1276,11 @@ def _no_change(conn: apsw.Connection, seq: int) -> InvalidInput:
         return InvalidInput(
             f"change #{seq} was trimmed from the changelog (it keeps the newest "
             f"{config.CHANGELOG_KEEP_ROWS:,} entries)",
-            hint="`vestige log` lists the changes still kept.",
+            hint="The changelog (vestige log, or the memory_changelog tool) lists the changes "
+            "still kept.",
         )
     return InvalidInput(
         f"there is no change #{seq} (the newest is #{changelog.newest_seq(conn)})",
-        hint="`vestige log` lists the changes with their numbers.",
+        hint="The changelog (vestige log, or the memory_changelog tool) lists the changes "
+        "with their numbers.",
     )

@@ -18,7 +18,6 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-import anyio
 from mcp.server.mcpserver import Context  # noqa: TC002 (the SDK finds it at run time)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -34,9 +33,7 @@ if TYPE_CHECKING:
 
     from mcp.server.mcpserver import MCPServer
 
-    from vestige.models import Memory
     from vestige.server.app import ServerApp
-    from vestige.store import Store
 
 log = logging.getLogger("vestige.server.tools")
 
@@ -270,8 +267,6 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         log.info("demoted %s: %s", id, reason or "no reason given")
         return {"action": "demote", "reason": reason, **change.to_dict()}
 
-    edits = anyio.Lock()  # see _edit: one edit at a time finds its own changelog entry
-
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
     @_guard
     async def edit_memory(
@@ -299,9 +294,8 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         (memory_changelog with include_before shows it; memory_undo with change_seq puts
         it back).  To record that a fact changed over time, smart_ingest the new one instead.
         """
-        async with edits:
-            memory, seq = await app.run(_edit, store, id, content, tags, client=client_of(ctx))
-        return {"id": memory.id, "memory": memory.to_dict(), "change_seq": seq}
+        edited = await app.run(store.edit, id, content=content, tags=tags, client=client_of(ctx))
+        return {"id": edited.memory.id, **edited.to_dict()}
 
     @mcp.tool(annotations=read_only)
     @_guard
@@ -425,21 +419,3 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         """Memory health (empty, healthy, degraded, critical or damaged), warnings, and server."""
         health = await app.run(results.fresh_wal, app, "health", lambda: store.health().to_dict())
         return {**health, "server": app.describe()}
-
-
-def _edit(
-    store: Store, memory_id: str, content: str | None, tags: list[str] | None
-) -> tuple[Memory, int]:
-    """Edit, then find the changelog entry of this edit (``Store.edit`` returns no seq).
-
-    The entry is the first ``edited`` one of the memory after the log's newest seq before the
-    edit that this process made: other processes name themselves differently, and the
-    caller lets only one edit of this server run at a time.
-    """
-    mark = store.changes(limit=1).newest_seq
-    memory = store.edit(memory_id, content=content, tags=tags)
-    page = store.changes(
-        memory_id=memory.id, kinds=[ChangeKind.EDITED], after_seq=mark, oldest_first=True
-    )
-    mine = [c.seq for c in page.changes if c.process == store.actor.process]
-    return memory, mine[0]
