@@ -62,9 +62,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vestige.cli import doctor, memory, safekeeping  # noqa: PLC0415 - after cli exists
+    from vestige.cli import doctor, history, memory, safekeeping  # noqa: PLC0415 - after cli
 
-    for module in (memory, safekeeping, doctor):
+    for module in (memory, history, safekeeping, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
 

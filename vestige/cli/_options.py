@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from vestige import config
+from vestige.changelog import Actor
 from vestige.store import Store
 
 if TYPE_CHECKING:
@@ -65,11 +66,16 @@ def resolved_data_dir() -> DataDir:
 
 @contextmanager
 def open_store(*, create: bool = False) -> Iterator[Store]:
-    """Open the store of this run's data directory; read commands pass create=False."""
+    """Open the store of this run's data directory; read commands pass create=False.
+
+    Its changes are named in the changelog as the CLI's, with the command that made them.
+    """
     data_dir = resolved_data_dir()
     if not create:
         config.require_database(data_dir)
-    store = Store.open(data_dir, create=create)
+    command = click.get_current_context().info_name
+    actor = Actor.this_process("cli", f"vestige {command}")
+    store = Store.open(data_dir, create=create, actor=actor)
     try:
         yield store
     finally:
