@@ -356,6 +356,41 @@ def test_a_damaged_live_database_is_moved_aside_only_when_asked(
     assert integrity(data_dir / "vestige.db") == ["ok"]
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o000])
+def test_folders_restore_makes_are_0700_whatever_the_umask(
+    data_dir: Path, tmp_path: Path, mask: int
+) -> None:
+    fill(data_dir, "good old days")
+    backup = Path(cli_json("backup", tmp_path / "b.db", data_dir=data_dir)["path"])
+    damage(data_dir / "vestige.db")
+    assert not (data_dir / "backups").exists()
+    result = subprocess.run(
+        [*CLI, "restore", str(backup), "--move-damaged", "--json", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        umask=mask,
+        timeout=CLI_DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    moved = Path(json.loads(result.stdout)["moved_damaged"])
+    for folder in (data_dir / "backups", moved):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    # The next restore keeps the replaced database in the same private folder.
+    again = subprocess.run(
+        [*CLI, "restore", str(backup), "--json", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        umask=mask,
+        timeout=CLI_DEADLINE_S,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    kept = Path(json.loads(again.stdout)["previous"])
+    assert kept.parent == data_dir / "backups"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
 # -- consolidate ----------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import platformdirs.windows
 import pytest
 
+from tests.fs_helpers import small_tmpfs
 from vestige import Store
 from vestige.config import (
     DATA_DIR_ENV,
@@ -103,11 +104,55 @@ def test_tilde_in_environment_value_is_expanded() -> None:
     assert resolved.path == Path(os.environ["HOME"]) / ".vestige"
 
 
-def test_tilde_user_form_is_not_the_home_directory(
+@pytest.mark.skipif(os.name != "posix", reason="~NAME homes come from the POSIX user database")
+def test_tilde_user_form_is_that_users_home() -> None:
+    import pwd  # noqa: PLC0415 - POSIX only
+
+    root_home = Path(pwd.getpwnam("root").pw_dir)
+    assert resolve_data_dir("~root/x", environ={}).path == root_home / "x"
+
+
+def test_tilde_of_an_unknown_user_is_refused_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert resolve_data_dir("~other/x", environ={}).path == tmp_path / "~other" / "x"
+    with pytest.raises(DataDirError) as info:
+        resolve_data_dir("~no-such-user-x/x", environ={})
+    assert "there is no user 'no-such-user-x'" in info.value.message
+    assert info.value.hint
+    with pytest.raises(DataDirError):
+        Store.open("~no-such-user-x/x")
+    assert tree(tmp_path) == set()  # no ./~no-such-user-x folder
+
+
+def test_a_path_longer_than_sqlite_opens_is_refused_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path.joinpath(*["d" * 100] * 5)  # > 512 bytes with /vestige.db-journal
+    with pytest.raises(DataDirError) as info:
+        Store.open(deep)
+    assert "too long: SQLite opens paths of at most 512 bytes" in info.value.message
+    assert tree(tmp_path) == set()
+
+
+def test_a_path_part_longer_than_a_file_name_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / ("n" * 300) / "data"
+    with pytest.raises(DataDirError) as info:
+        Store.open(target)
+    assert "a part of 300 bytes" in info.value.message
+    assert tree(tmp_path) == set()
+
+
+def test_folders_made_for_a_data_dir_are_removed_when_the_disk_runs_out(tmp_path: Path) -> None:
+    # A real tmpfs with room for 3 more inodes: a/b/c can be made, a/b/c/d/data cannot.
+    with small_tmpfs(tmp_path / "small", nr_inodes=4) as mount:
+        target = mount / "a" / "b" / "c" / "d" / "data"
+        with pytest.raises(DataDirError) as info:
+            Store.open(target)
+        assert f"cannot create the data directory {target}: the disk holding it is full" in (
+            info.value.message
+        )
+        assert tree(mount) == set()  # a, a/b and a/b/c were removed again
 
 
 def test_relative_path_is_taken_from_the_working_directory(

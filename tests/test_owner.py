@@ -159,7 +159,7 @@ def test_pid_reuse_is_detected_through_create_time(ddir: Path) -> None:
     assert "pid reused" in infos[f"{me.pid}.json"].problem
     assert infos["77.json"].alive is False
     assert infos["77.json"].pid == 77
-    assert infos["77.json"].problem.startswith("unreadable")
+    assert infos["77.json"].problem.startswith("invalid: not JSON")
     # A stale record never blocks, and the next holder clears it.
     with acquire_owner(ddir):
         assert [o.path.name for o in read_owners(ddir)] == [f"{me.pid}.json"]

@@ -378,6 +378,10 @@ class Database:
 
         One step (all pages) holds a single read lock, so concurrent writers neither block it
         nor restart it (a stepwise copy may never finish under load: reference E3).
+
+        :raises apsw.FullError: ``target``'s disk is full.  Only ``target`` is written, so
+            the caller, which knows what ``target`` stands for, names it; the live
+            database's disk has nothing to do with it.
         """
         self._check_open()
         try:
@@ -396,6 +400,8 @@ class Database:
                         backup.step(-1)
             finally:
                 dest.close()
+        except apsw.FullError:
+            raise
         except apsw.Error as exc:
             raise translate(exc, self.path) from exc
 

@@ -15,6 +15,8 @@ backups Vestige makes (``backup_names``) are ruled here too.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import math
 import os
@@ -26,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import apsw
 import platformdirs.unix
 import platformdirs.windows
 
@@ -59,6 +62,13 @@ MAX_WRITE_DELAY_MS: Final = 1_000.0
 
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
+
+#: The longest name SQLite gives a file beside the database (``vestige.db-journal``).
+_LONGEST_SUFFIX: Final = "-journal"
+#: A file or folder name's limit on every filesystem Vestige supports (NAME_MAX).
+_NAME_MAX: Final = 255
+#: SQLite's unix VFS limit, for a default VFS that does not say (``mxPathname``).
+_SQLITE_MAX_PATH_FALLBACK: Final = 512
 
 #: The oldest SQLite Vestige accepts: 3.51.3 fixed the WAL-reset corruption bug (3.7.0-3.51.2).
 MIN_SQLITE_VERSION: Final = (3, 51, 3)
@@ -192,33 +202,42 @@ def resolve_data_dir(
 
 
 def _absolute(raw: str) -> Path:
-    # Only a leading "~" (or "~/...") is the home directory; "~other" is left alone, as in
-    # the original.  A relative path is taken from the working directory.
-    if raw == "~" or raw.startswith(("~/", "~" + os.sep)):
-        raw = str(Path.home()) + raw[1:]
+    # "~" is the home directory and "~name" that user's, as in a shell; an unknown name is
+    # an error, never a folder called "~name" in the working directory.  A relative path
+    # is taken from the working directory.
+    if raw.startswith("~"):
+        expanded = os.path.expanduser(raw)
+        if expanded == raw:
+            user = raw[1:].split("/", 1)[0].split(os.sep, 1)[0]
+            raise DataDirError(
+                f"the data directory {raw} starts with ~{user}, but there is no user {user!r}",
+                hint="Write the path out in full, or use ~ (your home) or ~NAME of an "
+                "existing user.",
+            )
+        raw = expanded
     return Path(os.path.abspath(raw))
 
 
 def prepare_data_dir(data_dir: DataDir) -> DataDir:
-    """Create the directory if missing (0700 when created) and check it is usable."""
+    """Create the directory if missing (0700 when created) and check it is usable.
+
+    Nothing is created for a path SQLite could not open, and a creation that fails half way
+    removes the folders it made.
+    """
     path = data_dir.path
-    if path.exists() and not path.is_dir():
+    check_path_length(data_dir)
+    st = _stat(path)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         raise DataDirError(
             f"the data directory {path} exists but is not a directory",
             hint="Point --data-dir (or VESTIGE_DATA_DIR) at a directory; Vestige keeps "
             f"{DATABASE_FILE} inside it.",
         )
-    if not path.exists():
+    if st is None:
         try:
-            path.mkdir(parents=True, mode=DIR_MODE)
-            path.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
-        except FileExistsError:
-            pass  # another process created it first: fine
+            make_private_dir(path)
         except OSError as exc:
-            raise DataDirError(
-                f"cannot create the data directory {path}: {exc.strerror or exc}",
-                hint="Choose a location you can write to with --data-dir or VESTIGE_DATA_DIR.",
-            ) from exc
+            raise _unusable(path, exc, "cannot create the data directory") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataDirError(
             f"the data directory {path} is not writable by this user",
@@ -226,6 +245,110 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
         )
     _refuse_non_file(data_dir)
     return data_dir
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents, each 0700 whatever the umask.
+
+    An existing folder is left as it is.  If a step fails, the folders made before it are
+    removed again, so a failed start leaves nothing behind.
+    """
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if _stat(folder) is not None:
+            break
+        missing.append(folder)
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                continue  # another process made it first: fine, and not ours to remove
+            made.append(folder)
+            folder.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
+    except OSError:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def check_path_length(data_dir: DataDir) -> None:
+    """Refuse a directory whose database path is longer than SQLite can open.
+
+    SQLite's file names (``vestige.db-journal`` the longest) must fit its VFS's limit,
+    and every part of the path the filesystem's; checked before anything is created.
+    """
+    limit = _sqlite_max_path()
+    longest = len(os.fsencode(data_dir.database)) + len(_LONGEST_SUFFIX)
+    if longest > limit:
+        raise DataDirError(
+            f"the data directory {data_dir.path} is too long: SQLite opens paths of at most "
+            f"{limit} bytes, and {data_dir.database}{_LONGEST_SUFFIX} has {longest}",
+            hint="Choose a shorter --data-dir (or VESTIGE_DATA_DIR).",
+        )
+    for part in data_dir.path.parts:
+        if len(os.fsencode(part)) > _NAME_MAX:
+            raise DataDirError(
+                f"the data directory {data_dir.path} has a part of {len(os.fsencode(part))} "
+                f"bytes ({part[:20]}...); a file or folder name has at most {_NAME_MAX}",
+                hint="Choose a shorter --data-dir (or VESTIGE_DATA_DIR).",
+            )
+
+
+def _sqlite_max_path() -> int:
+    default = apsw.vfs_names()[0]
+    for vfs in apsw.vfs_details():
+        if vfs["zName"] == default:
+            return int(vfs["mxPathname"])
+    return _SQLITE_MAX_PATH_FALLBACK
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``path``'s stat, None if it does not exist; a path that cannot be looked at fails."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise _unusable(path, exc, "cannot use the data directory") from exc
+
+
+def _unusable(path: Path, exc: OSError, what: str) -> DataDirError:
+    """One line for an OS error on the data directory, naming the folder that refused."""
+    if isinstance(exc, PermissionError):
+        blocked = _first_closed_parent(path)
+        if blocked is not None:
+            return DataDirError(
+                f"{what} {path}: this user may not enter {blocked}",
+                hint=f"Run as a user who may, fix it (chmod u+x {blocked}), or choose another "
+                "--data-dir.",
+            )
+    if exc.errno == errno.ENOSPC:
+        return DataDirError(
+            f"{what} {path}: the disk holding it is full",
+            hint="Free some space there, or choose a --data-dir on another disk.",
+        )
+    return DataDirError(
+        f"{what} {path}: {exc.strerror or exc}",
+        hint="Choose a location you can write to with --data-dir or VESTIGE_DATA_DIR.",
+    )
+
+
+def _first_closed_parent(path: Path) -> Path | None:
+    """The outermost folder above ``path`` that this user may not enter, if any."""
+    for parent in reversed(path.parents):
+        try:
+            if not stat.S_ISDIR(parent.stat().st_mode):
+                return None
+        except OSError:
+            return None
+        if not os.access(parent, os.X_OK):
+            return parent
+    return None
 
 
 def _refuse_non_file(data_dir: DataDir) -> None:
@@ -253,6 +376,8 @@ def backup_names(folder: Path, prefix: str = BACKUP_PREFIX, suffix: str = ".db")
 def require_database(data_dir: DataDir) -> DataDir:
     """Check that the directory holds a database to read; create nothing."""
     path, where = data_dir.path, data_dir.describe()
+    check_path_length(data_dir)
+    _stat(path)  # a path that cannot be looked at is named as such, not as missing
     if path.exists() and not path.is_dir():
         raise DataDirError(
             f"the data directory {where} is a file, not a directory",

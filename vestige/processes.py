@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from vestige import owner
+from vestige.owner import stop_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,17 +31,12 @@ if TYPE_CHECKING:
 
     from vestige.config import DataDir
 
+__all__ = ["FileHolder", "Scan", "scan", "stop_command", "watched_files"]
+
 
 def watched_files(data_dir: DataDir) -> list[Path]:
     """The files whose holders are named: the database trio and the two lock files."""
     return [*data_dir.sqlite_files, data_dir.path / owner.LOCK_FILE, data_dir.gate]
-
-
-def stop_command(pid: int) -> str:
-    """The exact, narrow command that asks one process to shut down cleanly (never pkill)."""
-    if sys.platform.startswith("win"):
-        return f"taskkill /PID {pid}"
-    return f"kill -INT {pid}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from vestige.errors import (
     OwnerLockHeld,
     StoreError,
 )
+from vestige.printable import command_line, escape_controls, shell_arg
 from vestige.store import Store
 
 if TYPE_CHECKING:
@@ -196,19 +197,24 @@ def _take_owner_lock(data_dir: DataDir) -> owner.OwnerLock:
             raise OwnerLockHeld(
                 f"cannot restore: the owner lock of {data_dir.path} is held by a process that "
                 "has not published its details (a server still starting?)",
-                hint=f"Run `vestige doctor --data-dir {data_dir.path}` to find it, stop it, "
-                "and run the restore again.",
+                hint=f"Run `vestige doctor --data-dir {shell_arg(data_dir.path)}` to find it, "
+                "stop it, and run the restore again.",
             ) from None
         holders = "\n".join(
-            f"  pid {o.pid} ({o.mode}, {o.transport}) since {o.started_at[:19]}: "
-            f"{' '.join(o.cmdline) or '?'}"
+            f"  pid {o.pid} ({escape_controls(o.mode)}, {escape_controls(o.transport)}) since "
+            f"{escape_controls(o.started_at[:19])}: {command_line(o.cmdline)}"
             for o in live
         )
+        # Only a holder proved to hold the lock is named in a kill command (a forged file
+        # could name any process); the others are left to doctor.
+        stop = owner.stop_advice(live) or (
+            f"find the holder with `vestige doctor --data-dir {shell_arg(data_dir.path)}`"
+        )
         raise OwnerLockHeld(
-            f"cannot restore while a server uses {data_dir.database}; it is held by:\n{holders}",
-            hint="Stop it first ("
-            + "; ".join(processes.stop_command(o.pid) for o in live)
-            + "), then run the restore again. No server can start while a restore runs.",
+            f"cannot restore while a server uses {escape_controls(str(data_dir.database))}; "
+            f"it is held by:\n{holders}",
+            hint=f"Stop it first ({stop}), then run the restore again. No server can start "
+            "while a restore runs.",
             owners=tuple(live),
         ) from None
 
@@ -218,8 +224,8 @@ def _refuse_if_open(data_dir: DataDir) -> None:
     if not scan.holders:
         return
     names = "; ".join(
-        f"pid {h.pid} {h.name} ({', '.join(Path(f).name for f in h.files)}): "
-        f"{' '.join(h.cmdline) or '?'}"
+        f"pid {h.pid} {escape_controls(h.name)} ({', '.join(Path(f).name for f in h.files)}): "
+        f"{command_line(h.cmdline)}"
         for h in scan.holders
     )
     raise DatabaseInUse(
@@ -248,7 +254,7 @@ def _damage(db: Path) -> str | None:
 
 
 def _keep_previous(data_dir: DataDir) -> Path:
-    data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
+    config.make_private_dir(data_dir.backups)
     with Store.open(data_dir, create=False) as store:
         return store.backup(data_dir.backups, prefix=PREVIOUS_PREFIX)
 
@@ -260,12 +266,13 @@ def _move_damaged(data_dir: DataDir) -> Path:
     seen with the files open, and this process has no connection to them (so no SQLite
     lock of ours can be dropped by the rename).
     """
-    data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
+    config.make_private_dir(data_dir.backups)
     for folder in config.backup_names(data_dir.backups, DAMAGED_PREFIX, suffix=""):
         try:
             folder.mkdir(mode=config.DIR_MODE)  # the claim: mkdir fails if the name is taken
         except FileExistsError:
             continue
+        folder.chmod(config.DIR_MODE)  # mkdir's mode is masked by the umask
         break
     for path in data_dir.sqlite_files:
         with contextlib.suppress(FileNotFoundError):

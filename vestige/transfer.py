@@ -161,6 +161,12 @@ def _publish(tmp: Path, names: Iterable[Path], what: str) -> Path:
 # -- backup --------------------------------------------------------------------------------
 
 
+#: ``O_NOFOLLOW`` where the platform has it: a planted symbolic link is refused, not followed.
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+#: Fresh random names tried for a backup's private folder before giving up.
+_PRIVATE_FOLDER_ATTEMPTS: Final = 8
+
+
 def backup(
     db: Database,
     data_dir: DataDir,
@@ -173,40 +179,122 @@ def backup(
     ``target`` is a new file, or a folder (default: the data directory's backups folder) in
     which the file is named by ``config.backup_names``: a taken name moves on to the next,
     while a file the caller named that exists is refused.
+
+    The copy is made inside a new private folder beside the target (``_private_folder``),
+    in a file created there before SQLite opens it: no other user can open it mid-copy, and
+    no link planted under a guessable name can redirect it.
     """
     if target is None:
-        data_dir.backups.mkdir(mode=config.DIR_MODE, parents=True, exist_ok=True)
         folder: Path = data_dir.backups
+        try:
+            config.make_private_dir(folder)
+        except OSError as exc:
+            raise _backup_os_error(exc, folder, db.path) from exc
     else:
         folder = _absolute(target)
     if folder.is_dir():
         names: Iterable[Path] = config.backup_names(folder, prefix)
+        shown = folder
     else:
         path, folder = folder, folder.parent
         if path.exists():  # the live database among them: it always exists while open
             raise _already_exists(path, "backup")
         _require_folder(folder)
-        names = (path,)
-    tmp = _temp_beside(folder, prefix)
+        shown, names = path, (path,)
+    private: Path | None = None
     try:
+        private = _private_folder(folder, prefix)
+        tmp = private / f"{prefix}.db"
+        _create_private_file(tmp)
         db.snapshot_to(tmp)
         _finish_backup(tmp)
         return _publish(tmp, names, "backup")
+    except apsw.FullError as exc:  # only the copy is written: the full disk is the target's
+        raise _backup_disk_full(shown, db.path) from exc
+    except OSError as exc:
+        raise _backup_os_error(exc, shown, db.path) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if private is not None:
+            _remove_private_folder(private)
+
+
+def _private_folder(folder: Path, stem: str) -> Path:
+    """A new folder in ``folder`` that only this user can enter (0700).
+
+    ``mkdir`` fails on any existing name, a planted symbolic link included, and never
+    follows one; the mode is then set through a descriptor opened without following links.
+    """
+    for _ in range(_PRIVATE_FOLDER_ATTEMPTS):
+        path = _temp_beside(folder, stem)
+        try:
+            path.mkdir(mode=config.DIR_MODE)
+        except FileExistsError:
+            continue
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, config.DIR_MODE)  # mkdir's mode is masked by the umask
+        finally:
+            os.close(fd)
+        return path
+    raise InvalidInput(
+        f"no free temporary name in {folder} after {_PRIVATE_FOLDER_ATTEMPTS} tries",
+        hint="Remove the hidden .*.partial-* entries there that no backup is using.",
+    )
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the copy's file (0600) before SQLite opens it, which would use the umask."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, config.FILE_MODE))
+
+
+def _remove_private_folder(folder: Path) -> None:
+    """Delete the copy's folder and whatever SQLite left in it (a journal); only ours."""
+    try:
+        for entry in os.scandir(folder):
+            os.unlink(entry.path)
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+
+
+def _backup_disk_full(shown: Path, database: Path) -> StoreError:
+    return StoreError(
+        f"the disk holding {shown} is full; the backup was not written, and nothing was "
+        f"changed in {database}",
+        hint="Free some space on that disk, or give `vestige backup` a path on another disk.",
+    )
+
+
+def _backup_os_error(exc: OSError, shown: Path, database: Path) -> StoreError | InvalidInput:
+    """A file step of a backup failed: name the backup's place, not the database."""
+    if exc.errno == errno.ENOSPC:
+        return _backup_disk_full(shown, database)
+    return InvalidInput(
+        f"cannot write a backup to {shown}: {exc.strerror or exc}",
+        hint="Choose a folder on a local disk that you can write to.",
+    )
 
 
 def _finish_backup(path: Path) -> None:
-    """Make the copy a self-contained single file (rollback journal) and check it."""
+    """Make the copy a self-contained single file (rollback journal) and check it.
+
+    :raises apsw.FullError: the copy's disk is full (the caller names it).
+    """
     os.chmod(path, config.FILE_MODE)
-    conn = apsw.Connection(str(path))
     try:
-        conn.execute("PRAGMA journal_mode = DELETE").fetchall()
-        check = "; ".join(
-            _rows.as_str(r[0], "quick_check") for r in conn.execute("PRAGMA quick_check")
-        )
-    finally:
-        conn.close()
+        conn = apsw.Connection(str(path))
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE").fetchall()
+            check = "; ".join(
+                _rows.as_str(r[0], "quick_check") for r in conn.execute("PRAGMA quick_check")
+            )
+        finally:
+            conn.close()
+    except apsw.FullError:
+        raise
+    except apsw.Error as exc:  # a damaged page copied from the live database
+        check = str(exc)
     if check != "ok":
         raise StoreError(
             f"the backup failed its quick_check ({check}); it was not kept",

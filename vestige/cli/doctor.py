@@ -11,6 +11,7 @@ from vestige import humanize
 from vestige.cli import _render
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, resolved_data_dir
+from vestige.printable import command_line, escape_controls
 
 _STYLE = {
     checks.Status.OK: ("ok", "green"),
@@ -82,10 +83,10 @@ def _text(report: checks.Report) -> None:
                 (
                     h["pid"],
                     h["user"],
-                    h["name"],
+                    escape_controls(h["name"]),
                     humanize.human_duration(h["running_s"]),
                     ",".join(_short(f, data_dir) for f in h["files"]),
-                    _render.one_line(" ".join(h["cmdline"]) or "?", 60),
+                    _render.one_line(command_line(h["cmdline"]), 60),
                 )
                 for h in holders
             ],

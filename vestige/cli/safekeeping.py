@@ -9,6 +9,8 @@ The rules (file names, what a bad row does, how a file appears) live in the libr
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,7 @@ import click
 from vestige import changelog, humanize, transfer
 from vestige.cli import _render
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
+from vestige.errors import StoreError
 from vestige.restore import restore as restore_database
 
 
@@ -126,14 +129,41 @@ def export_(fmt: Literal["jsonl", "json"], output: Path | None, no_changelog: bo
       vestige export -o memories.jsonl
     """
     with open_store() as store, _render.Progress("Exporting") as progress:
-        count = store.export(
-            sys.stdout if output is None else output,
-            fmt=fmt,
-            progress=progress.advance,
-            with_changelog=not no_changelog,
-        )
+        try:
+            count = store.export(
+                sys.stdout if output is None else output,
+                fmt=fmt,
+                progress=progress.advance,
+                with_changelog=not no_changelog,
+            )
+            if output is None:
+                sys.stdout.flush()  # a full disk shows here, not at the interpreter's exit
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if output is None:
+                # What is left in the buffer can never be written: let the final flush
+                # go to /dev/null, as `main` does for a closed pipe.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise _export_disk_full(output, store.path) from exc
     where = f" to {output}" if output is not None else ""
     click.echo(f"Exported {count} memories{where}.", err=True)
+
+
+def _export_disk_full(output: Path | None, database: Path) -> StoreError:
+    """The export's own disk is full: name it (a bare "No space left on device" names none)."""
+    if output is None:
+        return StoreError(
+            "the disk receiving the export (standard output) is full; the export is "
+            f"incomplete, and nothing was changed in {database}",
+            hint="Free some space on that disk, or export to a file on another disk: "
+            "vestige export -o PATH",
+        )
+    return StoreError(
+        f"the disk holding {output} is full; the export was not written (no partial file "
+        f"is left), and nothing was changed in {database}",
+        hint="Free some space on that disk, or export to another disk: vestige export -o PATH",
+    )
 
 
 @click.command("import")

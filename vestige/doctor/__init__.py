@@ -23,7 +23,7 @@ from vestige.doctor._files import (
     check_permissions,
     check_sqlite_version,
 )
-from vestige.doctor._holders import check_owner, check_processes
+from vestige.doctor._holders import check_gate, check_owner, check_processes
 from vestige.doctor._report import CheckResult, Report, Status
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) ->
         report.facts["processes"] = scan.to_dict()
         check_owner(report, scan, remove_stale=remove_stale)
         check_processes(report, scan)
+        check_gate(report, scan)
         check_database(report, scan, deep=deep)
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report

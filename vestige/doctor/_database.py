@@ -1,15 +1,32 @@
 """Doctor's checks on the database: journal mode, quick_check, schema, WAL and SHM size.
 
-Strictly private.  The file is opened only through SQLite, read-write *without* the create
-flag (a missing database is never created) and with ``query_only``: a read-only open
-would leave freshly made -wal/-shm files behind, whereas SQLite's normal close removes
-them again when doctor was the only connection.
+Strictly private.  Doctor changes no byte of ``vestige.db``, ``-wal`` or ``-shm``: it opens
+the database only through SQLite and only read-only, in one of two ways, chosen by which
+files exist:
+
+- ``-wal`` and ``-shm`` both there (a server runs, or one was killed): ``readonly_shm=1``.
+  SQLite maps the shared memory read-only; if it is stale (after a kill -9) it rebuilds
+  the WAL index in private memory instead of in the file.  A read-write open would run
+  recovery into ``-shm`` and, as the last connection, checkpoint the WAL into the database
+  and delete both on close; even a plain read-only open rewrites ``-shm`` after a crash.
+- Neither there (no process has it open): ``immutable=1``, which reads the database file
+  alone and creates nothing (any other open first creates ``-wal``).  Immutable reads take
+  no lock, so the file's identity (inode, size, times) and the absence of ``-wal``/``-shm``
+  are compared before and after: a process that opened and wrote meanwhile makes doctor
+  check again, the other way.
+
+One file without the other is a process opening or closing the database at that moment;
+doctor looks again.  If it stays (a crash in between), the database is read alone and the
+WAL not checked, which the report says.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 import apsw
 
@@ -27,6 +44,11 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_MS: Final = 250
 #: quick_check/integrity_check stop after this many problems (the first ones say enough).
 MAX_CHECK_ERRORS: Final = 10
+#: Looks at -wal/-shm before deciding that one without the other is not a passing moment.
+VIEW_ATTEMPTS: Final = 5
+VIEW_PAUSE_S: Final = 0.02
+#: Checks taken again when the database changed under an immutable read.
+CHECK_ATTEMPTS: Final = 3
 
 
 def _size(path: Path) -> int:
@@ -66,6 +88,67 @@ def _restore_hint(report: Report, scan: Scan) -> str:
     return text[0].upper() + text[1:]
 
 
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when anyone writes the file (stat only; never opened outside SQLite)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """How doctor opens the database this time, and what must not change while it reads."""
+
+    uri: str
+    immutable: bool  # the database file alone, no lock: valid only if ``state`` holds
+    state: tuple[object, ...]  # identity of the database; which of -wal, -shm exist
+    wal_unread: bool  # a -wal is there that this view does not read (-shm missing)
+
+
+def _view(db: Path, wal: Path, shm: Path) -> _View | None:
+    """The read-only way to open ``db`` now; None while a process is opening or closing it."""
+    has_wal, has_shm = wal.exists(), shm.exists()
+    state = (_identity(db), has_wal, has_shm)
+    base = f"file:{quote(str(db.absolute()))}?mode=ro"
+    if has_wal and has_shm:
+        return _View(f"{base}&readonly_shm=1", False, state, wal_unread=False)
+    if has_wal or has_shm:
+        return None
+    return _View(f"{base}&immutable=1", True, state, wal_unread=False)
+
+
+def _settled_view(db: Path, wal: Path, shm: Path) -> _View:
+    for _ in range(VIEW_ATTEMPTS):
+        view = _view(db, wal, shm)
+        if view is not None:
+            return view
+        time.sleep(VIEW_PAUSE_S)
+    # A crash between creating (or deleting) -wal and -shm: read the database file alone.
+    state = (_identity(db), wal.exists(), shm.exists())
+    uri = f"file:{quote(str(db.absolute()))}?mode=ro&immutable=1"
+    return _View(uri, True, state, wal_unread=wal.exists() and _size(wal) > 0)
+
+
+def _still_valid(view: _View, db: Path, wal: Path, shm: Path) -> bool:
+    return not view.immutable or (_identity(db), wal.exists(), shm.exists()) == view.state
+
+
+def _header_journal_mode(db: Path) -> str:
+    """The journal mode the database file records (bytes 18-19 of its header: 2 is WAL).
+
+    For an immutable open, where ``PRAGMA journal_mode`` always says "delete".  Read through
+    SQLite's own VFS, which keeps the process's locks on the file intact.
+    """
+    f = apsw.VFSFile("", str(db), [apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB, 0])
+    try:
+        header = f.xRead(100, 0)
+    finally:
+        f.xClose()
+    return "wal" if header[18:20] == b"\x02\x02" else "delete"
+
+
 def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
     dd = report.data_dir
     db, wal, shm = dd.sqlite_files
@@ -81,8 +164,40 @@ def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
         )
         return
     facts.update(bytes=_size(db), wal_bytes=_size(wal), shm_bytes=_size(shm))
+    first = len(report.checks)
+    for _ in range(CHECK_ATTEMPTS):
+        del report.checks[first:]  # a look that went stale is taken again, whole
+        view = _settled_view(db, wal, shm)
+        facts["opened"] = "immutable" if view.immutable else "read-only shared memory"
+        _check_once(report, view, facts, deep=deep, scan=scan)
+        if _still_valid(view, db, wal, shm):
+            break
+    else:
+        del report.checks[first:]
+        report.add(
+            "database",
+            Status.WARN,
+            "the database kept changing while doctor read it, so it was not checked",
+            "Run doctor again; a process was opening and writing it at that moment.",
+        )
+    if view.wal_unread:
+        report.add(
+            "wal",
+            Status.WARN,
+            f"{wal.name} ({_size(wal):,} bytes) has no {shm.name} beside it, so doctor checked "
+            "the database without the changes still in the WAL",
+            "The next Vestige command or server that opens the database recovers them; run "
+            "doctor again afterwards.",
+        )
+    _check_wal_size(report, facts, scan)
+
+
+def _check_once(
+    report: Report, view: _View, facts: dict[str, Any], *, deep: bool, scan: Scan
+) -> None:
+    db = report.data_dir.database
     try:
-        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn = apsw.Connection(view.uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     except apsw.Error as exc:
         report.add(
             "database", Status.FAIL, f"SQLite cannot open {db}: {exc}", _restore_hint(report, scan)
@@ -90,8 +205,7 @@ def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
         return
     try:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        conn.execute("PRAGMA query_only = ON").fetchall()
-        _run_checks(report, conn, facts, deep=deep, scan=scan)
+        _run_checks(report, conn, view, facts, deep=deep, scan=scan)
     except apsw.BusyError as exc:
         report.add(
             "database",
@@ -111,13 +225,22 @@ def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
         report.add("database", Status.FAIL, f"SQLite error on {db}: {exc}")
     finally:
         conn.close()
-    _check_wal_size(report, facts, scan)
 
 
 def _run_checks(
-    report: Report, conn: apsw.Connection, facts: dict[str, Any], *, deep: bool, scan: Scan
+    report: Report,
+    conn: apsw.Connection,
+    view: _View,
+    facts: dict[str, Any],
+    *,
+    deep: bool,
+    scan: Scan,
 ) -> None:
-    journal = str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
+    if view.immutable:
+        conn.execute("PRAGMA schema_version").fetchall()  # a file that is no database fails here
+        journal = _header_journal_mode(report.data_dir.database)
+    else:
+        journal = str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
     facts["journal_mode"] = journal
     if journal == "wal":
         report.add("journal-mode", Status.OK, "wal")

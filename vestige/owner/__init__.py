@@ -1,45 +1,71 @@
 """The owner lock: which processes may serve a data directory, and how the others refuse.
 
-One kernel lock on ``<data-dir>/vestige.owner.lock`` (never on ``vestige.db``, ``-wal`` or
-``-shm``), taken without waiting:
+Kernel locks taken without waiting, never on ``vestige.db``, ``-wal`` or ``-shm``:
 
 - **exclusive** (a normal ``vestige-mcp``, ``vestige restore``): nobody else may hold it;
 - **shared** (``vestige-mcp --shared-writers``): any number of shared holders together,
   never alongside an exclusive one, in either order.
 
-The lock is a ``flock`` on POSIX, taken through ``portalocker`` (see ``vestige._file_locks``
-for why ``flock``).  The kernel frees it when its holder dies, kill -9 included, so a dead
-owner never blocks a new one.  Each holder publishes who it is in ``<data-dir>/owners/<pid>.json``
-(written atomically, 0600) and removes it before unlocking.  Readers trust a file only if
-its pid is alive with the recorded creation time; the lock, not the files, is authoritative.
+On POSIX the lock that decides is a ``flock`` on **the data directory itself**, and the same
+lock is also taken on ``<data-dir>/vestige.owner.lock``.  A lock on a file alone can be
+sidestepped: delete the file under a running server and the next one creates a new file, a
+new inode, and gets a new lock, while the first still serves.  Checking from the newcomer's
+side that the locked inode is the one at the path cannot catch that (the newcomer's inode
+*is* the one at the path; only the deleted one is locked), and the first holder cannot link
+its inode back.  A directory cannot be deleted while it holds ``vestige.db``, nor replaced
+without moving the database away with it, so its lock holds as long as the database it
+protects is there.  The lock file stays for holders of older versions (which lock only it)
+and so that ``lsof`` and ``vestige doctor`` can name the holder.  On Windows, where a
+directory cannot be locked, the lock file cannot be deleted while a holder has it open.
 
-Public API (the server uses it; ``vestige doctor`` and ``vestige restore`` will):
+The lock is taken through ``portalocker`` (see ``vestige._file_locks`` for why ``flock``).
+The kernel frees it when its holder dies, kill -9 included, so a dead owner never blocks a
+new one.  Each holder publishes who it is in ``<data-dir>/owners/<pid>.json`` (written
+atomically, 0600) and removes it before unlocking.  Those files are claims that any local
+process could forge; ``_metadata`` checks each against the process table and the kernel's
+lock table, and only a holder proved to hold the lock is ever named in a ``kill`` command.
+The lock, not the files, is authoritative.
+
+A ``vestige.db`` that is a symbolic link into another directory, or that has other hard
+links, is refused: two data directories would then serve one file, each with its own lock
+(and, through a hard link, SQLite would keep a separate -wal for each name, which corrupts
+the database).
+
+Public API (the server, ``vestige doctor`` and ``vestige restore`` use it):
 
 - :func:`acquire_owner` -> :class:`OwnerLock`, or :class:`~vestige.errors.OwnerLockHeld`
   whose message is the refusal text; :meth:`OwnerLock.release` undoes it.
 - :func:`read_owners`: every published holder, validated (stale ones flagged).
 - :func:`lock_state`: free / exclusive / shared, probed without waiting.
+- :func:`stop_advice`: the ``kill`` commands for the holders proved to hold the lock;
+  :func:`stop_command` the command for one pid; :func:`why_unproved` why a published
+  holder is not named in one.
+- :func:`kernel_holders`: the pids the kernel shows holding the lock (Linux).
 
-A process holds at most one owner lock per data directory.  The descriptor is not inherited
-by ``exec``'d children, and is closed in ``fork``'d children.
+A process holds at most one owner lock per data directory.  The descriptors are not
+inherited by ``exec``'d children, and are closed in ``fork``'d children.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
+import sys
 import threading
 import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from vestige import _file_locks
-from vestige.config import DIR_MODE, FILE_MODE, DataDir
-from vestige.errors import OwnerLockUnsupported
+from vestige import _file_locks, _linux_proc
+from vestige.config import DATABASE_FILE, DIR_MODE, FILE_MODE, DataDir
+from vestige.errors import DataDirError, OwnerLockUnsupported
 from vestige.owner import _metadata
 from vestige.owner._metadata import OwnerInfo
-from vestige.owner._refusal import refusal
+from vestige.owner._refusal import refusal, stop_advice, stop_command, why_unproved
+from vestige.printable import escape_controls
 
 __all__ = [
     "LOCK_FILE",
@@ -49,9 +75,14 @@ __all__ = [
     "OwnerInfo",
     "OwnerLock",
     "acquire_owner",
+    "kernel_holders",
+    "lock_files",
     "lock_state",
     "read_owners",
     "remove_stale_metadata",
+    "stop_advice",
+    "stop_command",
+    "why_unproved",
 ]
 
 LOCK_FILE: Final = "vestige.owner.lock"
@@ -63,6 +94,10 @@ _GRACE_POLL_S: Final = 0.005
 #: A refused process waits this long for a just-started owner to publish its metadata, so
 #: the refusal can name it.
 METADATA_WAIT_S: Final = 0.3
+#: Directories can be locked where they can be opened: not on Windows.
+LOCKS_DIRECTORY: Final = sys.platform != "win32"
+_DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS: Final = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class LockMode(StrEnum):
@@ -84,32 +119,36 @@ def _dir(data_dir: Path | str | DataDir) -> Path:
     return data_dir.path if isinstance(data_dir, DataDir) else Path(data_dir)
 
 
+def lock_files(data_dir: Path | str | DataDir) -> tuple[Path, ...]:
+    """What a holder locks: the directory (where it can be locked), then the lock file."""
+    path = _dir(data_dir)
+    return (path, path / LOCK_FILE) if LOCKS_DIRECTORY else (path / LOCK_FILE,)
+
+
 class OwnerLock:
     """A held owner lock.  Release it (or let the process die) to let others in."""
 
-    def __init__(self, data_dir: Path, mode: LockMode, fd: int, info: OwnerInfo) -> None:
+    def __init__(self, data_dir: Path, mode: LockMode, fds: list[int], info: OwnerInfo) -> None:
         self.data_dir = data_dir
         self.mode = mode
         self.info = info
-        self._fd: int | None = fd
+        self._fds = fds
         self._guard = threading.Lock()
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return bool(self._fds)
 
     def release(self) -> None:
         """Remove this holder's metadata, then drop the lock.  Idempotent and thread-safe."""
         with self._guard:
-            if self._fd is None:
+            if not self._fds:
                 return
             # Metadata first: a reader never sees a lock-free directory with our file in it.
             with contextlib.suppress(FileNotFoundError):
                 self.info.path.unlink()
-            fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                _file_locks.unlock(fd)
-            os.close(fd)
+            fds, self._fds = self._fds, []
+            _close_all(fds)
         with _held_lock:
             if _held.get(self.data_dir) is self:
                 del _held[self.data_dir]
@@ -123,6 +162,14 @@ class OwnerLock:
     def __repr__(self) -> str:
         state = "held" if self.held else "released"
         return f"<OwnerLock {self.mode} {self.data_dir} {state}>"
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in reversed(fds):
+        with contextlib.suppress(OSError):
+            _file_locks.unlock(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def acquire_owner(
@@ -142,54 +189,95 @@ def acquire_owner(
         to show a person (who holds it, since when, what to do).
     :raises OwnerLockUnsupported: the filesystem cannot lock (e.g. some network mounts);
         Vestige fails closed rather than run unprotected.
+    :raises DataDirError: ``vestige.db`` is linked into another directory, or this holder's
+        details cannot be published (a full or read-only disk).
     """
     path = _dir(data_dir)
     mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
     with _held_lock:
         if path in _held:
             raise RuntimeError(f"this process already holds the owner lock of {path}")
-    fd = _open_lock_file(path)
+    _refuse_linked_database(path)
+    fds: list[int] = []
     try:
-        _lock_within_grace(fd, path, shared=shared, grace_s=grace_s)
+        fds.extend(_open_lock_targets(path))
+        _lock_within_grace(fds, path, shared=shared, grace_s=grace_s)
+        _refuse_linked_database(path)  # linked while we waited: the lock would not protect it
         _remove_stale(path, everyone_else=not shared)
         meta_path = _owners_dir(path) / f"{os.getpid()}.json"
         data = _metadata.this_process(
             path, mode=mode.value, transport=transport, endpoint=endpoint, version=version
         )
-        _metadata.write_atomic(meta_path, data)
+        _publish(meta_path, data)
     except BaseException:
-        os.close(fd)  # drops the lock if we took it
+        _close_all(fds)  # drops the lock if we took it
         raise
-    lock = OwnerLock(path, mode, fd, _metadata.read(meta_path))
+    lock = OwnerLock(path, mode, fds, _metadata.read(meta_path, lock_files(path)))
     with _held_lock:
         _held[path] = lock
     return lock
 
 
-def _open_lock_file(path: Path) -> int:
-    lock_path = path / LOCK_FILE
+def _refuse_linked_database(path: Path) -> None:
+    """A database reachable from another directory would be served there under another lock."""
+    database = path / DATABASE_FILE
     try:
-        return os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        st = os.lstat(database)
+    except OSError:
+        return  # not created yet, or unreadable: the store reports that itself
+    shown = escape_controls(str(database))
+    if stat.S_ISLNK(st.st_mode):
+        real = Path(os.path.realpath(database))
+        if real.parent == Path(os.path.realpath(path)):
+            return  # a link within the directory: same lock, same gate, same -wal
+        raise DataDirError(
+            f"{shown} is a symbolic link to {escape_controls(str(real))}, in another directory; "
+            "a server there would take another owner lock on the same database, so Vestige "
+            "refuses to serve it through the link",
+            hint=f"Use the directory that holds the file: --data-dir "
+            f"{escape_controls(str(real.parent))} (or move the file here in place of the link).",
+        )
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise DataDirError(
+            f"{shown} has {st.st_nlink} hard links: another directory can open the same file "
+            "under another name, with another owner lock and another -wal, which corrupts it",
+            hint="Keep one name: replace the other links with copies made by `vestige backup`, "
+            "or remove them.",
+        )
+
+
+def _open_lock_targets(path: Path) -> list[int]:
+    fds: list[int] = []
+    try:
+        for target in lock_files(path):
+            flags = _DIR_FLAGS if target == path else _FILE_FLAGS
+            fds.append(os.open(target, flags, FILE_MODE))
     except OSError as exc:
+        _close_all(fds)
         raise OwnerLockUnsupported(
-            f"cannot open the owner lock {lock_path}: {exc.strerror or exc}",
+            f"cannot open the owner lock {escape_controls(str(target))}: {exc.strerror or exc}",
             hint="Check that the data directory is writable, or choose another --data-dir.",
         ) from exc
+    return fds
 
 
-def _lock_within_grace(fd: int, path: Path, *, shared: bool, grace_s: float) -> None:
+def _lock_within_grace(fds: list[int], path: Path, *, shared: bool, grace_s: float) -> None:
+    """Lock every descriptor (directory first) or refuse once the grace has passed."""
     deadline = time.monotonic() + grace_s
+    locked = 0
     while True:
         try:
-            if _file_locks.try_lock(fd, shared=shared):
-                return
+            while locked < len(fds) and _file_locks.try_lock(fds[locked], shared=shared):
+                locked += 1
         except OSError as exc:
             raise OwnerLockUnsupported(
-                f"the filesystem holding {path} cannot take the owner lock "
+                f"the filesystem holding {escape_controls(str(path))} cannot take the owner lock "
                 f"({exc.strerror or exc}); Vestige refuses to run without it",
                 hint="Keep the data directory on a local disk (not NFS/SMB), or choose another "
                 "--data-dir.",
             ) from exc
+        if locked == len(fds):
+            return
         if time.monotonic() >= deadline:
             raise refusal(
                 path, lock_file=path / LOCK_FILE, shared=shared, owners=_live_owners(path)
@@ -199,11 +287,36 @@ def _lock_within_grace(fd: int, path: Path, *, shared: bool, grace_s: float) -> 
 
 def _owners_dir(path: Path) -> Path:
     owners = path / OWNERS_DIR
-    if not owners.is_dir():
+    try:
+        st = os.lstat(owners)
+    except FileNotFoundError:
         with contextlib.suppress(FileExistsError):
             owners.mkdir(mode=DIR_MODE)
             owners.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
+        return owners
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataDirError(
+            f"{escape_controls(str(owners))} is not a directory (a file or a link), so this "
+            "holder cannot publish its details there",
+            hint="Move it out of the data directory; Vestige recreates the folder.",
+        )
     return owners
+
+
+def _publish(meta_path: Path, data: dict[str, object]) -> None:
+    try:
+        _metadata.write_atomic(meta_path, data)
+    except OSError as exc:
+        where = escape_controls(str(meta_path.parent))
+        fix = {
+            errno.ENOSPC: f"Free some space on the disk holding {where}, then start again.",
+            errno.EDQUOT: f"Free some of your disk quota on the disk holding {where}.",
+            errno.EROFS: "The filesystem is read-only: remount it read-write or choose "
+            "another --data-dir.",
+        }.get(exc.errno or 0, f"Check that {where} is writable by this user.")
+        raise DataDirError(
+            f"cannot publish this holder's details in {where}: {exc.strerror or exc}", hint=fix
+        ) from exc
 
 
 def _remove_stale(path: Path, *, everyone_else: bool) -> None:
@@ -218,7 +331,7 @@ def _remove_stale(path: Path, *, everyone_else: bool) -> None:
     me = os.getpid()
     for info in read_owners(path):
         if info.pid != me:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or a folder a forger made
                 info.path.unlink()
 
 
@@ -226,55 +339,83 @@ def remove_stale_metadata(data_dir: Path | str | DataDir) -> list[Path]:
     """Remove only the metadata files whose process is provably gone; return their paths.
 
     "Provably gone" is the validation of ``read_owners``: the pid does not exist, is a
-    zombie, or has another creation time (the pid was reused).  A live holder's file is
-    never touched, so this is safe to call at any time (`vestige doctor --remove-stale`).
+    zombie, is another process now (reused), or the file is not valid metadata at all.
+    A live holder's file is never touched, so this is safe to call at any time
+    (`vestige doctor --remove-stale`).
     """
     removed = []
     for info in read_owners(data_dir):
         if not info.alive:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 info.path.unlink()
                 removed.append(info.path)
     return removed
 
 
 def read_owners(data_dir: Path | str | DataDir) -> list[OwnerInfo]:
-    """Every published holder, oldest first, each with ``alive`` validated (pid + create time).
+    """Every published holder, oldest first, each checked against the process table.
 
-    Entries with ``alive=False`` are stale: their process is gone.  Never raises for a
-    missing directory or a damaged file.
+    Entries with ``alive=False`` are stale: their process is gone, or the file is invalid.
+    ``verified`` entries are proved to hold the lock.  Never raises for a missing directory
+    or a damaged, forged or hostile file (a FIFO, a link, a huge file: none is read).
     """
-    owners = _dir(data_dir) / OWNERS_DIR
+    path = _dir(data_dir)
+    owners = path / OWNERS_DIR
     try:
+        if not stat.S_ISDIR(os.lstat(owners).st_mode):
+            return []
         files = sorted(owners.glob("*.json"))
     except OSError:
         return []
-    infos = [_metadata.read(f) for f in files]
+    targets = lock_files(path)
+    infos = [_metadata.read(f, targets) for f in files]
     return sorted(infos, key=lambda i: (i.started_at, i.pid))
 
 
 def lock_state(data_dir: Path | str | DataDir) -> LockState:
     """Probe the lock without waiting: FREE, EXCLUSIVE or SHARED.
 
-    The probe uses its own open of the lock file.  flock locks belong to an open file
-    description, so a probe from the holder's own process still sees the holder's lock, and
-    closing the probe's descriptor never drops it (with fcntl/lockf record locks it would).
-    Never probe through the holder's descriptor: re-locking it would convert its lock.
-    Exclusive is tried first, then shared, never an upgrade: Windows refuses an exclusive lock
-    over the same handle's shared one.  The probe itself holds a lock for microseconds;
-    ``acquire_owner``'s grace covers that.
+    Both the directory and the lock file are probed (an older holder locks only the file),
+    each through its own open.  flock locks belong to an open file description, so a probe
+    from the holder's own process still sees the holder's lock, and closing the probe's
+    descriptor never drops it (with fcntl/lockf record locks it would).  Never probe through
+    the holder's descriptor: re-locking it would convert its lock.  Exclusive is tried first,
+    then shared, never an upgrade: Windows refuses an exclusive lock over the same handle's
+    shared one.  The probe itself holds a lock for microseconds; ``acquire_owner``'s grace
+    covers that.  Nothing is created: a missing lock file is simply not held.
     """
-    lock_path = _dir(data_dir) / LOCK_FILE
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
+    path = _dir(data_dir)
+    states = set()
+    for target in lock_files(path):
+        try:
+            fd = os.open(target, _DIR_FLAGS if target == path else os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            states.add(_probe(fd))
+        finally:
+            os.close(fd)
+    for state in (LockState.EXCLUSIVE, LockState.SHARED):
+        if state in states:
+            return state
+    return LockState.FREE
+
+
+def kernel_holders(data_dir: Path | str | DataDir) -> list[int] | None:
+    """The pids the kernel shows holding the owner lock (Linux); None where it cannot say."""
+    pids: set[int] = set()
+    for target in lock_files(data_dir):
+        locks = _linux_proc.lock_holders(target)
+        if locks is None:
+            return None
+        pids.update(lock.pid for lock in locks)
+    return sorted(pids)
+
+
+def _probe(fd: int) -> LockState:
+    if _file_locks.try_lock(fd):
         return LockState.FREE
-    try:
-        if _file_locks.try_lock(fd):
-            return LockState.FREE
-        return LockState.SHARED if _file_locks.try_lock(fd, shared=True) else LockState.EXCLUSIVE
-    finally:
-        os.close(fd)
+    return LockState.SHARED if _file_locks.try_lock(fd, shared=True) else LockState.EXCLUSIVE
 
 
 def _live_owners(path: Path) -> list[OwnerInfo]:
@@ -289,12 +430,12 @@ def _live_owners(path: Path) -> list[OwnerInfo]:
 
 def _close_in_child() -> None:
     # A fork()ed child shares our lock descriptors; it must not keep the lock alive after we
-    # die.  Closing its copies leaves ours untouched.
+    # die.  Closing its copies leaves ours untouched (no unlock: that would drop ours too).
     for lock in list(_held.values()):
-        if lock._fd is not None:
+        for fd in lock._fds:
             with contextlib.suppress(OSError):
-                os.close(lock._fd)
-            lock._fd = None
+                os.close(fd)
+        lock._fds = []
     _held.clear()
 
 

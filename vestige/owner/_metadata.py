@@ -1,32 +1,64 @@
 """Holder metadata: one small JSON file per lock holder, written atomically, readable by all.
 
-Strictly private.  A file is trusted only while its process is the one that wrote it: the
-pid must exist, not be a zombie, and have the recorded creation time (which defeats pid
-reuse).  Anything else is stale, and stale files never block anyone: the lock decides.
+Strictly private.  Anyone who can write the ``owners`` folder can put anything there (a data
+directory shipped in a cloned repository, a hostile local process), so a file is a claim,
+never a fact.  Reading one is bounded and cannot hang (regular files only, never through a
+symbolic link, non-blocking, at most :data:`MAX_FILE_BYTES`), every field is validated, and
+the claim is checked against the process table:
+
+- **alive**: the pid is running and is the process that wrote the file.  On Linux that is
+  proved by its start time in clock ticks since boot (``/proc/<pid>/stat``) and the boot id,
+  which no clock step can move.  Elsewhere, or for a file that does not record them, the
+  command line must match the recorded one and either psutil's creation time (which follows
+  the wall clock) must be within :data:`CREATE_TIME_TOLERANCE_S` or the process must hold the
+  owner lock, which survives any clock step.
+- **holds_lock**: the kernel says the process holds the owner lock (``/proc/locks``), or,
+  where the kernel cannot be asked, it has the lock file open.
+- **verified**: both, and its command line is Vestige's.  Only a verified holder is ever
+  named in a ``kill`` command: a forged file naming ``sleep`` or pid 1 is shown as a claim
+  and never as something to stop.
+
+Anything else is stale, and stale files never block anyone: the lock decides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
+import stat
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 import psutil
 
+from vestige import _linux_proc
 from vestige.config import FILE_MODE
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
-#: psutil reports creation time as a float derived from clock ticks: allow for rounding.
-CREATE_TIME_TOLERANCE_S: Final = 0.01
+#: Without start ticks, psutil's creation time decides together with the command line; it is
+#: a float rebuilt from clock ticks and the boot time, so allow for rounding and slewing.
+CREATE_TIME_TOLERANCE_S: Final = 1.0
+#: A holder's file is about 1 KiB; anything larger is not ours and is not read.
+MAX_FILE_BYTES: Final = 64 * 1024
+MAX_PID: Final = 2**31 - 1
+MAX_ARGS: Final = 4096
+MODES: Final = frozenset({"exclusive", "shared"})
 _REPLACE_RETRIES: Final = 10  # Windows: a reader holding the target open blocks os.replace
+_READ_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of waiting for a writer
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +67,7 @@ class OwnerInfo:
 
     pid: int
     create_time: float
-    cmdline: tuple[str, ...]
+    cmdline: tuple[str, ...]  # the running process's own, once it is proved alive
     data_dir: str
     version: str
     mode: str  # "exclusive" | "shared"
@@ -43,14 +75,21 @@ class OwnerInfo:
     endpoint: str | None
     started_at: str  # RFC 3339 UTC: when the lock was taken
     path: Path = field(compare=False)  # the metadata file
-    alive: bool = True  # False: the pid is gone, a zombie, or a different process now
+    alive: bool = True  # False: the pid is gone, a zombie, a different process, or invalid
     problem: str = ""  # why an entry is stale or unreadable
+    start_ticks: int | None = None  # Linux: start time in clock ticks since boot
+    boot_id: str | None = None  # Linux: the boot those ticks count from
+    holds_lock: bool = False  # the kernel (or the open files) show it holding the lock
+
+    @property
+    def verified(self) -> bool:
+        """Alive, holding the lock, and a Vestige command line: safe to name in ``kill``."""
+        return self.alive and self.holds_lock and is_vestige_command(self.cmdline)
 
     @property
     def held_for_s(self) -> float:
-        try:
-            started = datetime.fromisoformat(self.started_at)
-        except ValueError:
+        started = parse_time(self.started_at)
+        if started is None:
             return 0.0
         return max(0.0, (datetime.now(UTC) - started).total_seconds())
 
@@ -58,6 +97,8 @@ class OwnerInfo:
         return {
             "pid": self.pid,
             "create_time": self.create_time,
+            "start_ticks": self.start_ticks,
+            "boot_id": self.boot_id,
             "cmdline": list(self.cmdline),
             "data_dir": self.data_dir,
             "version": self.version,
@@ -67,9 +108,25 @@ class OwnerInfo:
             "started_at": self.started_at,
             "path": str(self.path),
             "alive": self.alive,
+            "holds_lock": self.holds_lock,
+            "verified": self.verified,
             "problem": self.problem,
             "held_for_s": round(self.held_for_s, 1),
         }
+
+
+def is_vestige_command(cmdline: Sequence[str]) -> bool:
+    """Does this command line run Vestige (``vestige-mcp``, ``vestige restore``, the library)?"""
+    return any("vestige" in arg.lower() for arg in cmdline)
+
+
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time with its offset; None for anything else (a naive time included)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def this_process(
@@ -79,6 +136,8 @@ def this_process(
     return {
         "pid": me.pid,
         "create_time": me.create_time(),
+        "start_ticks": _linux_proc.start_ticks(me.pid),
+        "boot_id": _linux_proc.boot_id(),
         "cmdline": _cmdline(me),
         "data_dir": str(data_dir),
         "version": version,
@@ -134,41 +193,173 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read(path: Path) -> OwnerInfo:
-    """Read and validate one metadata file; unreadable files come back as stale entries."""
+class _Invalid(ValueError):
+    """A metadata file that no Vestige wrote as it stands."""
+
+
+def read(path: Path, lock_files: Sequence[Path]) -> OwnerInfo:
+    """Read and check one metadata file; unreadable or invalid files come back as stale.
+
+    :param lock_files: what a live holder has locked (the data directory and the lock file).
+    """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        info = OwnerInfo(
-            pid=int(raw["pid"]),
-            create_time=float(raw["create_time"]),
-            cmdline=tuple(str(a) for a in raw.get("cmdline") or ()),
-            data_dir=str(raw.get("data_dir", "")),
-            version=str(raw.get("version", "")),
-            mode=str(raw.get("mode", "")),
-            transport=str(raw.get("transport", "")),
-            endpoint=raw.get("endpoint"),
-            started_at=str(raw.get("started_at", "")),
-            path=path,
+        info = _parse(path, _read_bounded(path))
+    except (OSError, _Invalid) as exc:
+        pid = int(path.stem) if path.stem.isdigit() and len(path.stem) < 10 else 0
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return OwnerInfo(
+            pid, 0.0, (), "", "", "", "", None, "", path, alive=False, problem=f"invalid: {reason}"
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        pid = int(path.stem) if path.stem.isdigit() else -1
-        return OwnerInfo(pid, 0.0, (), "", "", "", "", None, "", path, False, f"unreadable: {exc}")
-    alive, problem = validate(info.pid, info.create_time)
-    return replace(info, alive=alive, problem=problem)
+    return _check_process(info, lock_files)
 
 
-def validate(pid: int, create_time: float) -> tuple[bool, str]:
-    """Is ``pid`` still the process that recorded ``create_time``?  (alive, why not)"""
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; refuses FIFOs, devices, links and anything over the size bound."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise _Invalid("not a regular file")
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if os.path.islink(path):  # replaced by a link since the lstat
+            raise _Invalid("a symbolic link") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Invalid("not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _Invalid(f"larger than {MAX_FILE_BYTES // 1024} KiB")
+        return os.read(fd, MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+    finally:
+        os.close(fd)
+
+
+def _parse(path: Path, data: bytes) -> OwnerInfo:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Invalid(f"not JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise _Invalid(f"a JSON {type(raw).__name__}, not an object")
+    pid, create_time, ticks, boot = _identity(raw)
+    if path.stem != str(pid):
+        raise _Invalid(f"the file name does not match its pid {pid}")
+    cmdline = raw.get("cmdline")
+    if not isinstance(cmdline, list) or len(cmdline) > MAX_ARGS:
+        raise _Invalid("cmdline is not a list of arguments")
+    if not all(isinstance(arg, str) for arg in cmdline):
+        raise _Invalid("cmdline is not a list of strings")
+    mode = raw.get("mode")
+    if mode not in MODES:
+        raise _Invalid(f"mode {_shown(mode)} is neither exclusive nor shared")
+    started_at = raw.get("started_at")
+    if not isinstance(started_at, str) or parse_time(started_at) is None:
+        raise _Invalid(f"started_at {_shown(started_at)} is not a time with a UTC offset")
+    endpoint = raw.get("endpoint")
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise _Invalid("endpoint is not a string")
+    texts = {key: raw.get(key, "") for key in ("data_dir", "version", "transport")}
+    if not all(isinstance(value, str) for value in texts.values()):
+        raise _Invalid("data_dir, version and transport must be strings")
+    return OwnerInfo(
+        pid=pid,
+        create_time=create_time,
+        cmdline=tuple(cmdline),
+        data_dir=texts["data_dir"],
+        version=texts["version"],
+        mode=mode,
+        transport=texts["transport"],
+        endpoint=endpoint,
+        started_at=started_at,
+        path=path,
+        start_ticks=ticks,
+        boot_id=boot,
+    )
+
+
+def _identity(raw: dict[str, Any]) -> tuple[int, float, int | None, str | None]:
+    """The fields that say which process wrote the file: pid, create time, ticks, boot."""
+    pid = raw.get("pid")
+    if not _is_int(pid) or not 1 <= pid <= MAX_PID:
+        raise _Invalid(f"pid {_shown(pid)} is not a process id")
+    create_time = raw.get("create_time")
+    if not _is_number(create_time) or not math.isfinite(create_time) or create_time <= 0:
+        raise _Invalid(f"create_time {_shown(create_time)} is not a time")
+    ticks = raw.get("start_ticks")
+    if ticks is not None and (not _is_int(ticks) or ticks < 0):
+        raise _Invalid(f"start_ticks {_shown(ticks)} is not a tick count")
+    boot = raw.get("boot_id")
+    if boot is not None and not isinstance(boot, str):
+        raise _Invalid("boot_id is not a string")
+    return pid, float(create_time), ticks, boot
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value) if value is None or isinstance(value, str | int | float) else "?"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check_process(info: OwnerInfo, lock_files: Sequence[Path]) -> OwnerInfo:
+    """Is the recorded pid still the process that wrote the file, and does it hold the lock?"""
+    pid = info.pid
     try:
         proc = psutil.Process(pid)
-        actual = proc.create_time()
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return False, f"pid {pid} has exited (zombie)"
-    except psutil.NoSuchProcess:
-        return False, f"pid {pid} no longer exists"
+            return replace(info, alive=False, problem=f"pid {pid} has exited (zombie)")
+        actual_time = proc.create_time()
+        cmdline = tuple(proc.cmdline())
+    except psutil.NoSuchProcess:  # ZombieProcess included: it has exited
+        return replace(info, alive=False, problem=f"pid {pid} no longer exists")
     except psutil.AccessDenied:
         # Another user's process: it exists, and we cannot prove it is a different one.
+        return replace(info, problem=f"pid {pid} belongs to another user and cannot be inspected")
+    holds = holds_lock(proc, lock_files)
+    same, why = _same_process(info, actual_time, cmdline, holds=holds)
+    if not same:
+        return replace(info, alive=False, problem=why)
+    return replace(info, cmdline=cmdline, holds_lock=holds)
+
+
+def _same_process(
+    info: OwnerInfo, actual_time: float, cmdline: tuple[str, ...], *, holds: bool
+) -> tuple[bool, str]:
+    reused = f"pid {info.pid} now belongs to another process (pid reused)"
+    if info.start_ticks is not None and info.boot_id is not None:
+        boot, ticks = _linux_proc.boot_id(), _linux_proc.start_ticks(info.pid)
+        if boot is not None and ticks is not None:
+            if boot != info.boot_id:
+                return False, f"pid {info.pid} was recorded before the machine restarted"
+            return (True, "") if ticks == info.start_ticks else (False, reused)
+    if cmdline != info.cmdline:
+        return False, reused
+    if abs(actual_time - info.create_time) <= CREATE_TIME_TOLERANCE_S or holds:
         return True, ""
-    if abs(actual - create_time) > CREATE_TIME_TOLERANCE_S:
-        return False, f"pid {pid} now belongs to another process (pid reused)"
-    return True, ""
+    return False, reused
+
+
+def holds_lock(proc: psutil.Process, lock_files: Sequence[Path]) -> bool:
+    """Does ``proc`` hold one of ``lock_files``?  The kernel's word where it can be asked."""
+    for path in lock_files:
+        holders = _linux_proc.lock_holders(path)
+        if holders is None:
+            return _has_open(proc, lock_files)
+        if any(lock.pid == proc.pid for lock in holders):
+            return True
+    return False
+
+
+def _has_open(proc: psutil.Process, paths: Sequence[Path]) -> bool:
+    wanted = {os.path.normcase(os.path.realpath(p)) for p in paths}
+    try:
+        opened = {os.path.normcase(os.path.realpath(f.path)) for f in proc.open_files()}
+    except psutil.Error:
+        return False
+    return not wanted.isdisjoint(opened)

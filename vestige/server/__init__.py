@@ -8,7 +8,9 @@ lives in :mod:`vestige.server.lifecycle`, imported only once the lock is held.
 
 from __future__ import annotations
 
+import errno
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err, EXIT_OWNER_LOCKED)
     except ConfigError as err:
         return _fail(err, EXIT_CONFIG)
+    except OSError as exc:  # any other failure of the data directory's files: one line too
+        return _fail(_start_failed(exc, opts), EXIT_CONFIG)
     return _serve(lock, opts)
 
 
@@ -114,6 +118,22 @@ def _bind(opts: _options.Options) -> socket.socket:
         ) from exc
     sock.set_inheritable(False)
     return sock
+
+
+def _start_failed(exc: OSError, opts: _options.Options) -> VestigeError:
+    """One line for an OS error on the data directory while starting, never a traceback."""
+    where = opts.data_dir.path
+    if exc.errno == errno.ENOSPC:
+        return VestigeError(
+            f"the disk holding {where} is full, so the server cannot start",
+            hint="Free some space there, then start it again.",
+        )
+    name = f" ({exc.filename})" if exc.filename else ""
+    return VestigeError(
+        f"cannot start on {where}: {exc.strerror or exc}{name}",
+        hint=f"Run `vestige doctor --data-dir {shlex.quote(str(where))}` to check the data "
+        "directory.",
+    )
 
 
 def _fail(err: VestigeError, code: int) -> int:
