@@ -383,3 +383,41 @@ def test_any_run_of_writes_gives_one_entry_each_and_replays_to_the_live_ids(
         entries = list(store.changes(limit=1000, oldest_first=True).changes)
         assert len(entries) == writes
         assert replay(entries) == {m.id for m in store.iter_memories()}
+
+
+def test_a_gap_by_time_holds_when_imported_history_is_older_than_what_was_trimmed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Imported entries keep their old times: the oldest time kept cannot tell a gap."""
+    with Store.open(tmp_path / "old") as old:
+        old.ingest("from long ago")
+        history = io.StringIO()
+        old.export(history)
+    for n in range(4):
+        store.ingest(f"memory {n}")
+    first = store.changes(limit=1, oldest_first=True).changes[0].at
+    monkeypatch.setattr(config, "CHANGELOG_KEEP_ROWS", 2)
+    store.decay()  # trims #1 and #2
+    assert store.import_jsonl(io.StringIO(history.getvalue())).changes_imported == 1
+    page = store.changes(since=first, limit=100)
+    assert page.gap is not None
+    assert page.gap.trimmed_through == 2
+
+
+def test_pages_back_newest_first_with_before_seq(store: Store) -> None:
+    for n in range(5):
+        store.ingest(f"memory {n}")
+    first = store.changes(limit=2)
+    assert ([c.seq for c in first.changes], first.more) == ([5, 4], True)
+    second = store.changes(limit=2, before_seq=first.changes[-1].seq)
+    assert [c.seq for c in second.changes] == [3, 2]
+    last = store.changes(limit=2, before_seq=2)
+    assert ([c.seq for c in last.changes], last.more) == ([1], False)
+
+
+def test_delete_returns_its_changelog_entry(store: Store) -> None:
+    memory = store.ingest("short lived")
+    seq = store.delete(memory.id)
+    assert store.change(seq).kind == "deleted"
+    store.undo(seq)
+    assert store.get(memory.id).content == "short lived"

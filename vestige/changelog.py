@@ -320,6 +320,7 @@ def page(
     memory_id: str | None = None,
     kinds: frozenset[str] | None = None,
     after_seq: int | None = None,
+    before_seq: int | None = None,
     since: str | None = None,
     limit: int,
     oldest_first: bool = False,
@@ -327,7 +328,7 @@ def page(
     """Entries matching every filter given, newest first (or oldest first), at most ``limit``.
 
     ``after_seq`` and ``since`` (an ISO time) ask for what came later; if entries they ask
-    for were trimmed, the page carries a ``Gap``.
+    for were trimmed, the page carries a ``Gap``.  ``before_seq`` pages back, newest first.
     """
     where = ["1"]
     args: list[Any] = []
@@ -340,6 +341,9 @@ def page(
     if after_seq is not None:
         where.append("seq > ?")
         args.append(after_seq)
+    if before_seq is not None:
+        where.append("seq < ?")
+        args.append(before_seq)
     if since is not None:
         where.append("at > ?")
         args.append(since)
@@ -351,13 +355,13 @@ def page(
     ).fetchall()
     trimmed = trimmed_through(conn)
     gap = None
-    if trimmed and (after_seq is not None or since is not None):
-        if after_seq is not None and after_seq < trimmed:
-            gap = Gap(trimmed)
-        elif since is not None:
-            oldest = scalar(conn, "SELECT MIN(at) FROM changelog")
-            if oldest is None or since < as_str(oldest, "at"):
-                gap = Gap(trimmed)
+    if trimmed and (
+        (after_seq is not None and after_seq < trimmed)
+        or (since is not None and since < _meta(conn, "changelog_trimmed_newest_at", ""))
+    ):
+        # By time: some trimmed entry is newer than ``since`` (entries imported as history
+        # keep older times, so the oldest time kept says nothing).
+        gap = Gap(trimmed)
     return ChangePage(
         changes=tuple(Change.from_row(r) for r in found[:limit]),
         newest_seq=newest_seq(conn),
@@ -427,14 +431,28 @@ def trim(conn: apsw.Connection, *, keep_rows: int, batch_rows: int) -> int:
     if last is None:
         return 0
     through = as_int(last, "seq")
+    newest_at = as_opt_str(
+        scalar(conn, "SELECT MAX(at) FROM changelog WHERE seq <= ?", (through,)), "at"
+    )
     conn.execute("DELETE FROM changelog WHERE seq <= ?", (through,))
     deleted = conn.changes()
+    if newest_at is not None:
+        conn.execute(
+            "INSERT INTO vestige_meta(key, value) VALUES ('changelog_trimmed_newest_at', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+            (newest_at,),
+        )
     conn.execute(
         "UPDATE vestige_meta SET value = ? WHERE key = 'changelog_trimmed_through' "
         "AND CAST(value AS INTEGER) < ?",
         (str(through), through),
     )
     return deleted
+
+
+def _meta(conn: apsw.Connection, key: str, default: str) -> str:
+    found = conn.execute("SELECT value FROM vestige_meta WHERE key = ?", (key,)).fetchall()
+    return as_str(found[0][0], key) if found else default
 
 
 def _dumps(value: Mapping[str, Any] | None) -> str | None:

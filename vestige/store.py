@@ -386,20 +386,22 @@ class Store:
         text = similarity.read(new.content)
         return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
 
-    def delete(self, memory_id: str) -> None:
-        """Delete a memory.  What it superseded comes back: visible, and its demote undone.
+    def delete(self, memory_id: str) -> int:
+        """Delete a memory; return the changelog entry's seq (the tombstone, for undo).
+
+        What it superseded comes back: visible, and its demote undone.
 
         Otherwise a memory replaced by one that was later deleted would stay hidden from
         search for good, and telling its fact again would store a duplicate.
         """
         mid = _validate.memory_id(memory_id)
 
-        def tx(conn: apsw.Connection) -> None:
+        def tx(conn: apsw.Connection) -> int:
             gone = _fetch(conn, mid)
             if gone is None:
                 raise MemoryNotFound(mid)
             back = _remove(conn, gone)
-            self._record(
+            return self._record(
                 conn,
                 ChangeKind.DELETED,
                 memory_id=mid,
@@ -408,7 +410,7 @@ class Store:
                 detail={"brought_back": [m.id for m in back]} if back else None,
             )
 
-        self._db.write(tx)
+        return self._db.write(tx)
 
     def purge(self, memory_id: str) -> PurgeReport:
         """Remove a memory for good: for a secret stored by mistake.
@@ -511,6 +513,7 @@ class Store:
         memory_id: str | None = None,
         kinds: list[str] | tuple[str, ...] | None = None,
         after_seq: int | None = None,
+        before_seq: int | None = None,
         since: str | None = None,
         limit: int = config.CHANGELOG_DEFAULT_LIMIT,
         oldest_first: bool = False,
@@ -518,11 +521,13 @@ class Store:
         """A bounded page of the changelog, newest first (see ``vestige.changelog``).
 
         ``after_seq`` (a change's seq) or ``since`` (a time) ask for what came later; when
-        some of that was trimmed, the page's ``gap`` says so.
+        some of that was trimmed, the page's ``gap`` says so.  ``before_seq`` pages back
+        through older entries, newest first.
         """
         mid = _validate.memory_id(memory_id) if memory_id is not None else None
         wanted = _validate.change_kinds(kinds)
         after = _validate.seq(after_seq, name="after_seq") if after_seq is not None else None
+        before = _validate.seq(before_seq, name="before_seq") if before_seq is not None else None
         when = _validate.timestamp(since, name="since")
         n = _validate.limit(limit, maximum=config.CHANGELOG_MAX_LIMIT)
         with self._db.read() as conn:
@@ -531,6 +536,7 @@ class Store:
                 memory_id=mid,
                 kinds=wanted,
                 after_seq=after,
+                before_seq=before,
                 since=when,
                 limit=n,
                 oldest_first=oldest_first,

@@ -25,7 +25,6 @@ from vestige.errors import MemoryNotFound
 if TYPE_CHECKING:
     from vestige.changelog import Change, ChangePage
     from vestige.models import Edited, PurgeReport
-    from vestige.store import Store
 
 _KINDS = ", ".join(k.value for k in ChangeKind)
 
@@ -56,6 +55,13 @@ def _change_number(_ctx: click.Context, param: click.Parameter, value: str) -> i
     "(2025-06-01, 2025-06-01T14:30; local time unless it names a zone).",
 )
 @click.option(
+    "--before",
+    "before_seq",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Only changes older than this change number (to page back, newest first).",
+)
+@click.option(
     "-n",
     "--limit",
     type=click.IntRange(1, config.CHANGELOG_MAX_LIMIT),
@@ -76,6 +82,7 @@ def log(
     memory_id: str | None,
     kinds: tuple[str, ...],
     since: str | None,
+    before_seq: int | None,
     limit: int,
     oldest_first: bool,
     with_before: bool,
@@ -99,6 +106,7 @@ def log(
             memory_id=memory_id,
             kinds=wanted or None,
             after_seq=after_seq,
+            before_seq=before_seq,
             since=since_time,
             limit=limit,
             oldest_first=oldest_first,
@@ -109,7 +117,7 @@ def log(
         page.to_dict(with_before=with_before), as_json=as_json, text=lambda: _log_text(page)
     )
     if page.more and not as_json:
-        click.echo(_next_page_hint(page, since, oldest_first=oldest_first), err=True)
+        click.echo(_next_page_hint(page, oldest_first=oldest_first), err=True)
 
 
 def _parse_since(since: str | None) -> tuple[int | None, str | None]:
@@ -141,7 +149,7 @@ def _log_text(page: ChangePage) -> None:
     )
 
 
-def _next_page_hint(page: ChangePage, since: str | None, *, oldest_first: bool) -> str:
+def _next_page_hint(page: ChangePage, *, oldest_first: bool) -> str:
     shown = len(page.changes)
     if oldest_first:
         last = page.changes[-1].seq
@@ -149,11 +157,10 @@ def _next_page_hint(page: ChangePage, since: str | None, *, oldest_first: bool) 
             f"More changes match than the {shown} shown. Next page: add --since {last} "
             "(with the same other options)."
         )
-    start = since or "0"
+    last = page.changes[-1].seq
     return (
-        f"More changes match than the {shown} shown (the newest). To read them all, page "
-        f"forward from the start: --oldest-first --since {start}, then --since the last "
-        "number shown; or raise --limit."
+        f"More changes match than the {shown} shown. Next page: add --before {last} "
+        "(with the same other options)."
     )
 
 
@@ -249,12 +256,6 @@ def _undo_text(done: Change) -> None:
 # -- vestige edit, delete, purge ----------------------------------------------------------
 
 
-def _last_change(store: Store, memory_id: str, kind: ChangeKind) -> Change | None:
-    """The entry a change of ``memory_id`` just wrote (``Store.delete`` returns nothing)."""
-    found = store.changes(memory_id=memory_id, kinds=[kind.value], limit=1).changes
-    return found[0] if found else None
-
-
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return _render.one_line(lines[0] if lines else "")
@@ -316,10 +317,9 @@ def delete(memory_id: str, as_json: bool) -> None:
       vestige delete 5558aac0-b14a-4cde-810e-c96509896539
     """
     with open_store() as store:
-        store.delete(memory_id)
-        entry = _last_change(store, memory_id, ChangeKind.DELETED)
-    back = list((entry.detail or {}).get("brought_back", [])) if entry else []
-    seq = entry.seq if entry else None
+        seq = store.delete(memory_id)
+        entry = store.change(seq)
+    back = list((entry.detail or {}).get("brought_back", []))
     data = {"id": memory_id, "deleted": True, "change_seq": seq, "brought_back": back}
 
     def text() -> None:

@@ -323,6 +323,14 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         since: Annotated[
             str | None, Field(description="Only changes after this ISO 8601 date or time.")
         ] = None,
+        before_seq: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                description="Only changes before this seq: to page back, pass the last seq "
+                "of the previous page.",
+            ),
+        ] = None,
         limit: Annotated[
             int, Field(ge=1, le=config.CHANGELOG_MAX_LIMIT)
         ] = config.CHANGELOG_DEFAULT_LIMIT,
@@ -346,6 +354,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             memory_id=memory_id,
             kinds=kinds,
             after_seq=since_seq,
+            before_seq=before_seq,
             since=since,
             limit=limit,
             oldest_first=oldest_first,
