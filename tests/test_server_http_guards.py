@@ -297,3 +297,31 @@ def test_the_request_timeout_setting_is_checked(tmp_path: Path, data_dir: Path) 
         done.stderr
     )
     assert "Hint:" in done.stderr
+
+
+def test_a_lone_surrogate_is_answered_with_its_id_after_the_token_check(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    body = (
+        b'{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"ingest",'
+        b'"arguments":{"content":"hello \\ud83d"}}}'
+    )
+    headers = {**ACCEPT, "Content-Type": "application/json"}
+    with HttpServer(data_dir, tmp_path) as srv:
+        anonymous = httpx2.post(srv.url, content=body, headers=headers, timeout=CALL_TIMEOUT_S)
+        assert anonymous.status_code == 401
+        assert "refused request" not in srv.log()  # nothing logged for a stranger
+        bearer = {**headers, "Authorization": f"Bearer {srv.token}"}
+        reply = httpx2.post(srv.url, content=body, headers=bearer, timeout=CALL_TIMEOUT_S)
+        log = srv.log()
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "jsonrpc": "2.0",
+        "id": 41,
+        "error": {
+            "code": -32602,
+            "message": "tools/call ingest: argument content holds a lone surrogate \\ud83d at "
+            'character 6 ("hello \\ud83d"): send valid UTF-16 pairs / UTF-8',
+        },
+    }
+    assert "WARNING vestige.server.http: refused request 41 from an HTTP client" in log

@@ -34,7 +34,7 @@ from pydantic import AnyHttpUrl
 
 from vestige.config import FILE_MODE, secure_file
 from vestige.errors import ConfigError
-from vestige.server import EXIT_ERROR
+from vestige.server import EXIT_ERROR, framing
 from vestige.server.connections import ConnectionGuard, DisconnectFilter
 from vestige.server.options import (
     HTTP_BACKLOG,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from vestige.server.options import Options
 
@@ -182,6 +183,66 @@ def connection_cap() -> int:
     return max(MIN_CONNECTIONS, min(HTTP_MAX_CONNECTIONS, room))
 
 
+class BadTextAnswers:
+    """ASGI middleware: a request the SDK refuses for its text gets an answer that says why.
+
+    The SDK answers a body with a lone surrogate with ``400`` and "Parse error: unexpected
+    end of hex escape", without the request's id.  The body is read here first (the SDK
+    reads it whole anyway); if :func:`framing.frame` finds unusable text, the SDK still
+    handles the request, so the token, Host and Origin checks run as always, and only its
+    400 is replaced: by the JSON-RPC error with the request's id, naming the argument.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self._app(scope, receive, send)
+            return
+        received: list[Message] = []
+        body = bytearray()
+        while len(body) <= framing.MAX_MESSAGE_BYTES:
+            message = await receive()
+            received.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        refusal = framing.frame(bytes(body)) if len(body) <= framing.MAX_MESSAGE_BYTES else None
+        replay = iter(received)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        if not isinstance(refusal, framing.Refusal) or refusal.reason != "bad-text":
+            await self._app(scope, replayed, send)
+            return
+        replaced = False
+
+        async def answered(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                # Logged only now: an unauthenticated client gets its 401 and no log line.
+                log.warning("refused %s from an HTTP client: %s", refusal.what, refusal.message)
+                replaced = True
+                return
+            if not replaced:
+                await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await _send_json(send, refusal)
+
+        await self._app(scope, replayed, answered)
+
+
+async def _send_json(send: Send, refusal: framing.Refusal) -> None:
+    """The refusal as the JSON-RPC answer to its request (200), or a bare 400 for the rest."""
+    body = refusal.reply().message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    status = 200 if refusal.answer and refusal.request_id is not None else 400
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -201,7 +262,7 @@ class HttpTransport:
             connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S
         )
         config = uvicorn.Config(
-            app,
+            BadTextAnswers(app),
             http=self._guard.protocol(),
             log_level="warning",
             access_log=False,
