@@ -21,8 +21,8 @@ from typing import Any, Final
 
 import pytest
 
+from tests.http_helpers import HttpServer
 from tests.server_helpers import server_command, server_env
-from tests.test_server_http_guards import HttpServer
 from tests.test_server_stdio import TOOLS
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -69,7 +69,8 @@ def frame(line: bytes) -> SessionMessage | Refusal | None:
             "not-jsonrpc",
             types.INVALID_REQUEST,
             "Invalid request: a line must hold one JSON-RPC 2.0 object with a method "
-            "(request, notification) or a result or error (response)",
+            "(request, notification) or a result or error (response), and an id that is "
+            "a string or an integer",
             request_id,
             answer=True,
         )
@@ -131,6 +132,8 @@ def _kind(parsed: object) -> tuple[str, types.RequestId | None]:
     raw_id = parsed.get("id")
     # JSON-RPC ids are strings or numbers (MCP: integers); anything else is answered as null.
     request_id = raw_id if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+    if "id" in parsed and request_id is None:
+        return "invalid", None  # an id that is null, a bool, a float, an object...
     if "method" in parsed:
         return ("request" if "id" in parsed else "notification"), request_id
     if "id" in parsed and ("result" in parsed or "error" in parsed):
