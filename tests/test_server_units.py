@@ -69,7 +69,8 @@ def test_token_file_is_created_private_once_and_env_wins(tmp_path: Path) -> None
     path.chmod(0o644)
     assert load_token(tmp_path, environ={}) == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # tightened again
-    assert load_token(tmp_path, environ={"VESTIGE_AUTH_TOKEN": "  env-token  "}) == "env-token"
+    env_token = "env-token-" + "x" * 22  # 32 characters: the shortest accepted
+    assert load_token(tmp_path, environ={"VESTIGE_AUTH_TOKEN": f"  {env_token}  "}) == env_token
 
 
 def test_dns_rebinding_allows_only_loopback_and_the_given_host(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ __all__ = [
     "main",
 ]
 
-#: Clean shutdown: stdin closed, SIGINT, SIGTERM, or the parent process died.
+#: Clean shutdown: stdin or stdout closed, SIGINT, SIGTERM, SIGHUP, or the parent process died.
 EXIT_OK: Final = 0
 #: A bug: the traceback is in the log (stderr).
 EXIT_ERROR: Final = 1
@@ -48,6 +48,12 @@ EXIT_STORE: Final = 5
 
 log = logging.getLogger("vestige.server")
 
+#: Each asks for the same clean shutdown.  SIGHUP is what closing the terminal that started
+#: the server sends; its default action would kill the process with no cleanup.
+STOP_SIGNALS: Final = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server; return the exit code (the serving path leaves through os._exit)."""
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    held = _hold(STOP_SIGNALS)  # a stop signal waits until its handler is in place
     try:
         data_dir = prepare_data_dir(opts.data_dir)
         lock = acquire_owner(
@@ -70,32 +77,48 @@ def main(argv: list[str] | None = None) -> int:
             version=__version__,
         )
     except OwnerLockHeld as err:
+        _release(held)
         return _fail(err, EXIT_OWNER_LOCKED)
     except ConfigError as err:
+        _release(held)
         return _fail(err, EXIT_CONFIG)
     except OSError as exc:  # any other failure of the data directory's files: one line too
+        _release(held)
         return _fail(_start_failed(exc, opts), EXIT_CONFIG)
-    return _serve(lock, opts)
+    return _serve(lock, opts, held)
 
 
-def _serve(lock: OwnerLock, opts: _options.Options) -> int:
-    # Until the event loop takes signals over, SIGTERM must unwind like Ctrl-C (releasing the
-    # lock and its metadata) instead of killing the process outright.
-    signal.signal(signal.SIGTERM, _interrupt)
+def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signals]) -> int:
+    # Until the event loop takes signals over, a stop signal must unwind like Ctrl-C
+    # (releasing the lock and its metadata) instead of killing the process outright.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
     try:
-        sock = _bind(opts) if opts.transport == "http" else None
-    except ConfigError as err:
-        lock.release()
-        return _fail(err, EXIT_CONFIG)
-    try:
+        _release(held)  # one that came in meanwhile is raised here, inside this try
+        try:
+            sock = _bind(opts) if opts.transport == "http" else None
+        except ConfigError as err:
+            return _fail(err, EXIT_CONFIG)
         # Only now, with the lock held: the SDK and pydantic cost most of the start-up time.
         from vestige.server import lifecycle  # noqa: PLC0415
 
         return lifecycle.run(lock, opts, sock)
-    except KeyboardInterrupt:  # SIGINT/SIGTERM before the event loop took over signals
+    except KeyboardInterrupt:  # a stop signal before the event loop took over signals
         return EXIT_OK
     finally:
         lock.release()
+
+
+def _hold(signals: tuple[int, ...]) -> set[int | signal.Signals]:
+    """Block ``signals`` (POSIX); returns the previous mask for :func:`_release`."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return set()
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+
+def _release(previous: set[int | signal.Signals]) -> None:
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,9 +1,12 @@
 """Streamable HTTP: one server, many clients, behind a bearer token and DNS-rebinding checks.
 
 The token is ``VESTIGE_AUTH_TOKEN`` if set, else the contents of ``<data-dir>/auth_token``,
-created (0600, 32 random bytes) on first use.  A request without it gets 401.  Host and
-Origin headers must name a loopback address (or the --host given), so a web page cannot
-reach the server through DNS rebinding.
+created (0600, 32 random bytes) on first use.  A token under :data:`MIN_TOKEN_CHARS` is
+refused at start (a cloned repository or a dotfile can ship a known short one), and so is
+an empty file, rather than a server that refuses everyone without saying why.  A request
+without the token gets 401.  Host and Origin headers must name a loopback address or the
+--host given, never a wildcard such as ``0.0.0.0``, so a web page cannot reach the server
+through DNS rebinding.  Connections are capped and timed (:mod:`vestige.server.connections`).
 
 uvicorn runs inside our event loop with its own signal handling turned off: the lifecycle
 handles SIGINT/SIGTERM the same way for both transports and asks uvicorn to stop.
@@ -11,11 +14,15 @@ handles SIGINT/SIGTERM the same way for both transports and asks uvicorn to stop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
+import sys
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -26,15 +33,26 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
 from vestige.config import FILE_MODE, secure_file
-from vestige.server import EXIT_ERROR
-from vestige.server.options import HTTP_PATH
+from vestige.errors import ConfigError
+from vestige.server import EXIT_ERROR, framing
+from vestige.server.connections import ConnectionGuard, DisconnectFilter
+from vestige.server.options import (
+    HTTP_BACKLOG,
+    HTTP_FD_RESERVE,
+    HTTP_KEEP_ALIVE_TIMEOUT_S,
+    HTTP_LOG_INTERVAL_S,
+    HTTP_MAX_CONNECTIONS,
+    HTTP_MAX_HEAD_BYTES,
+    HTTP_PATH,
+    is_loopback,
+)
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from vestige.server.options import Options
 
@@ -43,9 +61,13 @@ log = logging.getLogger("vestige.server.http")
 AUTH_TOKEN_ENV: Final = "VESTIGE_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
 TOKEN_FILE: Final = "auth_token"  # noqa: S105 - a file name
 MIN_TOKEN_CHARS: Final = 32
+#: The connection cap never goes below this, however low the descriptor limit.
+MIN_CONNECTIONS: Final = 8
 SCOPE: Final = "vestige"
 #: Open streams (a client's GET event stream) are cut after this at shutdown.
 GRACEFUL_SHUTDOWN_S: Final = 0.5
+#: The SDK's logger for streamable HTTP requests.
+SDK_HTTP_LOGGER: Final = "mcp.server.streamable_http"
 _LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -62,12 +84,11 @@ class StaticToken:
 
 
 def load_token(data_dir: Path, environ: dict[str, str] | None = None) -> str:
+    """The bearer token; ConfigError if it is empty or shorter than MIN_TOKEN_CHARS."""
     env = os.environ if environ is None else environ
     token = env.get(AUTH_TOKEN_ENV, "").strip()
     if token:
-        if len(token) < MIN_TOKEN_CHARS:
-            log.warning("%s is shorter than %d characters", AUTH_TOKEN_ENV, MIN_TOKEN_CHARS)
-        return token
+        return _long_enough(token, AUTH_TOKEN_ENV, f"unset {AUTH_TOKEN_ENV} to use {TOKEN_FILE}")
     path = data_dir / TOKEN_FILE
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -75,7 +96,30 @@ def load_token(data_dir: Path, environ: dict[str, str] | None = None) -> str:
             out.write(secrets.token_urlsafe(32) + "\n")
         log.info("created the HTTP bearer token in %s", path)
     secure_file(path)
-    return path.read_text(encoding="ascii").strip()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the HTTP bearer token from {path}: {exc}",
+            hint=f"Delete {path}: the next start writes a new random token.",
+        ) from exc
+    if not token:
+        raise ConfigError(
+            f"{path} is empty: every HTTP client would be refused",
+            hint=f"Delete {path}: the next start writes a new random token.",
+        )
+    return _long_enough(token, str(path), f"delete {path} and a new random token is written")
+
+
+def _long_enough(token: str, source: str, fix: str) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"the HTTP bearer token in {source} has {len(token)} characters; at least "
+            f"{MIN_TOKEN_CHARS} are needed, since a short or shipped token is easy to guess",
+            hint=f"Use a random one: {fix}, or set {AUTH_TOKEN_ENV} to the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
+        )
+    return token
 
 
 def auth_kwargs(opts: Options) -> dict[str, Any]:
@@ -92,13 +136,111 @@ def auth_kwargs(opts: Options) -> dict[str, Any]:
 
 
 def security(opts: Options) -> TransportSecuritySettings:
-    host = f"[{opts.host}]" if ":" in opts.host else opts.host
-    hosts = dict.fromkeys((*_LOOPBACK, host))
+    names = dict.fromkeys((*_LOOPBACK, *allowed_hosts(opts.host)))
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:*" for h in hosts],
-        allowed_origins=[f"http://{h}:*" for h in hosts],
+        allowed_hosts=[f"{h}:*" for h in names],
+        allowed_origins=[f"http://{h}:*" for h in names],
     )
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """Host header values (without port) that name this server, besides loopback.
+
+    A wildcard bind (``0.0.0.0``, ``::``) is not a name anyone reaches the server by, so
+    it is never allowed itself; it stands for this machine's own addresses and name.
+    """
+    try:
+        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        wildcard = False
+    if not wildcard:
+        return [_bracketed(host)]
+    import psutil  # noqa: PLC0415 - only for a wildcard bind
+
+    found = [socket.gethostname()]
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family in (socket.AF_INET, socket.AF_INET6):
+                found.append(_bracketed(address.address.split("%")[0]))
+    return found
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def connection_cap() -> int:
+    """HTTP_MAX_CONNECTIONS, lowered to fit under this process's descriptor limit."""
+    if sys.platform == "win32":
+        return HTTP_MAX_CONNECTIONS
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return HTTP_MAX_CONNECTIONS
+    room = soft - HTTP_FD_RESERVE - HTTP_BACKLOG
+    return max(MIN_CONNECTIONS, min(HTTP_MAX_CONNECTIONS, room))
+
+
+class BadTextAnswers:
+    """ASGI middleware: a request the SDK refuses for its text gets an answer that says why.
+
+    The SDK answers a body with a lone surrogate with ``400`` and "Parse error: unexpected
+    end of hex escape", without the request's id.  The body is read here first (the SDK
+    reads it whole anyway); if :func:`framing.frame` finds unusable text, the SDK still
+    handles the request, so the token, Host and Origin checks run as always, and only its
+    400 is replaced: by the JSON-RPC error with the request's id, naming the argument.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self._app(scope, receive, send)
+            return
+        received: list[Message] = []
+        body = bytearray()
+        while len(body) <= framing.MAX_MESSAGE_BYTES:
+            message = await receive()
+            received.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        refusal = framing.frame(bytes(body)) if len(body) <= framing.MAX_MESSAGE_BYTES else None
+        replay = iter(received)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        if not isinstance(refusal, framing.Refusal) or refusal.reason != "bad-text":
+            await self._app(scope, replayed, send)
+            return
+        replaced = False
+
+        async def answered(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                # Logged only now: an unauthenticated client gets its 401 and no log line.
+                log.warning("refused %s from an HTTP client: %s", refusal.what, refusal.message)
+                replaced = True
+                return
+            if not replaced:
+                await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await _send_json(send, refusal)
+
+        await self._app(scope, replayed, answered)
+
+
+async def _send_json(send: Send, refusal: framing.Refusal) -> None:
+    """The refusal as the JSON-RPC answer to its request (200), or a bare 400 for the rest."""
+    body = refusal.reply().message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    status = 200 if refusal.answer and refusal.request_id is not None else 400
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _Uvicorn(uvicorn.Server):
@@ -116,11 +258,18 @@ class HttpTransport:
         app = mcp.streamable_http_app(
             streamable_http_path=HTTP_PATH, transport_security=security(opts), host=opts.host
         )
+        self._guard = ConnectionGuard(
+            connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S
+        )
         config = uvicorn.Config(
-            app,
+            BadTextAnswers(app),
+            http=self._guard.protocol(),
             log_level="warning",
             access_log=False,
             lifespan="on",
+            backlog=HTTP_BACKLOG,
+            timeout_keep_alive=HTTP_KEEP_ALIVE_TIMEOUT_S,
+            h11_max_incomplete_event_size=HTTP_MAX_HEAD_BYTES,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,  # type: ignore[arg-type] # float works
         )
         self._server = _Uvicorn(config)
@@ -128,9 +277,23 @@ class HttpTransport:
         self._on_end = on_end
         self._done = anyio.Event()
         self._endpoint = opts.endpoint
+        self._host = opts.host
 
     async def serve(self) -> None:
-        log.info("listening on %s", self._endpoint)
+        asyncio.get_running_loop().set_exception_handler(self._guard.loop_exception)
+        logging.getLogger(SDK_HTTP_LOGGER).addFilter(DisconnectFilter(self._guard.log))
+        if not is_loopback(self._host):
+            log.warning(
+                "--allow-remote-host: listening on %s, which other machines can reach; the "
+                "bearer token crosses the network in cleartext unless a TLS proxy is in front",
+                self._host,
+            )
+        log.info(
+            "listening on %s (at most %d connections, %g s to send a request)",
+            self._endpoint,
+            self._guard.max_connections,
+            self._guard.request_timeout_s,
+        )
         try:
             await self._server.serve(sockets=[self._sock])
         except (Exception, SystemExit) as err:  # uvicorn exits on a failed start-up

@@ -1,18 +1,19 @@
 """Everything after the owner lock is held: open the store, serve, and stop within 2 s.
 
-Stop triggers: stdin EOF (stdio), SIGINT, SIGTERM, the parent process dying (stdio: a host
-that dies without closing our stdin), or the transport ending.  Shutdown then runs in a
-fixed order, each step bounded by one deadline:
+Stop triggers: stdin EOF or a closed stdout (stdio), SIGINT, SIGTERM, SIGHUP, the parent
+process dying (stdio: a host that dies without closing our stdin), or the transport ending.
+Shutdown then runs in a fixed order, each step bounded by one deadline:
 
 1. stop the transport (no new calls); in-flight handlers are cancelled, but a database
    call already running in its thread finishes (its write commits or rolls back whole);
 2. wait for those calls to drain;
 3. hand back the maintenance lease, TRUNCATE-checkpoint the WAL, close the store;
 4. remove this holder's metadata and drop the owner lock;
-5. ``os._exit``.  The SDK's stdin reader is a non-daemon thread blocked in ``read()``
-   that nothing can interrupt (python-sdk #3551), so a normal interpreter exit would hang
-   after SIGINT (mcp-sdk.md §6).  Everything worth doing is done by then; if a step
-   overran the deadline, SQLite's journal makes the abandoned work roll back.
+5. ``os._exit``.  A write to a client that stopped reading, or a read of stdin where the
+   descriptor cannot be polled, is a thread blocked in the kernel that nothing can
+   interrupt (python-sdk #3551), so a normal interpreter exit could hang (mcp-sdk.md §6).
+   Everything worth doing is done by then; if a step overran the deadline, SQLite's
+   journal makes the abandoned work roll back.
 """
 
 from __future__ import annotations
@@ -30,8 +31,17 @@ from mcp.server.mcpserver import MCPServer
 
 from vestige import __version__
 from vestige.errors import ConfigError, VestigeError
-from vestige.server import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_STORE, http, tools
+from vestige.server import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_STORE,
+    STOP_SIGNALS,
+    http,
+    tools,
+)
 from vestige.server.app import ServerApp
+from vestige.server.stdio import StdioTransport
 from vestige.server.upkeep import Upkeep
 from vestige.store import Store
 
@@ -156,30 +166,8 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class StdioTransport:
-    def __init__(self, mcp: MCPServer[Any], on_end: Callable[..., None]) -> None:
-        self._mcp = mcp
-        self._on_end = on_end
-        self._scope = anyio.CancelScope()
-
-    async def serve(self) -> None:
-        try:
-            with self._scope:
-                await self._mcp.run_stdio_async()  # returns on stdin EOF
-        except Exception as err:  # e.g. the client vanished mid-write: still shut down cleanly
-            log.exception("the stdio transport failed")
-            self._on_end(f"the stdio transport failed: {err!r}", EXIT_ERROR)
-            return
-        self._on_end("stdin closed")
-
-    async def stop(self, timeout: float) -> None:
-        # Cancels every handler; there is no point waiting for run_stdio_async itself,
-        # whose stdin reader thread may stay blocked in read() forever.
-        self._scope.cancel()
-
-
 async def _watch_signals(app: ServerApp, stop: Stop) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             if stop.event.is_set():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -20,6 +21,26 @@ DEFAULT_CONSOLIDATION_INTERVAL_H: Final = 6.0
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 3928  # the Rust original's HTTP port
 HTTP_PATH: Final = "/mcp"
+HTTP_REQUEST_TIMEOUT_ENV: Final = "VESTIGE_HTTP_REQUEST_TIMEOUT_S"
+#: Seconds a client has to send a whole request (head and body), counted from its connect
+#: or from the first byte of each later request on the connection.
+DEFAULT_HTTP_REQUEST_TIMEOUT_S: Final = 10.0
+#: Seconds an idle keep-alive connection stays open after a response (uvicorn's setting).
+HTTP_KEEP_ALIVE_TIMEOUT_S: Final = 5
+#: Open HTTP connections at most.  Past it, a new connection closes the oldest one that has
+#: no request in service; when every one is busy, the new one gets 503.
+HTTP_MAX_CONNECTIONS: Final = 100
+#: File descriptors kept back from RLIMIT_NOFILE for SQLite, locks and logs: the connection
+#: cap shrinks to fit under the soft limit (256 by default on macOS).
+HTTP_FD_RESERVE: Final = 64
+#: Pending connections the kernel queues before the server accepts them.  asyncio also
+#: accepts up to this many in one go before any is handed over (and could be closed), so
+#: the connection cap leaves this many descriptors free as well.
+HTTP_BACKLOG: Final = 32
+#: Bytes of a request head (request line and headers) at most: h11's limit.
+HTTP_MAX_HEAD_BYTES: Final = 16 * 1024
+#: Seconds between two log lines about the same kind of refused or dropped connection.
+HTTP_LOG_INTERVAL_S: Final = 10.0
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -39,7 +60,9 @@ environment:
   {SHARED_WRITERS_ENV}   1/true: same as --shared-writers
   {CONSOLIDATION_INTERVAL_ENV}   hours between decay passes (default 6)
   {config.DURABILITY_ENV}   balanced (default) or hardened
-  VESTIGE_AUTH_TOKEN   bearer token for --transport http (else <data-dir>/auth_token)
+  VESTIGE_AUTH_TOKEN   bearer token for --transport http, 32+ characters (else
+                       <data-dir>/auth_token, created with a random token)
+  {HTTP_REQUEST_TIMEOUT_ENV}   seconds to send a whole HTTP request (default 10)
   {LOG_LEVEL_ENV}   DEBUG, INFO (default), WARNING or ERROR; logs go to stderr
 
 exit codes:
@@ -56,6 +79,9 @@ class Options:
     shared_writers: bool
     consolidation_interval_s: float
     log_level: LogLevel
+    #: --allow-remote-host: listen on a non-loopback address (HTTP).
+    allow_remote_host: bool
+    http_request_timeout_s: float
     #: The process that started us, read first thing: the stdio watchdog exits when it dies.
     parent_pid: int
 
@@ -90,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help=f"HTTP address to listen on (default {DEFAULT_HOST}; keep it on loopback)",
+        help=f"HTTP address to listen on (default {DEFAULT_HOST}); a non-loopback address "
+        "is refused unless --allow-remote-host is given",
+    )
+    parser.add_argument(
+        "--allow-remote-host",
+        action="store_true",
+        help="allow a --host other than loopback; the bearer token then crosses the network "
+        "in cleartext, so put a TLS proxy in front",
     )
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
@@ -125,6 +158,13 @@ def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Opti
     env = dict(os.environ if environ is None else environ)
     args = build_parser().parse_args(argv)
     shared = args.shared_writers or _flag(env, SHARED_WRITERS_ENV)
+    if args.transport == "http" and not args.allow_remote_host and not is_loopback(args.host):
+        raise ConfigError(
+            f"--host {args.host} is not a loopback address: the bearer token would cross the "
+            "network in cleartext",
+            hint=f"Keep the default --host {DEFAULT_HOST}, or add --allow-remote-host if "
+            "other machines must reach this server (put a TLS proxy in front).",
+        )
     return Options(
         data_dir=config.resolve_data_dir(args.data_dir, environ=env),
         transport=args.transport,
@@ -133,8 +173,38 @@ def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Opti
         shared_writers=shared,
         consolidation_interval_s=_hours(env) * 3600.0,
         log_level=_log_level(env),
+        allow_remote_host=args.allow_remote_host,
+        http_request_timeout_s=_seconds(
+            env, HTTP_REQUEST_TIMEOUT_ENV, DEFAULT_HTTP_REQUEST_TIMEOUT_S
+        ),
         parent_pid=parent_pid,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; any other name counts as remote."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(
+            f"{name}={raw!r} is not a positive number of seconds",
+            hint=f"Use e.g. {name}={default:g}, or unset it for the default.",
+        )
+    return seconds
 
 
 def _flag(env: dict[str, str], name: str) -> bool:

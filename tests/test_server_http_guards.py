@@ -1,0 +1,243 @@
+"""``vestige-mcp --transport http`` against a hostile local process and careless settings.
+
+A non-loopback --host needs an explicit opt-in, and the Host check never accepts the
+wildcard address; short or empty tokens are refused at start; idle and slow connections
+cannot starve real clients or flood the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2
+import psutil
+import pytest
+
+from tests.http_helpers import ACCEPT, HttpServer
+from tests.server_helpers import (
+    CALL_TIMEOUT_S,
+    free_port,
+    launch,
+    server_env,
+    wait_for,
+)
+from tests.timing import SHUTDOWN_TIMES_STARTUP, assert_within, startup_s
+from vestige.owner import read_owners
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+
+#: macOS's default soft limit on open files, where 300 idle connections used to starve
+#: the server.
+MACOS_FILES: Final = 256
+IDLE_CONNECTIONS: Final = 300
+
+
+def open_idle(port: int, count: int) -> list[socket.socket]:
+    """Connections that never send a byte (each waits for the server to accept it)."""
+    out = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for s in sockets:
+        s.close()
+
+
+# -- where it listens ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com"])  # noqa: S104
+def test_a_remote_host_needs_the_opt_in(tmp_path: Path, data_dir: Path, host: str) -> None:
+    done, _ = launch(data_dir, "--transport", "http", "--host", host, home=tmp_path)
+    assert done.returncode == 4, done.stderr
+    assert f"--host {host} is not a loopback address" in done.stderr
+    assert "--allow-remote-host" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert read_owners(data_dir) == []
+
+
+def test_the_opt_in_warns_and_the_wildcard_is_no_host_name(tmp_path: Path, data_dir: Path) -> None:
+    with HttpServer(data_dir, tmp_path, "--host", "0.0.0.0", "--allow-remote-host") as srv:  # noqa: S104
+        assert "WARNING vestige.server.http: --allow-remote-host: listening on 0.0.0.0" in (
+            srv.log()
+        )
+        assert srv.initialize() == 200
+        assert srv.initialize(host=f"localhost:{srv.port}") == 200
+        # A DNS-rebinding page can make a browser send any Host; 0.0.0.0 must not pass.
+        assert srv.initialize(host=f"0.0.0.0:{srv.port}") == 421
+        assert srv.initialize(host=f"evil.example:{srv.port}") == 421
+    assert srv.proc.returncode == 0
+
+
+# -- the token ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file_text", "env", "expected"),
+    [
+        ("", None, "auth_token is empty: every HTTP client would be refused"),
+        ("\n  \n", None, "auth_token is empty"),
+        ("password123\n", None, "auth_token has 11 characters; at least 32 are needed"),
+        (None, "x" * 31, "VESTIGE_AUTH_TOKEN has 31 characters; at least 32 are needed"),
+    ],
+    ids=["empty-file", "blank-file", "short-file", "short-env"],
+)
+def test_short_or_empty_tokens_are_refused_at_start(
+    tmp_path: Path, data_dir: Path, file_text: str | None, env: str | None, expected: str
+) -> None:
+    data_dir.mkdir()
+    if file_text is not None:
+        (data_dir / "auth_token").write_text(file_text)
+    extra = {"VESTIGE_AUTH_TOKEN": env} if env is not None else None
+    done, _ = launch(
+        data_dir, "--transport", "http", "--port", str(free_port()), home=tmp_path, env=extra
+    )
+    assert done.returncode == 4, done.stderr
+    assert expected in done.stderr
+    assert "Hint:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert read_owners(data_dir) == []
+
+
+# -- idle, slow and too many connections --------------------------------------------------
+
+
+def test_idle_connections_cannot_starve_real_clients(tmp_path: Path, data_dir: Path) -> None:
+    """300 silent connections under macOS's 256-file limit: a real client is still served,
+    and the log says so in a few lines, not a traceback per refused accept()."""
+    baseline = startup_s(env=server_env(tmp_path))
+    with HttpServer(data_dir, tmp_path, max_files=MACOS_FILES) as srv:
+        assert srv.initialize() == 200
+        idle = open_idle(srv.port, IDLE_CONNECTIONS)
+        try:
+            time.sleep(0.5)  # let the server accept what it will
+            began = time.monotonic()
+            statuses = [srv.initialize() for _ in range(5)]
+            under_attack = time.monotonic() - began
+        finally:
+            close_all(idle)
+        log = srv.log()
+        assert srv.proc.poll() is None, log
+    assert statuses == [200] * 5, f"{statuses} after {under_attack:.1f} s"
+    # Served at once, not after a TCP retry (1 s, 3 s...) into a full accept queue.
+    assert_within(
+        under_attack, times=SHUTDOWN_TIMES_STARTUP, baseline_s=baseline, what="5 requests"
+    )
+    assert srv.proc.returncode == 0
+    assert "Traceback" not in log
+    assert "could not accept" not in log  # the cap keeps descriptors to spare
+    assert len(log.splitlines()) < 20, log
+
+
+def test_accept_errors_are_logged_a_few_times_not_per_attempt(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Out of descriptors (the limit lowered under a running server): one line per interval."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("lowering another process's RLIMIT_NOFILE needs Linux's prlimit")
+    with HttpServer(data_dir, tmp_path) as srv:
+        assert srv.initialize() == 200
+        server = psutil.Process(srv.proc.pid)
+        soft, hard = server.rlimit(psutil.RLIMIT_NOFILE)
+        server.rlimit(psutil.RLIMIT_NOFILE, (server.num_fds() + 3, hard))
+        idle = open_idle(srv.port, 60)
+        try:
+            time.sleep(3)  # asyncio retries accept() every second
+        finally:
+            close_all(idle)
+            server.rlimit(psutil.RLIMIT_NOFILE, (soft, hard))
+        assert wait_for(lambda: srv.initialize() == 200, CALL_TIMEOUT_S)
+        log = srv.log()
+    refusals = log.count("could not accept a connection")
+    assert 1 <= refusals <= 2, log
+    assert "Traceback" not in log
+    assert "Too many open files (repeats are summed up every 10 s)" in log
+
+
+def test_slow_requests_are_cut_off(tmp_path: Path, data_dir: Path) -> None:
+    """Silent, slow-head and slow-body connections end at the request deadline."""
+    env = {"VESTIGE_HTTP_REQUEST_TIMEOUT_S": "1"}
+    with HttpServer(data_dir, tmp_path, env=env) as srv:
+        assert "1 s to send a request" in srv.log()
+        sent: dict[str, bytes] = {
+            "silent": b"",
+            "slow-head": b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+            "slow-body": (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+                f"Authorization: Bearer {srv.token}\r\nContent-Type: application/json\r\n"
+                "Accept: application/json, text/event-stream\r\nContent-Length: 500\r\n\r\n"
+                '{"jsonrpc":'
+            ).encode(),
+        }
+        results: dict[str, Any] = {}
+        began = time.monotonic()
+        conns = {}
+        for name, data in sent.items():
+            conns[name] = socket.create_connection(("127.0.0.1", srv.port))
+            conns[name].sendall(data)
+            conns[name].settimeout(CALL_TIMEOUT_S)
+        for name, conn in conns.items():
+            with conn:
+                received = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := conn.recv(4096):
+                        received += chunk
+                results[name] = (time.monotonic() - began, received)
+        assert srv.initialize() == 200  # a request sent at once is unaffected
+        log = srv.log()
+    for name, (elapsed, _) in results.items():
+        assert elapsed >= 1.0, f"{name} was cut after {elapsed:.2f} s, before its deadline"
+    assert results["silent"][1].startswith(b"HTTP/1.1 408 Request Timeout")
+    assert results["slow-head"][1].startswith(b"HTTP/1.1 408 Request Timeout")
+    assert b"408" not in results["slow-body"][1]  # the app had started: just closed
+    assert "did not send a whole request within 1 s" in log
+    assert "Traceback" not in log
+
+
+def test_the_request_timeout_setting_is_checked(tmp_path: Path, data_dir: Path) -> None:
+    env = {"VESTIGE_HTTP_REQUEST_TIMEOUT_S": "soon"}
+    done, _ = launch(data_dir, "--transport", "http", home=tmp_path, env=env)
+    assert done.returncode == 4
+    assert "VESTIGE_HTTP_REQUEST_TIMEOUT_S='soon' is not a positive number of seconds" in (
+        done.stderr
+    )
+    assert "Hint:" in done.stderr
+
+
+def test_a_lone_surrogate_is_answered_with_its_id_after_the_token_check(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    body = (
+        b'{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"ingest",'
+        b'"arguments":{"content":"hello \\ud83d"}}}'
+    )
+    headers = {**ACCEPT, "Content-Type": "application/json"}
+    with HttpServer(data_dir, tmp_path) as srv:
+        anonymous = httpx2.post(srv.url, content=body, headers=headers, timeout=CALL_TIMEOUT_S)
+        assert anonymous.status_code == 401
+        assert "refused request" not in srv.log()  # nothing logged for a stranger
+        bearer = {**headers, "Authorization": f"Bearer {srv.token}"}
+        reply = httpx2.post(srv.url, content=body, headers=bearer, timeout=CALL_TIMEOUT_S)
+        log = srv.log()
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "jsonrpc": "2.0",
+        "id": 41,
+        "error": {
+            "code": -32602,
+            "message": "tools/call ingest: argument content holds a lone surrogate \\ud83d at "
+            'character 6 ("hello \\ud83d"): send valid UTF-16 pairs / UTF-8',
+        },
+    }
+    assert "WARNING vestige.server.http: refused request 41 from an HTTP client" in log

@@ -1,0 +1,162 @@
+"""The real ``vestige-mcp`` driven by a client nobody here wrote: the official TypeScript SDK.
+
+``tests/ts_client`` pins ``@modelcontextprotocol/sdk`` (package-lock.json); the fixture
+installs it once per test run with ``npm ci`` into the run's temp directory (shared by the
+xdist workers, under a lock).  ``drive.mjs`` lists the tools, calls some with good and bad
+arguments and sends the lone-surrogate request a JavaScript client produces when it cuts
+a string inside an emoji, then prints what the SDK saw as JSON for these tests to judge.
+
+Skipped, with npm's own words, only when npm cannot reach its registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests.http_helpers import HttpServer
+from tests.server_helpers import server_command, server_env
+from tests.test_server_stdio import TOOLS
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(300)]
+
+CLIENT_SOURCES: Final = Path(__file__).with_name("ts_client")
+INSTALL_TIMEOUT_S: Final = 240.0
+DRIVE_TIMEOUT_S: Final = 120.0
+#: What npm prints when the registry is out of reach (DNS, refused, timed out, offline).
+UNREACHABLE: Final = (
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "ENETUNREACH",
+    "EHOSTUNREACH",
+    "network request",
+    "ENOTCACHED",
+)
+#: npm's own cache, read at import, before the fixtures point HOME at a temp directory.
+NPM_ENV: Final = {
+    k: v for k, v in os.environ.items() if k in {"PATH", "HOME"} or k.startswith("npm_config_")
+}
+
+
+@pytest.fixture(scope="session")
+def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the SDK installed and drive.mjs beside it; once per run."""
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is not on PATH: install Node.js 20+ (npm comes with it)"
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by every worker of this run
+    target = root / "ts-client"
+    with (root / "ts-client.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        skipped = target / "unreachable.txt"
+        if skipped.exists():
+            pytest.skip(skipped.read_text())
+        if not (target / "installed").exists():
+            target.mkdir(exist_ok=True)
+            for name in ("package.json", "package-lock.json", "drive.mjs"):
+                shutil.copyfile(CLIENT_SOURCES / name, target / name)
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=target,
+                capture_output=True,
+                text=True,
+                env=NPM_ENV,
+                timeout=INSTALL_TIMEOUT_S,
+                check=False,
+            )
+            if done.returncode != 0:
+                output = done.stdout + done.stderr
+                if any(sign in output for sign in UNREACHABLE):
+                    reason = f"npm cannot reach its registry: {output.strip()[-400:]}"
+                    skipped.write_text(reason)
+                    pytest.skip(reason)
+                raise AssertionError(f"npm ci failed ({done.returncode}):\n{output}")
+            (target / "installed").touch()
+        shutil.copyfile(CLIENT_SOURCES / "drive.mjs", target / "drive.mjs")
+    return target
+
+
+def drive(client_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        ["node", "drive.mjs", json.dumps(config)],
+        cwd=client_dir,
+        capture_output=True,
+        text=True,
+        env=NPM_ENV,
+        timeout=DRIVE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    report["stderr"] = done.stderr
+    return report
+
+
+def check(report: dict[str, Any]) -> None:
+    assert report["server"]["name"] == "vestige"
+    assert set(report["tools"]) == TOOLS
+
+    made = report["ingest"]
+    assert made["isError"] is False, made
+    mid = made["structured"]["id"]
+    assert [r["id"] for r in report["search"]["structured"]["results"]] == [mid]
+    assert report["get"]["structured"]["memory"]["content"] == "Ada writes TypeScript at night"
+    assert report["stats"]["structured"]["total_memories"] == 1
+
+    bad = report["bad"]
+    for case, argument in [
+        ("emptyContent", "content"),
+        ("zeroLimit", "limit"),
+        ("unknownAction", "action"),
+        ("missingMemory", "no memory with id 'no-such-memory'"),
+    ]:
+        assert bad[case].get("isError") is True, (case, bad[case])
+        assert argument in bad[case]["text"], (case, bad[case]["text"])
+
+    # Answered at once with the request's own id (the SDK resolves it as an McpError), not
+    # left to the client's timeout.
+    lone = report["loneSurrogate"]
+    assert lone.get("rejected", {}).get("code") == -32602, lone
+    assert (
+        "tools/call ingest: argument content holds a lone surrogate \\ud83d at character 6 "
+        '("hello \\ud83d"): send valid UTF-16 pairs / UTF-8'
+    ) in lone["rejected"]["message"]
+    assert report["afterwards"]["structured"]["total_memories"] == 1  # nothing else stored
+
+
+def test_typescript_sdk_over_stdio(ts_client: Path, tmp_path: Path, data_dir: Path) -> None:
+    command = server_command("--data-dir", str(data_dir))
+    report = drive(
+        ts_client,
+        {
+            "transport": "stdio",
+            "command": command[0],
+            "args": command[1:],
+            "env": server_env(tmp_path),
+            "cwd": str(tmp_path),
+        },
+    )
+    check(report)
+    assert "WARNING vestige.server.stdio: refused request" in report["stderr"]  # inherited
+    assert "Traceback" not in report["stderr"]
+
+
+def test_typescript_sdk_over_http(ts_client: Path, tmp_path: Path, data_dir: Path) -> None:
+    with HttpServer(data_dir, tmp_path) as srv:
+        report = drive(ts_client, {"transport": "http", "url": srv.url, "token": srv.token})
+        log = srv.log()
+    check(report)
+    assert "WARNING vestige.server.http: refused request" in log
+    assert "Traceback" not in log
+    assert srv.proc.returncode == 0

@@ -1,0 +1,233 @@
+"""The stdio transport, with its own framing: every request line gets an answer.
+
+The SDK's stdio reader drops a line it cannot validate without answering it (python-sdk
+#2751): a line that is not JSON, and a request whose strings hold an escaped lone UTF-16
+surrogate (``"hello \\ud83d"``, what a JavaScript client sends when it cuts a string inside
+an emoji; the SDK's JSON parser refuses it).  The client then waits out its own timeout
+(60 s in the TypeScript SDK) and blames vestige-mcp.  So this module reads stdin itself and
+answers what :func:`vestige.server.framing.frame` refuses: a request gets an error with its
+own id (``id: null`` for a line that is not JSON), a notification or a response gets none,
+as JSON-RPC says, and each refusal is logged at WARNING.
+
+Everything else goes to the SDK's server loop unchanged.  Lines are split and refused as
+they stream in, on the event loop; only the blocking writes (and reads on a platform that
+cannot poll the descriptor) run in a thread.
+
+The transport also owns the standard descriptors, as the SDK's does: it keeps private
+copies for the wire and points fd 0 at the null device and fd 1 at stderr, so a stray
+``print`` cannot corrupt a frame.  It watches its copy of stdout, so a client that closes
+the server's stdout while keeping stdin open is noticed within :data:`STDOUT_POLL_S`, and
+the server shuts down cleanly with exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import mcp_types as types
+from mcp.shared.message import SessionMessage
+
+from vestige.server import EXIT_ERROR
+from vestige.server.framing import MAX_MESSAGE_BYTES, Refusal, frame
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from mcp.server.lowlevel import Server
+    from mcp.server.mcpserver import MCPServer
+
+log = logging.getLogger("vestige.server.stdio")
+
+#: Bytes asked of stdin per read.
+READ_CHUNK_BYTES: Final = 64 * 1024
+#: A line longer than this is dropped unread and answered with a parse error.
+MAX_LINE_BYTES: Final = MAX_MESSAGE_BYTES
+#: How often the transport checks that the client still reads its stdout.
+STDOUT_POLL_S: Final = 0.25
+
+STDOUT_CLOSED: Final = "the client closed stdout"
+
+
+class LineSplitter:
+    """Cut a byte stream into lines as it arrives; a line over :data:`MAX_LINE_BYTES` is
+    dropped as it streams in and comes out as None, so it can still be answered."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._discarding = False
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | None]:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if self._discarding:
+                self._discarding = False
+                yield None
+            else:
+                self._partial += chunk[start:end]
+                line = bytes(self._partial)
+                self._partial.clear()
+                yield line if len(line) <= MAX_LINE_BYTES else None
+            start = end + 1
+        if not self._discarding:
+            self._partial += chunk[start:]
+            if len(self._partial) > MAX_LINE_BYTES:
+                self._partial.clear()
+                self._discarding = True
+
+    def end(self) -> Iterator[bytes | None]:
+        """What is left at end of input: a last message sent without its newline."""
+        if self._discarding:
+            yield None
+        elif self._partial.strip():
+            yield bytes(self._partial)
+
+
+_TOO_LONG: Final = Refusal(
+    "not-json",
+    types.PARSE_ERROR,
+    f"Parse error: the line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB: "
+    "send smaller messages",
+    None,
+    answer=True,
+)
+
+
+class StdioTransport:
+    """Serve one client over stdin/stdout until stdin ends, stdout closes, or stop()."""
+
+    def __init__(self, mcp: MCPServer[Any], on_end: Callable[..., None]) -> None:
+        # The SDK runs a server over given streams only through its low-level server;
+        # MCPServer's own stdio runner always uses the SDK's reader.
+        self._server: Server[Any] = mcp._lowlevel_server
+        self._on_end = on_end
+        self._scope = anyio.CancelScope()
+        self._writes = anyio.CapacityLimiter(1)
+        self._pollable = sys.platform != "win32"
+
+    async def serve(self) -> None:
+        stdin, stdout = _claim_standard_fds()
+        to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._write, stdout, to_client)
+                    if self._pollable:
+                        tg.start_soon(self._watch_stdout, stdout)
+                    tg.start_soon(self._read, stdin, to_server, server_writes.clone())
+                    await self._server.run(
+                        server_reads, server_writes, self._server.create_initialization_options()
+                    )
+                    self._on_end("stdin closed")
+        except Exception as err:  # a bug in the transport: still shut down in order
+            log.exception("the stdio transport failed")
+            self._on_end(f"the stdio transport failed: {err!r}", EXIT_ERROR)
+
+    async def stop(self, timeout: float) -> None:
+        # Cancels every handler; a write stuck in its thread is abandoned (the process
+        # leaves through os._exit).
+        self._scope.cancel()
+
+    async def _read(
+        self,
+        fd: int,
+        to_server: MemoryObjectSendStream[SessionMessage | Exception],
+        to_client: MemoryObjectSendStream[SessionMessage],
+    ) -> None:
+        lines = LineSplitter()
+        async with to_server, to_client:
+            while chunk := await self._read_chunk(fd):
+                for line in lines.feed(chunk):
+                    await self._pass_on(line, to_server, to_client)
+            for line in lines.end():
+                await self._pass_on(line, to_server, to_client)
+
+    @staticmethod
+    async def _pass_on(
+        line: bytes | None,
+        to_server: MemoryObjectSendStream[SessionMessage | Exception],
+        to_client: MemoryObjectSendStream[SessionMessage],
+    ) -> None:
+        framed = _TOO_LONG if line is None else frame(line)
+        if isinstance(framed, SessionMessage):
+            await to_server.send(framed)
+        elif framed is not None:
+            log.warning("refused %s from the client: %s", framed.what, framed.message)
+            if framed.answer:
+                await to_client.send(framed.reply())
+
+    async def _read_chunk(self, fd: int) -> bytes:
+        if self._pollable:
+            try:
+                await anyio.wait_readable(fd)
+            except OSError:  # a regular file or /dev/null: epoll refuses those
+                self._pollable = False
+            else:
+                return os.read(fd, READ_CHUNK_BYTES)
+        return await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK_BYTES, abandon_on_cancel=True)
+
+    async def _write(self, fd: int, to_client: MemoryObjectReceiveStream[SessionMessage]) -> None:
+        async with to_client:
+            async for message in to_client:
+                data = _encode(message)
+                try:
+                    await anyio.to_thread.run_sync(
+                        _write_all, fd, data, abandon_on_cancel=True, limiter=self._writes
+                    )
+                except (BrokenPipeError, ConnectionResetError):
+                    log.info("stdout is closed: the client stopped reading")
+                    self._on_end(STDOUT_CLOSED)
+                    return
+
+    async def _watch_stdout(self, fd: int) -> None:
+        """Notice a closed stdout now, not when the next answer fails to go out."""
+        import select  # noqa: PLC0415 - POSIX only
+
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+        while not poller.poll(0):
+            await anyio.sleep(STDOUT_POLL_S)
+        self._on_end(STDOUT_CLOSED)
+
+
+def _encode(message: SessionMessage) -> bytes:
+    text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate reached a reply: answer with an error
+        request_id = getattr(message.message, "id", None)
+        log.warning("a reply to request %r held text that is not valid Unicode", request_id)
+        error = Refusal(
+            "bad-text",
+            types.INTERNAL_ERROR,
+            "the reply held text that is not valid Unicode",
+            request_id,
+            True,
+        ).reply()
+        return error.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _claim_standard_fds() -> tuple[int, int]:
+    """Private copies of stdin and stdout for the wire; fd 0 reads nothing, fd 1 is stderr."""
+    stdin, stdout = os.dup(0), os.dup(1)
+    for fd in (stdin, stdout):
+        os.set_inheritable(fd, False)
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    with contextlib.suppress(OSError):
+        os.dup2(2, 1)
+    return stdin, stdout
