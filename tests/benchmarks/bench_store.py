@@ -9,8 +9,10 @@ the exit status is 0 unless something crashed.  Named ``bench_*`` so pytest neve
 
 1. Single-process inserts.  The baseline is the cheapest honest write: a bare APSW connection
    on a file with Vestige's own schema (FTS5 triggers included), the same PRAGMAs and the same
-   INSERT with rows built beforehand, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per row.  Against
-   it, ``Store.ingest`` pays for validation, ids, hashing, the gate and the retry wrapper.
+   INSERT with rows built beforehand, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per row, plus the
+   row's changelog entry (every write of the store appends one).  Against it,
+   ``Store.ingest`` pays for validation, ids, hashing, the gate and the retry wrapper.  A
+   third side inserts the memory rows alone: the difference is what a changelog entry costs.
    The two run interleaved in chunks, so load from elsewhere on the machine hits both alike;
    CPU time per row is printed too, as the figure that such load cannot skew.
 2. Four writer processes looping ``Store.ingest`` for a fixed time, with and without the write
@@ -40,6 +42,7 @@ import apsw
 
 from vestige import Store, StoreBusyError
 from vestige.config import DURABILITY_ENV, NAIVE_WRITES_ENV
+from vestige.models import MEMORY_COLUMNS
 from vestige.store import _INSERT, _row
 
 CHILD_COMMAND: Final = "_writer"
@@ -145,35 +148,59 @@ def insert_round(
     The two sides take turns every ``INSERT_CHUNK_ROWS`` rows (who goes first alternates), so
     other load on the machine, which comes and goes over seconds, falls on both alike.
     """
-    raw_dir, store_dir = root / f"insert-raw-{r}", root / f"insert-store-{r}"
+    raw_dir, bare_dir = root / f"insert-raw-{r}", root / f"insert-bare-{r}"
+    store_dir = root / f"insert-store-{r}"
     rows = prebuilt_rows(raw_dir, contents, tags)
-    raw, store_clock = Clock(), Clock()
-    conn = raw_connection(raw_dir / "vestige.db")
+    prebuilt_rows(bare_dir, contents[:1], tags[:1])  # the schema only
+    raw, bare, store_clock = Clock(), Clock(), Clock()
+    conn, bare_conn = (
+        raw_connection(raw_dir / "vestige.db"),
+        raw_connection(bare_dir / "vestige.db"),
+    )
     store = Store.open(store_dir)
+    process = f"bench pid {os.getpid()}"
     try:
-        execute, ingest = conn.execute, store.ingest
+        execute, bare_execute, ingest = conn.execute, bare_conn.execute, store.ingest
+        sides = ["raw", "bare", "store"]
         for k, first in enumerate(range(0, len(rows), INSERT_CHUNK_ROWS)):
             last = min(len(rows), first + INSERT_CHUNK_ROWS)
-            for side in ("raw", "store") if (k + r) % 2 == 0 else ("store", "raw"):
+            turn = (k + r) % len(sides)
+            for side in sides[turn:] + sides[:turn]:
                 wall0, cpu0 = time.perf_counter(), time.process_time()
                 if side == "raw":
                     for row in rows[first:last]:
                         execute("BEGIN IMMEDIATE")
                         execute(_INSERT, row)
+                        execute(_LOG, (row[_CREATED], row[0], process))
                         execute("COMMIT")
                     clock = raw
+                elif side == "bare":
+                    for row in rows[first:last]:
+                        bare_execute("BEGIN IMMEDIATE")
+                        bare_execute(_INSERT, row)
+                        bare_execute("COMMIT")
+                    clock = bare
                 else:
                     for i in range(first, last):
                         ingest(contents[i], tags=tags[i])
                     clock = store_clock
                 clock.wall += time.perf_counter() - wall0
                 clock.cpu += time.process_time() - cpu0
-        raw_count = conn.execute("SELECT count(*) FROM knowledge_nodes").fetchall()[0][0]
+        raw_count = conn.execute("SELECT count(*) FROM changelog").fetchall()[0][0]
         assert raw_count == store.stats().total_memories == len(rows)
     finally:
         conn.close()
+        bare_conn.close()
         store.close()
-    return raw, store_clock
+    return raw, bare, store_clock
+
+
+#: The changelog entry ``Store.ingest`` appends, as plain SQL.
+_LOG: Final = (
+    "INSERT INTO changelog(at, kind, memory_id, process, transport) "
+    "VALUES (?, 'created', ?, ?, 'library')"
+)
+_CREATED: Final = MEMORY_COLUMNS.index("created_at")
 
 
 @dataclass
@@ -183,6 +210,19 @@ class InsertResult:
     store_rows_per_s: list[float] = field(default_factory=list)
     raw_cpu_us_per_row: list[float] = field(default_factory=list)
     store_cpu_us_per_row: list[float] = field(default_factory=list)
+    bare_rows_per_s: list[float] = field(default_factory=list)
+    bare_cpu_us_per_row: list[float] = field(default_factory=list)
+
+    @property
+    def changelog_cpu_us(self) -> float:
+        """What a changelog entry adds to a raw insert, in CPU time per row (median)."""
+        return statistics.median(
+            r - b for r, b in zip(self.raw_cpu_us_per_row, self.bare_cpu_us_per_row, strict=True)
+        )
+
+    @property
+    def bare_median(self) -> float:
+        return statistics.median(self.bare_rows_per_s)
 
     @property
     def raw_median(self) -> float:
@@ -212,13 +252,16 @@ def bench_inserts(root: Path, rows: int, repeats: int) -> InsertResult:
     tags = [tags_for(i) for i in range(rows)]
     result = InsertResult(rows)
     for r in range(repeats):
-        raw, store = insert_round(root, r, contents, tags)
+        raw, bare, store = insert_round(root, r, contents, tags)
+        result.bare_rows_per_s.append(rows / bare.wall)
+        result.bare_cpu_us_per_row.append(bare.cpu / rows * 1e6)
         result.raw_rows_per_s.append(rows / raw.wall)
         result.store_rows_per_s.append(rows / store.wall)
         result.raw_cpu_us_per_row.append(raw.cpu / rows * 1e6)
         result.store_cpu_us_per_row.append(store.cpu / rows * 1e6)
         print(
-            f"  round {r + 1}/{repeats}: raw {rows / raw.wall:6.0f} rows/s "
+            f"  round {r + 1}/{repeats}: bare {rows / bare.wall:6.0f} rows/s "
+            f"({bare.cpu / rows * 1e6:.0f} us CPU/row)   raw {rows / raw.wall:6.0f} rows/s "
             f"({raw.cpu / rows * 1e6:.0f} us CPU/row)   store {rows / store.wall:6.0f} rows/s "
             f"({store.cpu / rows * 1e6:.0f} us CPU/row)   store/raw {raw.wall / store.wall:.3f}",
             flush=True,
@@ -508,13 +551,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vestige-bench-") as tmp:
         root = Path(tmp)
         print(
-            f"\n1. single-process inserts: {rows} rows, {INSERT_REPEATS} rounds, raw and store "
-            f"interleaved every {INSERT_CHUNK_ROWS} rows"
+            f"\n1. single-process inserts: {rows} rows, {INSERT_REPEATS} rounds, raw (with the "
+            f"changelog entry), bare (without) and store interleaved every {INSERT_CHUNK_ROWS} rows"
         )
         ins = bench_inserts(root, rows, INSERT_REPEATS)
         print(
             f"  median: raw {ins.raw_median:.0f} rows/s, store {ins.store_median:.0f} rows/s, "
             f"store/raw {ins.ratio:.3f} (in CPU time per row: {ins.cpu_ratio:.3f})"
+        )
+        print(
+            f"  a changelog entry: bare (memory row only) {ins.bare_median:.0f} rows/s; the "
+            f"entry adds {ins.changelog_cpu_us:.0f} us CPU per insert"
         )
         print(
             f"\n2. {args.writers} writer processes x {seconds:g} s, {rounds} round(s) per mode, "
