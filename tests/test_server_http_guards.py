@@ -37,6 +37,24 @@ MACOS_FILES: Final = 256
 IDLE_CONNECTIONS: Final = 300
 
 
+def settled(pid: int, *, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
+    """Wait until the server's open descriptors stop changing for ``quiet_s``.
+
+    On a loaded machine the server takes longer than any fixed pause to drain its accept
+    queue; a request timed before that would wait out TCP retries behind the flood.
+    """
+    proc = psutil.Process(pid)
+    end = time.monotonic() + limit_s
+    last, since = proc.num_fds(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        now = proc.num_fds()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 def open_idle(port: int, count: int) -> list[socket.socket]:
     """Connections that never send a byte (each waits for the server to accept it)."""
     out = []
@@ -121,7 +139,7 @@ def test_idle_connections_cannot_starve_real_clients(tmp_path: Path, data_dir: P
         assert srv.initialize() == 200
         idle = open_idle(srv.port, IDLE_CONNECTIONS)
         try:
-            time.sleep(0.5)  # let the server accept what it will
+            settled(srv.proc.pid)  # let the server accept what it will
             began = time.monotonic()
             statuses = [srv.initialize() for _ in range(5)]
             under_attack = time.monotonic() - began
