@@ -20,12 +20,20 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from vestige.changelog import Change
+    from vestige.models import DecayReport
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "data", actor=Actor("library", "tests pid 1")) as s:
         yield s
+
+
+def trim(store: Store, *, keep: int) -> DecayReport:
+    """A decay pass of a store that keeps ``keep`` changelog entries (VESTIGE_CHANGELOG_KEEP)."""
+    env = {config.CHANGELOG_KEEP_ENV: str(keep)}
+    with Store.open(store.data_dir, environ=env, actor=store.actor) as trimmer:
+        return trimmer.decay()
 
 
 def newest(store: Store) -> Change:
@@ -278,8 +286,7 @@ def test_trimmed_entries_are_reported_as_a_gap_never_silently_left_out(
     for n in range(8):
         store.ingest(f"memory {n}")
     early = store.changes(limit=1, oldest_first=True).changes[0].at
-    monkeypatch.setattr(config, "CHANGELOG_KEEP_ROWS", 3)
-    report = store.decay()  # the pass trims, then records itself
+    report = trim(store, keep=3)  # the pass trims, then records itself
     assert report.ran
     page = store.changes(after_seq=0, limit=100, oldest_first=True)
     assert page.gap is not None
@@ -292,7 +299,8 @@ def test_trimmed_entries_are_reported_as_a_gap_never_silently_left_out(
     assert (summary.detail["nodes_processed"], summary.detail["changelog_trimmed"]) == (8, 5)
     assert store.changes(after_seq=5, limit=100).gap is None  # nothing it asked for is gone
     assert store.changes(since=early, limit=100).gap is not None
-    assert store.changes(limit=100).gap is None  # no start asked for: the newest page
+    assert store.changes(limit=2).gap is None  # the newest page reaches back to nothing lost
+    assert store.changes(limit=100).gap is not None  # this one reaches the start: #1-#5 lost
     with pytest.raises(InvalidInput, match="was trimmed"):
         store.undo(2)
 
@@ -396,8 +404,7 @@ def test_a_gap_by_time_holds_when_imported_history_is_older_than_what_was_trimme
     for n in range(4):
         store.ingest(f"memory {n}")
     first = store.changes(limit=1, oldest_first=True).changes[0].at
-    monkeypatch.setattr(config, "CHANGELOG_KEEP_ROWS", 2)
-    store.decay()  # trims #1 and #2
+    trim(store, keep=2)  # trims #1 and #2
     assert store.import_jsonl(io.StringIO(history.getvalue())).changes_imported == 1
     page = store.changes(since=first, limit=100)
     assert page.gap is not None
@@ -421,3 +428,111 @@ def test_delete_returns_its_changelog_entry(store: Store) -> None:
     assert store.change(seq).kind == "deleted"
     store.undo(seq)
     assert store.get(memory.id).content == "short lived"
+
+
+# -- undo against later history (found by a hostile review) -------------------------------------
+
+
+def test_a_redone_change_blocks_undoing_what_came_before_it(store: Store) -> None:
+    memory = store.ingest("Version one of the note")
+    store.edit(memory.id, content="Version two of the note")  # 2
+    store.edit(memory.id, content="Version three of the note")  # 3
+    store.undo(3)  # 4
+    store.undo(4)  # 5: a redo, "Version three" stands again
+    with pytest.raises(InvalidInput, match=r"later changes touched the same memory: #3"):
+        store.undo(2)
+    assert store.get(memory.id).content == "Version three of the note"
+
+
+def test_a_deleted_memory_redeleted_by_a_redo_is_not_brought_back(store: Store) -> None:
+    memory = store.ingest("A fact that was deleted")
+    store.edit(memory.id, content="A fact that was deleted, edited")  # 2
+    store.delete(memory.id)  # 3
+    store.undo(3)  # 4: back
+    store.undo(4)  # 5: deleted again
+    with pytest.raises(InvalidInput, match="later changes touched the same memory"):
+        store.undo(2)
+    with pytest.raises(MemoryNotFound):
+        store.get(memory.id)
+
+
+def test_undo_redo_and_undo_again_each_name_the_right_change(store: Store) -> None:
+    memory = store.ingest("one")
+    store.edit(memory.id, content="two")  # 2
+    store.undo(2)  # 3
+    with pytest.raises(InvalidInput, match="already undone by change #3") as refused:
+        store.undo(2)
+    assert refused.value.hint == "To redo it, undo change #3."
+    store.undo(3)  # 4: redo, "two" again
+    store.undo(2)  # 5: the change stands again, so it may be undone again
+    assert store.get(memory.id).content == "one"
+    with pytest.raises(InvalidInput, match="already undone by change #5"):
+        store.undo(2)
+    store.undo(5)  # redo once more
+    assert store.get(memory.id).content == "two"
+
+
+def test_undo_never_links_a_memory_to_a_successor_that_is_gone(store: Store) -> None:
+    old = store.ingest("The user prefers dark mode")
+    new = store.smart_ingest("Actually, the user prefers light mode").memory
+    store.delete(old.id)  # 3
+    store.delete(new.id)  # 4
+    store.undo(3)
+    back = store.get(old.id)
+    assert (back.superseded_by, back.adjustment) == (None, 0.0)  # unlinked, undemoted
+    assert [h.memory.id for h in store.search("dark mode")] == [old.id]
+
+
+def test_a_purge_that_brought_a_memory_back_blocks_older_undos_and_is_in_its_history(
+    store: Store,
+) -> None:
+    old = store.ingest("The user prefers dark mode")
+    new = store.smart_ingest("Actually, the user prefers light mode").memory
+    store.edit(old.id, tags=["ui"])  # 3
+    store.purge(new.id)  # 4: brings old back
+    assert store.get(old.id).superseded_by is None
+    assert [c.kind for c in store.changes(memory_id=old.id).changes][:1] == ["purged"]
+    with pytest.raises(InvalidInput, match=r"#4 \(purged\)") as refused:
+        store.undo(3)
+    assert "cannot be undone" in refused.value.hint
+    assert store.get(old.id).superseded_by is None
+
+
+def test_every_page_that_reaches_back_into_trimmed_entries_says_so(store: Store) -> None:
+    early = store.ingest("an early memory")
+    for n in range(5):
+        store.ingest(f"memory {n}")
+    trim(store, keep=3)  # trims #1 to #3, then records the pass as #7
+    assert store.changes(oldest_first=True).gap is not None
+    assert store.changes(before_seq=5).gap is not None  # paging back ends in the trimmed part
+    assert store.changes(memory_id=early.id).gap is not None  # its "created" is gone
+    late = store.ingest("a memory made after the trim")
+    assert store.changes(memory_id=late.id).gap is None  # all of its history is kept
+
+
+def test_a_client_names_itself_within_bounds(store: Store) -> None:
+    with changelog.acting_for("evil\x1b]0;title\x07" + "x" * 500):
+        store.ingest("made for a loud client")
+    client = newest(store).client
+    assert client is not None
+    assert len(client) == changelog.MAX_CLIENT_CHARS
+    assert "\x1b" not in client
+    assert client.startswith("evil\\x1b]0;title\\x07")
+
+
+def test_an_oversized_imported_change_is_refused_naming_its_line(store: Store) -> None:
+    line = {
+        "change": {
+            "at": "2026-01-01T00:00:00+00:00",
+            "kind": "edited",
+            "memory_id": "m-1",
+            "process": "p",
+            "transport": "cli",
+            "detail": {"padding": "x" * 10_000},
+            "origin": "other:1",
+        }
+    }
+    with pytest.raises(InvalidInput, match=r"detail is 10,0\d\d bytes") as refused:
+        store.import_jsonl(io.StringIO(json.dumps(line)))
+    assert "line 1" in str(refused.value)
+    assert store.changes().changes == ()

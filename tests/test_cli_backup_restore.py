@@ -49,14 +49,14 @@ def memories(db: Path) -> list[str]:
         conn.close()
 
 
-def changes(db: Path) -> list[tuple[str, str, str]]:
+def changes(db: Path) -> list[tuple[int, str, str, str]]:
     conn = apsw.Connection(
         f"file:{db}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     )
     try:
         return [
-            (r[0], r[1], r[2])
-            for r in conn.execute("SELECT kind, transport, detail FROM changelog ORDER BY seq")
+            (r[0], r[1], r[2], r[3])
+            for r in conn.execute("SELECT seq, kind, transport, detail FROM changelog ORDER BY seq")
         ]
     finally:
         conn.close()
@@ -263,12 +263,15 @@ def test_restore_replaces_the_database_and_keeps_the_old_one(
     assert memories(previous) == ["original", "added after the backup"]
     assert memories(data_dir / "vestige.db") == ["original"]
     assert integrity(data_dir / "vestige.db") == ["ok"]
-    # The backup's history, then the restore itself, named after the CLI.
+    # The backup's history, then the restore itself, named after the CLI and numbered after
+    # the replaced database's newest change (#2), which is gone: asking after #1 says so.
     entries = changes(data_dir / "vestige.db")
-    assert [kind for kind, _, _ in entries] == ["created", "restored"]
-    _, transport, detail = entries[-1]
+    assert [(seq, kind) for seq, kind, _, _ in entries] == [(1, "created"), (3, "restored")]
+    _, _, transport, detail = entries[-1]
     assert transport == "cli"
     assert json.loads(detail) == {"backup": str(backup), "previous_kept_as": str(previous)}
+    gap = cli_json("log", "--since", "1", "--json", data_dir=data_dir)["gap"]
+    assert gap["trimmed_through"] == 2
     doctor = json.loads(run_cli("doctor", "--json", data_dir=data_dir).stdout)
     assert doctor["owner_lock"]["state"] == "free"
     assert doctor["owner_lock"]["holders"] == []

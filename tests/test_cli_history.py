@@ -199,7 +199,7 @@ def test_edit_from_stdin_then_undo_and_redo(data_dir: Path) -> None:
 
     again = refused(data_dir, "undo", "2")
     assert "change #2 (edited) was already undone by change #7" in again.stderr
-    assert "undo the undo (change #7)" in again.stderr
+    assert "To redo it, undo change #7." in again.stderr
     undo(data_dir, 7)  # undoing the undo is a redo
     assert memory(data_dir, a)["content"] == new
 
@@ -333,7 +333,7 @@ def test_purge_leaves_no_copy_in_any_file(data_dir: Path) -> None:
         "was_live": True,
         "brought_back": [],
         "changelog_entries_redacted": 1,  # the edit's previous row
-        "wal_emptied": True,
+        "checkpointed": True,
     }
     text = run_cli("purge", gone, "--yes", data_dir=data_dir)
     assert text.returncode == 0, text.stderr
@@ -415,15 +415,16 @@ def test_purge_on_a_terminal_asks_first(data_dir: Path) -> None:
 
 
 def test_log_says_when_trimmed_changes_are_missing(data_dir: Path, tmp_path: Path) -> None:
-    """Only the decay pass trims, beyond CHANGELOG_KEEP_ROWS entries: import just past it."""
-    extra = 10
+    """Only the decay pass trims, to the newest VESTIGE_CHANGELOG_KEEP entries."""
+    extra, keep = 10, 5
     rows = tmp_path / "many.jsonl"
     with rows.open("w", encoding="utf-8") as f:
-        for i in range(config.CHANGELOG_KEEP_ROWS + extra):
+        for i in range(extra + keep):
             f.write(json.dumps({"id": str(uuid.UUID(int=i + 1)), "content": f"fact {i}"}) + "\n")
     assert run_cli("import", rows, data_dir=data_dir).returncode == 0
     first_at = log(data_dir, "--oldest-first", "--limit", "1")["changes"][0]["at"]
-    assert run_cli("consolidate", data_dir=data_dir).returncode == 0
+    env = {**os.environ, "VESTIGE_CHANGELOG_KEEP": str(keep)}
+    assert run_cli("consolidate", data_dir=data_dir, env=env).returncode == 0
     assert log(data_dir, "--oldest-first", "--limit", "1")["changes"][0]["seq"] == extra + 1
 
     result = run_cli("log", "--since", "1", "--limit", "3", "--json", data_dir=data_dir)

@@ -115,8 +115,16 @@ def seq(value: Any, *, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{name} must be a whole number, not {value!r}")
     if not 0 <= value < 2**63:
-        raise InvalidInput(f"{name} is {value}; change numbers start at 1")
+        raise InvalidInput(
+            f"{name} is {_short_number(value)}; change numbers run from 1 to 2**63-1",
+            hint="The changelog (vestige log, or the memory_changelog tool) lists them.",
+        )
     return value
+
+
+def _short_number(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 20 else f"{text[:12]}...({len(text)} digits)"
 
 
 def change_kinds(values: Any) -> frozenset[str] | None:

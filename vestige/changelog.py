@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from vestige._rows import as_int, as_opt_str, as_str, scalar
+from vestige.printable import escape_controls
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -117,9 +118,21 @@ class Actor:
 _client: ContextVar[str | None] = ContextVar("vestige_changelog_client", default=None)
 
 
+#: A client names itself in ``initialize``: kept to this many characters, controls escaped.
+MAX_CLIENT_CHARS: Final = 100
+
+
 @contextmanager
 def acting_for(client: str | None) -> Iterator[None]:
-    """Record ``client`` as the actor of the changes made in this context (and its threads)."""
+    """Record ``client`` as the actor of the changes made in this context (and its threads).
+
+    The name is the client's own word, stored in every entry it causes: bounded, and with
+    control characters escaped so it cannot break a terminal or a table.
+    """
+    if client is not None:
+        client = escape_controls(client)
+        if len(client) > MAX_CLIENT_CHARS:
+            client = client[: MAX_CLIENT_CHARS - 1] + "\u2026"
     token = _client.set(client)
     try:
         yield
@@ -202,7 +215,8 @@ class Gap:
     def message(self) -> str:
         return (
             f"changes up to #{self.trimmed_through} were trimmed (the changelog keeps the "
-            "newest entries only): the list starts after them and is not complete"
+            "newest entries only, and a restore starts after the replaced database's): "
+            "the list may lack some of them"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,21 +367,24 @@ def page(
         f"ORDER BY seq {order} LIMIT ?",
         (*args, limit + 1),
     ).fetchall()
+    changes = tuple(Change.from_row(r) for r in found[:limit])
+    more = len(found) > limit
     trimmed = trimmed_through(conn)
-    gap = None
-    if trimmed and (
-        (after_seq is not None and after_seq < trimmed)
-        or (since is not None and since < _meta(conn, "changelog_trimmed_newest_at", ""))
-    ):
+    if since is not None:
         # By time: some trimmed entry is newer than ``since`` (entries imported as history
         # keep older times, so the oldest time kept says nothing).
-        gap = Gap(trimmed)
-    return ChangePage(
-        changes=tuple(Change.from_row(r) for r in found[:limit]),
-        newest_seq=newest_seq(conn),
-        gap=gap,
-        more=len(found) > limit,
-    )
+        missing = since < _meta(conn, "changelog_trimmed_newest_at", "")
+    elif after_seq is not None:
+        missing = after_seq < trimmed
+    else:
+        # From the start: a page that reaches down to the oldest kept entry (oldest first
+        # it always does; newest first when nothing older matched) lacks the trimmed ones.
+        missing = oldest_first or not more
+    born = memory_id is not None and any(
+        c.memory_id == memory_id and c.kind in ADDS and c.origin is None for c in changes
+    )  # nothing of a memory comes before the entry that brought it in
+    gap = Gap(trimmed) if trimmed and missing and not born else None
+    return ChangePage(changes=changes, newest_seq=newest_seq(conn), gap=gap, more=more)
 
 
 def later_changes(conn: apsw.Connection, seq: int, memory_ids: frozenset[str]) -> list[Change]:
@@ -414,7 +431,37 @@ def redact(conn: apsw.Connection, memory_id: str) -> int:
         before[memory_id] = PURGED_ROW
         conn.execute("UPDATE changelog SET before = ? WHERE seq = ?", (_dumps(before), seq))
         changed += 1
-    return changed
+    # Entries imported from another database may carry anything in their detail.
+    conn.execute(
+        "UPDATE changelog SET detail = NULL WHERE origin IS NOT NULL AND detail IS NOT NULL "
+        "AND (memory_id = ? OR other_id = ?)",
+        (memory_id, memory_id),
+    )
+    return changed + conn.changes()
+
+
+def continue_after(conn: apsw.Connection, seq: int) -> None:
+    """Number the next entries after ``seq``, and answer a gap for every seq up to it.
+
+    For a restore: the backup's log ends earlier than the replaced database's, whose later
+    entries are gone; a reader that saw them must neither get their numbers again for other
+    changes nor a silently short list.
+    """
+    if seq <= newest_seq(conn):
+        return
+    conn.execute(
+        "INSERT INTO sqlite_sequence(name, seq) SELECT 'changelog', 0 "
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'changelog')"
+    )
+    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'changelog'", (seq,))
+    conn.execute(
+        "UPDATE vestige_meta SET value = ? WHERE key = 'changelog_trimmed_through'", (str(seq),)
+    )
+    conn.execute(
+        "INSERT INTO vestige_meta(key, value) VALUES ('changelog_trimmed_newest_at', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (datetime.now(UTC).isoformat(),),
+    )
 
 
 def trim(conn: apsw.Connection, *, keep_rows: int, batch_rows: int) -> int:

@@ -48,6 +48,8 @@ NAIVE_WRITES_ENV: Final = "VESTIGE_UNSAFE_NAIVE_WRITES"
 #: test's own test injects to prove its latency bounds catch a slow write path.  Never set
 #: it for real use.
 WRITE_DELAY_ENV: Final = "VESTIGE_FAULT_WRITE_DELAY_MS"
+#: How many changelog entries to keep (default CHANGELOG_KEEP_ROWS).
+CHANGELOG_KEEP_ENV: Final = "VESTIGE_CHANGELOG_KEEP"
 
 DATABASE_FILE: Final = "vestige.db"
 #: The cross-process write gate: a kernel lock on its own file, never on the database files.
@@ -453,6 +455,24 @@ def write_delay_from_env(environ: dict[str, str] | None = None) -> float:
             hint=f"Use a number from 0 to {MAX_WRITE_DELAY_MS:g}, or unset it.",
         )
     return delay_ms / 1000
+
+
+def changelog_keep_from_env(environ: dict[str, str] | None = None) -> int:
+    """How many of the newest changelog entries the decay pass keeps."""
+    env = os.environ if environ is None else environ
+    raw = env.get(CHANGELOG_KEEP_ENV, "").strip()
+    if not raw:
+        return CHANGELOG_KEEP_ROWS
+    try:
+        keep = int(raw)
+    except ValueError:
+        keep = 0
+    if not 1 <= keep <= 1_000_000_000:
+        raise ConfigError(
+            f"{CHANGELOG_KEEP_ENV}={raw!r} is not a number of changelog entries",
+            hint=f"Use a whole number from 1 up (default {CHANGELOG_KEEP_ROWS:,}), or unset it.",
+        )
+    return keep
 
 
 def secure_file(path: Path) -> None:

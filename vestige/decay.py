@@ -45,12 +45,13 @@ def run(
     db: Database,
     *,
     actor: changelog.Actor | None = None,
+    changelog_keep: int = config.CHANGELOG_KEEP_ROWS,
     batch_rows: int = config.DECAY_BATCH_ROWS,
     now: datetime | None = None,
 ) -> DecayReport:
     """One pass over every memory; ``now`` fixes the clock (default: each batch's own now).
 
-    The pass also trims the changelog to its newest ``config.CHANGELOG_KEEP_ROWS`` entries,
+    The pass also trims the changelog to its newest ``changelog_keep`` entries,
     in short batches, and records itself there (one entry per pass).
     """
     started = time.monotonic()
@@ -80,7 +81,7 @@ def run(
             updates = _decayed(rows, w20, now or datetime.now(UTC))
             applied += db.write(partial(_apply, lease=lease, updates=updates))
         trimmed = 0
-        while batch := db.write(partial(_trim, lease=lease)):
+        while batch := db.write(partial(_trim, lease=lease, keep=changelog_keep)):
             trimmed += batch
         duration_ms = int((time.monotonic() - started) * 1000)
 
@@ -197,12 +198,10 @@ def _update(row: Row, w20: float, now: datetime) -> _Update | None:
     )
 
 
-def _trim(conn: apsw.Connection, *, lease: Lease) -> int:
+def _trim(conn: apsw.Connection, *, lease: Lease, keep: int) -> int:
     if not _leases.renew_in(conn, lease):
         raise LeaseLost(f"lost the {lease.task} lease to another process")
-    return changelog.trim(
-        conn, keep_rows=config.CHANGELOG_KEEP_ROWS, batch_rows=config.CHANGELOG_TRIM_BATCH_ROWS
-    )
+    return changelog.trim(conn, keep_rows=keep, batch_rows=config.CHANGELOG_TRIM_BATCH_ROWS)
 
 
 def _apply(conn: apsw.Connection, *, lease: Lease, updates: list[_Update]) -> int:

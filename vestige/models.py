@@ -295,7 +295,9 @@ class PurgeReport:
     was_live: bool  # False: it had been deleted; only its changelog tombstones were left
     brought_back: tuple[str, ...]  # memories it had superseded, visible again
     changelog_entries_redacted: int
-    wal_emptied: bool  # False: another process was reading; the WAL empties at its next reset
+    #: False: another process was reading, so the old pages may still be in vestige.db and
+    #: its WAL until a later checkpoint (never delete the -wal by hand: that undoes the purge).
+    checkpointed: bool
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

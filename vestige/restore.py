@@ -158,10 +158,11 @@ def restore(
     try:
         _refuse_if_open(data_dir)
         previous = moved = None
+        newest = 0  # unknown for a damaged database: its numbers may be given again
         if data_dir.database.exists():
             damage = _damage(data_dir.database)
             if damage is None:
-                previous = _keep_previous(data_dir)
+                previous, newest = _keep_previous(data_dir)
             elif move_damaged:
                 moved = _move_damaged(data_dir)
             else:
@@ -177,7 +178,9 @@ def restore(
             health = store.health()
             if health.quick_check == "ok":
                 kept = previous or moved
-                store.record_restore(str(backup.path), str(kept) if kept else None)
+                store.record_restore(
+                    str(backup.path), str(kept) if kept else None, previous_newest_seq=newest
+                )
         if health.quick_check != "ok":
             raise CorruptionError(f"the restored database failed quick_check: {health.quick_check}")
     finally:
@@ -253,10 +256,12 @@ def _damage(db: Path) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows)
 
 
-def _keep_previous(data_dir: DataDir) -> Path:
+def _keep_previous(data_dir: DataDir) -> tuple[Path, int]:
+    """Back the current database up; return the backup and its newest change number."""
     config.make_private_dir(data_dir.backups)
     with Store.open(data_dir, create=False) as store:
-        return store.backup(data_dir.backups, prefix=PREVIOUS_PREFIX)
+        newest = store.changes(limit=1).newest_seq
+        return store.backup(data_dir.backups, prefix=PREVIOUS_PREFIX), newest
 
 
 def _move_damaged(data_dir: DataDir) -> Path:

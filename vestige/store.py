@@ -46,7 +46,7 @@ import math
 import operator
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import IO, TYPE_CHECKING, Final, Self
@@ -128,9 +128,17 @@ class Store:
     """One process's handle on one Vestige database.  Thread-safe; close it when done."""
 
     def __init__(
-        self, db: Database, data_dir: DataDir, schema_version: int, actor: Actor | None = None
+        self,
+        db: Database,
+        data_dir: DataDir,
+        schema_version: int,
+        actor: Actor | None = None,
+        *,
+        changelog_keep: int = config.CHANGELOG_KEEP_ROWS,
     ) -> None:
         self._db = db
+        #: The decay pass trims the changelog to this many newest entries.
+        self.changelog_keep = changelog_keep
         self.data_dir = data_dir
         self.schema_version = schema_version
         #: Named in every changelog entry this store writes (the client comes from
@@ -192,6 +200,7 @@ class Store:
                 "%s=1: no write gate, no retry (load-test baseline)", config.NAIVE_WRITES_ENV
             )
         write_delay_s = config.write_delay_from_env(environ)
+        keep = config.changelog_keep_from_env(environ)
         if write_delay_s:
             log.warning(
                 "%s: every write sleeps %.0f ms inside its transaction (fault injection)",
@@ -207,7 +216,7 @@ class Store:
             needs_init=needs_init,
             init=init,
         )
-        return cls(db, resolved, version, actor)
+        return cls(db, resolved, version, actor, changelog_keep=keep)
 
     def close(self) -> None:
         self._db.close()
@@ -418,9 +427,11 @@ class Store:
         Its row, its words in the full-text index and its content in every changelog entry
         go, and (``secure_delete``) no free page keeps a copy.  A memory already deleted can
         be purged too: its tombstones in the changelog are what is left of it.  The
-        changelog records only that a purge happened.  Then the WAL, which still holds the
-        pages as they were, is checkpointed and emptied if no other process is reading; the
-        report says whether it was.  Backups made earlier keep their copies.
+        changelog records only that a purge happened.  Then a TRUNCATE checkpoint copies the
+        purge into vestige.db (overwriting the old pages there) and empties the WAL, unless
+        another process is reading: until a later checkpoint, the old pages stay in
+        vestige.db and the WAL then, and the report says so.  Backups made earlier keep
+        their copies.
         """
         mid = _validate.memory_id(memory_id)
 
@@ -434,6 +445,9 @@ class Store:
                 conn,
                 ChangeKind.PURGED,
                 memory_id=mid,
+                other_id=back[0].id if back else None,
+                # The memories it brought back, as they were (nothing of the purged one).
+                before=changelog.rows(*back) if back else None,
                 detail={"was_live": gone is not None, "brought_back": [m.id for m in back]},
             )
             return gone is not None, [m.id for m in back], redacted
@@ -441,16 +455,16 @@ class Store:
         was_live, back, redacted = self._db.write(tx)
         try:
             self._db.checkpoint(truncate=True)
-            wal_emptied = self.wal_bytes() == 0
+            checkpointed = self.wal_bytes() == 0
         except StoreError as exc:
             log.info("after purging %s the WAL could not be emptied: %s", mid, exc)
-            wal_emptied = False
+            checkpointed = False
         return PurgeReport(
             id=mid,
             was_live=was_live,
             brought_back=tuple(back),
             changelog_entries_redacted=redacted,
-            wal_emptied=wal_emptied,
+            checkpointed=checkpointed,
         )
 
     def edit(
@@ -548,7 +562,7 @@ class Store:
         with self._db.read() as conn:
             found = changelog.get(conn, number)
             if found is None:
-                raise _no_change(conn, number)
+                raise _no_change(conn, number, self.changelog_keep)
             return found
 
     def undo(self, seq: int) -> Change:
@@ -563,7 +577,7 @@ class Store:
         def tx(conn: apsw.Connection) -> Change:
             target = changelog.get(conn, number)
             if target is None:
-                raise _no_change(conn, number)
+                raise _no_change(conn, number, self.changelog_keep)
             _check_undoable(conn, target)
             assert target.before is not None
             now = datetime.now(UTC)
@@ -639,7 +653,7 @@ class Store:
         that name).  If another process holds the pass's lease, nothing changes and the report
         says who runs it.
         """
-        return decay.run(self._db, actor=self.actor)
+        return decay.run(self._db, actor=self.actor, changelog_keep=self.changelog_keep)
 
     def last_decay_at(self) -> datetime | None:
         """When the newest decay pass of any process finished (None before the first)."""
@@ -912,13 +926,21 @@ class Store:
         """Import a file that ``transfer.read_import`` read and checked, in short batches."""
         return transfer.import_rows(self._db, checked, actor=self.actor, progress=progress)
 
-    def record_restore(self, source: str, kept: str | None) -> None:
+    def record_restore(self, source: str, kept: str | None, *, previous_newest_seq: int) -> None:
         """Note in the changelog that the database came back from a backup (``vestige.restore``).
 
-        The entry goes into the restored database, after the backup's own history.
+        The entry goes into the restored database, after the backup's own history, and is
+        numbered after the newest entry of the replaced database, ``previous_newest_seq``:
+        change numbers are never given twice, and asking for the replaced database's later
+        changes answers with a gap.
         """
         detail = {"backup": source, "previous_kept_as": kept}
-        self._db.write(lambda conn: self._record(conn, ChangeKind.RESTORED, detail=detail))
+
+        def tx(conn: apsw.Connection) -> None:
+            changelog.continue_after(conn, previous_newest_seq)
+            self._record(conn, ChangeKind.RESTORED, detail=detail)
+
+        self._db.write(tx)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -1222,19 +1244,32 @@ def _put_back(conn: apsw.Connection, memory_id: str, row: object, now: datetime)
         return "removed" if conn.changes() else "unchanged"
     assert isinstance(row, dict)
     kept = Memory(**{**row, "tags": tuple(row["tags"])})
+    state = kept.fsrs_state()
+    if kept.superseded_by is not None and _fetch(conn, kept.superseded_by) is None:
+        # Its successor is gone (deleted or purged since): linked to it, the memory would be
+        # hidden for good.  Unlinked, as deleting the successor would have left it.
+        kept = replace(kept, superseded_by=None)
+        state = fsrs.undemoted(state)
     existed = _fetch(conn, memory_id) is not None
     conn.execute(_UPSERT, _row(kept))
-    _save_state(conn, memory_id, kept.fsrs_state(), now)
+    _save_state(conn, memory_id, state, now)
     return "updated" if existed else "inserted"
 
 
 def _check_undoable(conn: apsw.Connection, target: Change) -> None:
-    """Refuse an undo that would not give back exactly what the change took."""
+    """Refuse an undo that would not give back exactly what the change took.
+
+    The rule: every memory the change kept a row of must be now exactly as the change left
+    it (``_as_left``).  Later changes that were undone, or redone and undone again, then
+    net out by themselves, whatever their order, and anything else that changed the memory
+    since (another change, a purge that brought it back, imported history) refuses it.
+    """
     ref = f"change #{target.seq} ({target.kind})"
     if target.origin is not None:
         raise InvalidInput(
             f"{ref} was imported from another database: it is history here, not a change "
-            "that can be undone"
+            "that can be undone",
+            hint="Change the memory itself instead (vestige edit, or the edit_memory tool).",
         )
     if target.kind not in changelog.UNDOABLE:
         hints = {
@@ -1252,36 +1287,94 @@ def _check_undoable(conn: apsw.Connection, target: Change) -> None:
             f"{ref} cannot be undone: a purge removed what it would put back",
             hint="Purged memories are gone for good, by design.",
         )
-    undone = changelog.undone_by(conn, target.seq)
-    if undone is not None:
-        raise InvalidInput(
-            f"{ref} was already undone by change #{undone}",
-            hint=f"To redo it, undo the undo (change #{undone}).",
-        )
     later = changelog.later_changes(conn, target.seq, target.memories())
-    # A later change that was itself undone cancels out with its undo.
-    cancelled = {
-        n
-        for c in later
-        if c.undoes is not None and c.undoes > target.seq
-        for n in (c.seq, c.undoes)
-    }
-    blocking = [c for c in later if c.seq not in cancelled]
-    if blocking:
-        listed = ", ".join(f"#{c.seq} ({c.kind})" for c in blocking[:5])
-        more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
+    if all(_as_left(conn, target, mid, later) for mid in before):
+        return
+    chain = _undo_chain(conn, target, later)
+    if chain and all(_is_row(conn, mid, row) for mid, row in before.items()):
+        last = chain[-1]
         raise InvalidInput(
-            f"{ref} cannot be undone: later changes touched the same memory: {listed}{more}",
-            hint=f"Undo those first, newest first (change #{blocking[-1].seq} first), "
-            "or edit the memory instead.",
+            f"{ref} was already undone by change #{last.seq}",
+            hint=f"To redo it, undo change #{last.seq}.",
         )
+    own = {c.seq for c in chain}
+    blocking = [c for c in later if c.seq not in own]
+    listed = ", ".join(f"#{c.seq} ({c.kind})" for c in blocking[:5])
+    more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
+    if not blocking:
+        raise InvalidInput(
+            f"{ref} cannot be undone: the memory changed since, with no changelog entry "
+            "(an older Vestige, or a hand edit)",
+            hint="Change the memory itself instead (vestige edit, or the edit_memory tool).",
+        )
+    final = [c for c in blocking if c.kind not in changelog.UNDOABLE or c.origin is not None]
+    hint = (
+        f"{', '.join(f'#{c.seq} ({c.kind})' for c in final[:3])} cannot be undone: change "
+        "the memory itself instead (vestige edit, or the edit_memory tool)."
+        if final
+        else f"Undo those first, newest first (change #{blocking[-1].seq} first), or change "
+        "the memory itself instead (vestige edit, or the edit_memory tool)."
+    )
+    raise InvalidInput(
+        f"{ref} cannot be undone: later changes touched the same memory: {listed}{more}",
+        hint=hint,
+    )
 
 
-def _no_change(conn: apsw.Connection, seq: int) -> InvalidInput:
+#: Columns a decay pass rewrites from the state: they say nothing about who changed what.
+_DERIVED: Final = frozenset({"retrieval_strength", "retention_strength", "next_review"})
+
+
+def _as_left(conn: apsw.Connection, target: Change, memory_id: str, later: list[Change]) -> bool:
+    """Is the memory as ``target`` left it?  The next entry that kept a row of it says how
+    that was (every change to a memory keeps its row); with none, nothing changed it since."""
+    for change in later:
+        if change.before is not None and memory_id in change.before:
+            return _is_row(conn, memory_id, change.before[memory_id])
+    return True
+
+
+def _is_row(conn: apsw.Connection, memory_id: str, row: object) -> bool:
+    """Is the memory now this kept row (None: absent), strengths derived by decay aside?"""
+    current = _fetch(conn, memory_id)
+    if row is None or current is None:
+        return row is None and current is None
+    if not isinstance(row, dict) or row == changelog.PURGED_ROW:
+        return False
+    now = current.to_dict()
+    for name, kept in row.items():
+        if name in _DERIVED:
+            continue
+        # Decay clamps stability to the model's maximum.
+        value = min(float(kept), fsrs.MAX_STABILITY_DAYS) if name == "stability" else kept
+        if now.get(name) != value:
+            return False
+    return True
+
+
+def _undo_chain(conn: apsw.Connection, target: Change, later: list[Change]) -> list[Change]:
+    """The undo entries rooted at ``target`` (its undos, the undos of those, ...), in order."""
+    by_seq = {c.seq: c for c in later}
+
+    def root(change: Change) -> int | None:
+        while change.undoes is not None and change.undoes in by_seq:
+            change = by_seq[change.undoes]
+        return change.undoes
+
+    return [c for c in later if c.kind == ChangeKind.UNDONE and root(c) == target.seq]
+
+
+def _no_change(conn: apsw.Connection, seq: int, keep: int) -> InvalidInput:
+    if seq < 1:
+        return InvalidInput(
+            f"there is no change #{seq}: change numbers start at 1",
+            hint="The changelog (vestige log, or the memory_changelog tool) lists the changes "
+            "with their numbers.",
+        )
     if seq <= changelog.trimmed_through(conn):
         return InvalidInput(
-            f"change #{seq} was trimmed from the changelog (it keeps the newest "
-            f"{config.CHANGELOG_KEEP_ROWS:,} entries)",
+            f"change #{seq} was trimmed from the changelog (it keeps the newest {keep:,} "
+            "entries; a restore also starts numbering after the replaced database's)",
             hint="The changelog (vestige log, or the memory_changelog tool) lists the changes "
             "still kept.",
         )

@@ -751,6 +751,13 @@ _CHANGE_FIELDS: Final = frozenset(
 )
 
 
+#: Bounds of an imported changelog entry: a row kept for undo holds at most a few memories
+#: (a delete and what it brought back); a detail is a few counts and ids.
+MAX_CHANGE_BEFORE_BYTES: Final = 4 * config.MAX_CONTENT_BYTES + 65_536
+MAX_CHANGE_DETAIL_BYTES: Final = 4_096
+MAX_CHANGE_TEXT_CHARS: Final = 200
+
+
 def _change_from_json(data: object) -> Change:
     """Validate one exported changelog entry (history: it is stored, never acted on)."""
     if not isinstance(data, dict):
@@ -769,11 +776,22 @@ def _change_from_json(data: object) -> Change:
         for name in ("memory_id", "other_id")
     }
     objects = {}
-    for name in ("before", "detail"):
+    bounds = {"before": MAX_CHANGE_BEFORE_BYTES, "detail": MAX_CHANGE_DETAIL_BYTES}
+    for name, limit in bounds.items():
         value = data.get(name)
         if value is not None and not isinstance(value, dict):
             raise InvalidInput(f"the change's {name} must be an object or null")
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise InvalidInput(f"the change's {name} is {size:,} bytes; at most {limit:,} fit")
         objects[name] = value
+    for name in ("client", "process", "transport"):
+        text = data.get(name)
+        if isinstance(text, str) and len(text) > MAX_CHANGE_TEXT_CHARS:
+            raise InvalidInput(
+                f"the change's {name} is {len(text):,} characters; at most "
+                f"{MAX_CHANGE_TEXT_CHARS} fit"
+            )
     at = _validate.timestamp(data.get("at"), name="at")
     if at is None:
         raise InvalidInput("a change needs its time (at)")

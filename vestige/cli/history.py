@@ -172,7 +172,8 @@ def _local(at: str) -> str:
 
 
 def _who(c: Change) -> str:
-    return c.client if c.client else f"{c.transport}/{c.process}"
+    """The client, with the face it came through (a client names itself: it may say anything)."""
+    return f"{c.client} via {c.transport}" if c.client else f"{c.transport}/{c.process}"
 
 
 def _ids(ids: Any) -> str:
@@ -356,12 +357,14 @@ def purge(memory_id: str, yes: bool, as_json: bool) -> None:
     with open_store() as store:
         report = store.purge(memory_id)
     _render.emit(report.to_dict(), as_json=as_json, text=lambda: _purge_text(report))
-    if not report.wal_emptied:
+    if not report.checkpointed:
         _render.warn(
-            "another process was reading the database, so its WAL (vestige.db-wal) may still "
-            "hold the old pages. SQLite empties it when no other process reads: at a "
-            "checkpoint, or when the last process closes the database (a vestige-mcp server "
-            "checkpoints as it stops). `vestige doctor` lists who has it open."
+            "the purge is committed, but another process was reading the database, so "
+            "SQLite could not yet copy it over the old pages: until the next checkpoint, "
+            "vestige.db and its WAL may still hold the purged text. It happens by itself when "
+            "no process reads (a vestige-mcp server checkpoints every minute and as it stops); "
+            "`vestige doctor` lists who has the database open. Never delete vestige.db-wal "
+            "by hand: that would undo the purge."
         )
 
 
@@ -392,7 +395,7 @@ def _purge_text(r: PurgeReport) -> None:
             ("Was", "live" if r.was_live else "deleted already (only its history held it)"),
             ("Changelog entries redacted", r.changelog_entries_redacted),
             *([("Brought back", _ids(r.brought_back))] if r.brought_back else []),
-            ("WAL emptied", "yes" if r.wal_emptied else "no"),
+            ("Checkpointed", "yes" if r.checkpointed else "no (another process was reading)"),
         ],
         indent=2,
     )
