@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,19 @@ def test_what_to_send_is_read_from_the_schema() -> None:
     assert argument_errors.expected({"type": "number", "minimum": 0}, {}) == (
         "a number of at least 0"
     )
+
+
+def test_a_list_is_cut_at_its_byte_budget_and_keeps_its_first_item() -> None:
+    built: list[int] = []
+
+    def items() -> Iterator[str]:
+        for i in range(10):
+            built.append(i)
+            yield "x" * 400_000  # 400 kB of JSON each: two fit in 1 MiB
+
+    kept, cut = results.fit(items())
+    assert (len(kept), cut) == (2, True)
+    assert built == [0, 1, 2]  # the third was measured, nothing after it was built
+    huge = "y" * (2 * results.RESPONSE_BUDGET_BYTES)
+    assert results.fit([huge, "z"]) == ([huge], True)  # one item is never cut
+    assert results.fit(["a", "b"]) == (["a", "b"], False)

@@ -19,7 +19,7 @@ from vestige import fsrs
 from vestige.server import result_models as rm
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from vestige.changelog import Change, ChangePage
     from vestige.models import Memory, SearchHit, TimelineDay
@@ -39,8 +39,11 @@ RESPONSE_BUDGET_BYTES: Final = 1_048_576
 ENVELOPE_BYTES: Final = 4_096
 
 
-def fit(items: Sequence[T], budget: int = RESPONSE_BUDGET_BYTES) -> tuple[list[T], bool]:
-    """The leading items whose JSON fits in ``budget`` (at least one), and whether any were cut."""
+def fit(items: Iterable[T], budget: int = RESPONSE_BUDGET_BYTES) -> tuple[list[T], bool]:
+    """The leading items whose JSON fits in ``budget`` (at least one), and whether any were cut.
+
+    ``items`` is consumed lazily: nothing past the cut is built.
+    """
     kept: list[T] = []
     used = ENVELOPE_BYTES
     for item in items:
@@ -88,7 +91,7 @@ def hit(found: SearchHit, detail: Detail) -> rm.BriefHit | rm.SummaryHit | rm.Fu
 
 
 def search(query: str, hits: Sequence[SearchHit], detail: Detail) -> rm.SearchResult:
-    shown, cut = fit([hit(h, detail) for h in hits])
+    shown, cut = fit(hit(h, detail) for h in hits)
     return rm.SearchResult(
         query=query,
         detail_level=detail,
@@ -120,8 +123,7 @@ def timeline_item(
 
 
 def timeline(days: Sequence[TimelineDay], detail: Detail) -> rm.TimelineResult:
-    dated = [(d.date, timeline_item(m, detail)) for d in days for m in d.memories]
-    shown, cut = fit(dated)
+    shown, cut = fit((d.date, timeline_item(m, detail)) for d in days for m in d.memories)
     grouped = [
         rm.TimelineDay(date=date, count=len(items), memories=[item for _, item in items])
         for date, group in itertools.groupby(shown, key=lambda pair: pair[0])
@@ -140,7 +142,7 @@ def change(c: Change, *, with_before: bool) -> rm.ChangeEntry:
 
 
 def changelog(page: ChangePage, *, with_before: bool) -> rm.ChangelogPage:
-    shown, cut = fit([change(c, with_before=with_before) for c in page.changes])
+    shown, cut = fit(change(c, with_before=with_before) for c in page.changes)
     return rm.ChangelogPage(
         changes=shown,
         newest_seq=page.newest_seq,
