@@ -47,11 +47,12 @@ class ToolCalls:
     SMART_INGEST = "smart_ingest"
     SEARCH = "search"
     MEMORY = "memory"
+    DELETE = "delete_memory"
     PROMOTE = "promote_memory"
     DEMOTE = "demote_memory"
     HEALTH = "health_check"
 
-    REQUIRED: Final = (INGEST, SMART_INGEST, SEARCH, MEMORY, PROMOTE, DEMOTE)
+    REQUIRED: Final = (INGEST, SMART_INGEST, SEARCH, MEMORY, DELETE, PROMOTE, DEMOTE)
 
     @staticmethod
     def ingest(content: str) -> dict[str, Any]:
@@ -115,6 +116,7 @@ class ToolCalls:
             cls.SMART_INGEST: cls.ingest("x"),
             cls.SEARCH: cls.search("x"),
             cls.MEMORY: cls.memory("get", "x"),
+            cls.DELETE: cls.by_id("x"),
             cls.PROMOTE: cls.by_id("x"),
             cls.DEMOTE: cls.by_id("x"),
         }
@@ -382,7 +384,7 @@ class Workload:
         self.live.discard(record)
         own.discard(record)
         change = self.ledger.begin_delete(record, at=self.clock.now())
-        outcome = await client.call(ToolCalls.MEMORY, ToolCalls.memory("delete", record.id))
+        outcome = await client.call(ToolCalls.DELETE, ToolCalls.by_id(record.id))
         self._sample("delete", slot, outcome, client)
         now = self.clock.now()
         self._settle(change, outcome, at=now)

@@ -2,9 +2,16 @@
 
 ``tests/ts_client`` pins ``@modelcontextprotocol/sdk`` (package-lock.json); the fixture
 installs it once per test run with ``npm ci`` into the run's temp directory (shared by the
-xdist workers, under a lock).  ``drive.mjs`` lists the tools, calls some with good and bad
-arguments and sends the lone-surrogate request a JavaScript client produces when it cuts
-a string inside an emoji, then prints what the SDK saw as JSON for these tests to judge.
+xdist workers, under a lock).  ``drive.mjs`` lists the tools, calls every one with good
+arguments, with an unknown key and with a value of the wrong type, and sends the
+lone-surrogate request a JavaScript client produces when it cuts a string inside an emoji,
+then prints what the SDK saw as JSON for these tests to judge.
+
+The SDK's ``Client.callTool`` validates ``structuredContent`` against the tool's
+``outputSchema`` (compiled with Ajv at ``listTools``) and throws -32602 when it does not
+match, so a good call that comes back as a result, not a rejection, met its schema.
+``extraKeyValid`` runs the same validator on the result plus an undeclared key: false shows
+the validator is live and the schema closed.
 
 Skipped, with npm's own words, only when npm cannot reach its registry.
 """
@@ -133,6 +140,34 @@ def check(report: dict[str, Any]) -> None:
         '("hello \\ud83d"): send valid UTF-16 pairs / UTF-8'
     ) in lone["rejected"]["message"]
     assert report["afterwards"]["structured"]["total_memories"] == 1  # nothing else stored
+
+    assert report["capabilities"].get("prompts") is None  # none served, none advertised
+    assert report["capabilities"]["resources"]["subscribe"] is False
+    for name, schema in report["schemas"].items():
+        assert schema["inputAdditional"] is False, (name, schema)
+        assert schema["hasOutputSchema"] is True, (name, schema)
+        assert (schema["outputType"], schema["outputAdditional"]) == ("object", False), name
+        assert schema["validatorCached"] is True, name
+        assert schema["annotations"]["openWorldHint"] is False, name
+    assert set(report["everyTool"]) == TOOLS
+    for name, seen in report["everyTool"].items():
+        good = seen["good"]
+        assert "rejected" not in good, (name, good)  # the SDK found it matched its schema
+        assert good["isError"] is False, (name, good)
+        assert good["structured"], (name, good)
+        assert seen["extraKeyValid"] is False, name
+        unknown = seen["unknownKey"]
+        assert unknown["isError"] is True, (name, unknown)
+        assert unknown["text"].startswith("unknown argument 'bogusKey'"), (name, unknown)
+        wrong = seen["wrongType"]
+        if wrong is not None:
+            assert wrong["isError"] is True, (name, wrong)
+            assert wrong["text"].startswith("argument '"), (name, wrong)
+            assert ": send " in wrong["text"], (name, wrong)
+        for refused in filter(None, (unknown, wrong)):
+            assert "\n" not in refused["text"], (name, refused)
+            for sign in ("Error executing tool", "pydantic", "input_value", "[type="):
+                assert sign not in refused["text"], (name, refused)
 
 
 def test_typescript_sdk_over_stdio(ts_client: Path, tmp_path: Path, data_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from vestige import Store, fsrs
 from vestige.config import DataDirSource
 from vestige.errors import ConfigError
-from vestige.server import options, results
+from vestige.server import argument_errors, options, results
 from vestige.server.app import VersionedCache
 from vestige.server.http import load_token, security
 
@@ -135,8 +136,58 @@ def test_every_search_result_says_what_superseded_it(store: Store, detail: str) 
     shown = {
         r["id"]: r
         for r in (
-            results.hit(h, detail) for h in store.search("user prefers", include_superseded=True)
+            results.hit(h, detail).model_dump()
+            for h in store.search("user prefers", include_superseded=True)
         )
     }
     assert shown[old.memory.id]["superseded_by"] == new.memory.id
     assert shown[new.memory.id]["superseded_by"] is None
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("forceCreate", "did you mean 'force_create'?"),
+        ("force-create", "did you mean 'force_create'?"),
+        ("tag", "did you mean 'tags'?"),
+        ("nodetype", "did you mean 'node_type'?"),
+        ("colour", "this tool takes content, force_create, node_type, source, tags"),
+    ],
+)
+def test_an_unknown_argument_names_the_likely_one(key: str, said: str) -> None:
+    valid = ["content", "node_type", "tags", "source", "force_create"]
+    assert argument_errors.unknown(key, valid) == f"unknown argument {key!r}; {said}"
+
+
+def test_what_to_send_is_read_from_the_schema() -> None:
+    tags = {
+        "anyOf": [
+            {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1}},
+            {"type": "null"},
+        ]
+    }
+    assert argument_errors.expected(tags, {}) == (
+        "a list of at most 50 items, each a string of at least 1 character (or null)"
+    )
+    limit = {"type": "integer", "minimum": 1, "maximum": 100}
+    assert argument_errors.expected(limit, {}) == "a whole number from 1 to 100"
+    assert argument_errors.expected({"enum": ["a", "b"]}, {}) == "one of 'a', 'b'"
+    assert argument_errors.expected({"type": "number", "minimum": 0}, {}) == (
+        "a number of at least 0"
+    )
+
+
+def test_a_list_is_cut_at_its_byte_budget_and_keeps_its_first_item() -> None:
+    built: list[int] = []
+
+    def items() -> Iterator[str]:
+        for i in range(10):
+            built.append(i)
+            yield "x" * 400_000  # 400 kB of JSON each: two fit in 1 MiB
+
+    kept, cut = results.fit(items())
+    assert (len(kept), cut) == (2, True)
+    assert built == [0, 1, 2]  # the third was measured, nothing after it was built
+    huge = "y" * (2 * results.RESPONSE_BUDGET_BYTES)
+    assert results.fit([huge, "z"]) == ([huge], True)  # one item is never cut
+    assert results.fit(["a", "b"]) == (["a", "b"], False)

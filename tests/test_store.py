@@ -885,3 +885,10 @@ def test_health_never_reports_damage_after_ordinary_writes(store: Store) -> None
     store.delete(store.ingest("short lived").id)
     health = store.health()
     assert (health.quick_check, health.status) == ("ok", "healthy")
+
+
+def test_timeline_refuses_a_start_after_its_end(store: Store) -> None:
+    """Issue 10: an empty success hid the swapped arguments."""
+    with pytest.raises(InvalidInput, match=r"start '2026-03-02' is after end '2026-03-01'"):
+        store.timeline(start="2026-03-02", end="2026-03-01")
+    assert store.timeline(start="2026-03-01", end="2026-03-01") == []  # one day is a window

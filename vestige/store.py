@@ -755,6 +755,12 @@ class Store:
                 ).isoformat()
             except OverflowError:  # end in the first week of year 1
                 raise _validate.out_of_range("end", end) from None
+        if datetime.fromisoformat(since) > datetime.fromisoformat(until):
+            raise InvalidInput(
+                f"start {start!r} is after end {end or 'now'!r}: the window is empty",
+                hint="Give a start before the end (or leave either out: the default window "
+                "is the 7 days up to end).",
+            )
         n = _validate.limit(limit, maximum=_validate.MAX_TIMELINE_LIMIT)
         kind = _validate.node_type(node_type) if node_type is not None else None
         wanted = json.dumps(_validate.tags(tags))

@@ -38,6 +38,7 @@ from vestige.server import (
     EXIT_STORE,
     STOP_SIGNALS,
     http,
+    resources,
     tools,
 )
 from vestige.server.app import ServerApp
@@ -125,9 +126,12 @@ def _build(app: ServerApp) -> MCPServer[Any]:
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level=app.options.log_level,
+        tools=list(tools.build(app)),
+        resources=resources.build(app),
+        subscriptions=False,  # nothing is published yet: advertise no subscriptions
         **extra,
     )
-    tools.register(mcp, app)
+    resources.withdraw_prompts(mcp)
     return mcp
 
 

@@ -1,10 +1,16 @@
 """The MCP tools: one small function each, calling ``Store`` off the event loop.
 
-Arguments are typed and constrained in the signatures (the SDK validates them with pydantic
-and returns the field and reason to the model).  What the store refuses arrives as a
-``ToolError`` carrying the store's message and hint; an unexpected failure as a ToolError
-naming the exception, with the traceback in the server log.  Never a bare "Error executing
-tool".  Results are dicts, so every call returns structured content.
+Arguments are typed and constrained in the signatures; ``strict_tools`` makes every tool
+refuse unknown keys and answer a bad value with one line naming the argument and what to
+send.  What the store refuses arrives as a ``ToolError`` carrying the store's message and
+hint; an unexpected failure as a ToolError naming the exception, with the traceback in the
+server log.  Never "Error executing tool".  Each tool returns a model of
+``result_models``, which the SDK publishes as its ``outputSchema``.
+
+Annotations are honest: reads say ``readOnlyHint``; ``destructiveHint`` is true only for a
+call that can remove a memory or replace what it says (delete_memory, edit_memory,
+memory_undo), false for one that adds memories or text or only adjusts strengths; no tool
+reaches beyond the local store (``openWorldHint: false``).
 
 Every tool that writes takes the SDK's injected ``Context`` (never part of the input schema)
 only to name its MCP client to the changelog (``client_of``).  Edits are offered, purge is
@@ -27,39 +33,62 @@ from vestige import config
 from vestige.changelog import ChangeKind
 from vestige.errors import VestigeError
 from vestige.server import results
+from vestige.server.argument_errors import ID_PATTERN, NODE_TYPE_PATTERN
+from vestige.server.result_models import (  # the SDK reads return annotations at run time
+    ChangelogPage,
+    ConsolidateResult,
+    DeleteResult,
+    EditResult,
+    HealthResult,
+    IngestResult,
+    MemoryAnswer,
+    SearchResult,
+    SmartIngestResult,
+    StatsResult,
+    StrengthResult,
+    TimelineResult,
+    UndoResult,
+)
+from vestige.server.strict_tools import StrictTool, strict_tool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mcp.server.mcpserver import MCPServer
-
     from vestige.server.app import ServerApp
+
+    Adder = Callable[[ToolAnnotations], Callable[[Callable[..., Awaitable[Any]]], None]]
 
 log = logging.getLogger("vestige.server.tools")
 
 MAX_SEARCH_LIMIT: Final = 100
+DEFAULT_SEARCH_LIMIT: Final = 10
 MAX_TIMELINE_LIMIT: Final = 200
+DEFAULT_TIMELINE_LIMIT: Final = 50
 
+#: No maxLength: the limit is in UTF-8 bytes, which JSON Schema cannot state, and a length
+#: in characters would promise what the store refuses (it counts the bytes, one place).
 Content = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=config.MAX_CONTENT_BYTES,
         description="The text to remember: one fact, decision or pattern "
-        f"(at most {config.MAX_CONTENT_BYTES:,} UTF-8 bytes).",
+        f"(at most {config.MAX_CONTENT_BYTES:,} bytes of UTF-8; the server counts bytes).",
     ),
 ]
 NodeType = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,49}$",
+        pattern=NODE_TYPE_PATTERN,
         description="Kind of memory: fact, concept, decision, pattern, event, note, ...",
     ),
 ]
 Tag = Annotated[str, Field(min_length=1, max_length=config.MAX_TAG_CHARS)]
 Tags = Annotated[
     list[Tag] | None,
-    Field(description=f"Labels to filter by later (at most {config.MAX_TAGS})."),
+    Field(
+        max_length=config.MAX_TAGS,
+        description=f"Labels to filter by later (at most {config.MAX_TAGS}).",
+    ),
 ]
 Source = Annotated[
     str | None,
@@ -70,13 +99,16 @@ MemoryId = Annotated[
     Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_.:-]+$",
+        pattern=ID_PATTERN,
         description="A memory id, as returned by ingest, smart_ingest or search.",
     ),
 ]
 Detail = Annotated[
     Literal["brief", "summary", "full"],
-    Field(description="brief: ids and scores; summary: plus content; full: every field."),
+    Field(
+        description="brief: ids and scores; summary: plus the text, cut to its first "
+        f"{results.SUMMARY_CONTENT_CHARS} characters; full: every field, the whole text."
+    ),
 ]
 Reason = Annotated[str | None, Field(max_length=1000, description="Why (kept in the server log).")]
 #: A changelog entry kind.  The store checks the value (one place for the rule); the schema
@@ -93,11 +125,11 @@ def client_of(ctx: Context[Any, Any]) -> str | None:
     return params.client_info.name if params is not None else None
 
 
-def _guard(fn: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Any]:
+def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     """Turn every failure into a ToolError the model can read and act on."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
         except ToolError:
@@ -114,19 +146,44 @@ def _guard(fn: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Any]:
     return wrapper
 
 
-def register(mcp: MCPServer[Any], app: ServerApp) -> None:
-    store = app.store
-    read_only = ToolAnnotations(read_only_hint=True)
+READ: Final = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
-    @_guard
+
+def _writes(*, destructive: bool, idempotent: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+
+
+def build(app: ServerApp) -> list[StrictTool]:
+    """Every tool of the server, bound to ``app``: the writes, then the reads."""
+    tools: list[StrictTool] = []
+
+    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Awaitable[Any]]], None]:
+        def add(fn: Callable[..., Awaitable[Any]]) -> None:
+            tools.append(strict_tool(_guard(fn), annotations))
+
+        return add
+
+    _writes_of(app, tool)
+    _reads_of(app, tool)
+    return tools
+
+
+def _writes_of(app: ServerApp, tool: Adder) -> None:
+    store = app.store
+
+    @tool(_writes(destructive=False, idempotent=False))
     async def ingest(
         ctx: Context[Any, Any],
         content: Content,
         node_type: NodeType = "fact",
         tags: Tags = None,
         source: Source = None,
-    ) -> dict[str, Any]:
+    ) -> IngestResult:
         """Store a new memory exactly as given (no duplicate check; see smart_ingest)."""
         memory = await app.run(
             store.ingest,
@@ -136,10 +193,9 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             source=source,
             client=client_of(ctx),
         )
-        return {"id": memory.id, "memory": memory.to_dict()}
+        return IngestResult(id=memory.id, memory=results.record(memory))
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
-    @_guard
+    @tool(_writes(destructive=False, idempotent=False))
     async def smart_ingest(
         *,
         ctx: Context[Any, Any],
@@ -150,11 +206,12 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
         force_create: Annotated[
             bool, Field(description="Always create a new memory, skipping the similarity check.")
         ] = False,
-    ) -> dict[str, Any]:
+    ) -> SmartIngestResult:
         """Remember something, folding it into a memory it repeats, updates or corrects.
 
         decision is create, reinforce (same fact again), update (text appended) or supersede
-        (a correction: the old memory is demoted and superseded_id names it).
+        (a correction: the old memory is demoted and superseded_id names it).  Nothing is
+        removed or overwritten.
         """
         result = await app.run(
             store.smart_ingest,
@@ -165,10 +222,118 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             force_create=force_create,
             client=client_of(ctx),
         )
-        return {"id": result.memory.id, **result.to_dict()}
+        return SmartIngestResult.model_validate({"id": result.memory.id, **result.to_dict()})
 
-    @mcp.tool(annotations=read_only)
-    @_guard
+    @tool(_writes(destructive=True, idempotent=True))
+    async def delete_memory(ctx: Context[Any, Any], id: MemoryId) -> DeleteResult:
+        """Delete one memory by id.
+
+        The deleted row is kept in the changelog: memory_undo with the returned change_seq
+        puts it back.  (The original Vestige's memory tool did this as action delete.)
+        """
+        seq = await app.run(store.delete, id, client=client_of(ctx))
+        return DeleteResult(id=id, deleted=True, change_seq=seq)
+
+    @tool(_writes(destructive=False, idempotent=False))
+    async def promote_memory(
+        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
+    ) -> StrengthResult:
+        """The memory helped: it ranks higher from now on (odds of retention x1.8, e.g.
+        0.73 -> 0.83), counts as used now, and fades slower (stability x1.5).
+
+        Kept by every decay pass; each promote adds to the last.
+        """
+        change = await app.run(store.promote, id, client=client_of(ctx))
+        log.info("promoted %s: %s", id, reason or "no reason given")
+        return StrengthResult.model_validate(
+            {
+                "action": "promote",
+                "id": change.memory_id,
+                "reason": reason,
+                "before": change.before,
+                "after": change.after,
+            }
+        )
+
+    @tool(_writes(destructive=False, idempotent=False))
+    async def demote_memory(
+        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
+    ) -> StrengthResult:
+        """The memory misled: it ranks lower from now on (odds of retention halved, e.g.
+        0.73 -> 0.57) and fades faster (stability x0.5).
+
+        Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
+        searchable but ranks lower.
+        """
+        change = await app.run(store.demote, id, client=client_of(ctx))
+        log.info("demoted %s: %s", id, reason or "no reason given")
+        return StrengthResult.model_validate(
+            {
+                "action": "demote",
+                "id": change.memory_id,
+                "reason": reason,
+                "before": change.before,
+                "after": change.after,
+            }
+        )
+
+    @tool(_writes(destructive=True, idempotent=False))
+    async def edit_memory(
+        ctx: Context[Any, Any],
+        id: MemoryId,
+        content: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                description="The new text, replacing the old (omit to keep it; at most "
+                f"{config.MAX_CONTENT_BYTES:,} bytes of UTF-8).",
+            ),
+        ] = None,
+        tags: Annotated[
+            list[Tag] | None,
+            Field(
+                max_length=config.MAX_TAGS,
+                description=f"The new tags, replacing the old (omit to keep them; at most "
+                f"{config.MAX_TAGS}).",
+            ),
+        ] = None,
+    ) -> EditResult:
+        """Correct a memory in place: replace its content or tags (or both) by id.
+
+        Its strength is unchanged.  The previous value is kept in the changelog
+        (memory_changelog with include_before shows it; memory_undo with change_seq puts
+        it back).  To record that a fact changed over time, smart_ingest the new one instead.
+        """
+        edited = await app.run(store.edit, id, content=content, tags=tags, client=client_of(ctx))
+        return EditResult(
+            id=edited.memory.id, memory=results.record(edited.memory), change_seq=edited.change_seq
+        )
+
+    @tool(_writes(destructive=True, idempotent=False))
+    async def memory_undo(ctx: Context[Any, Any], change_seq: ChangeSeq) -> UndoResult:
+        """Reverse one change listed by memory_changelog: a reinforce, update, edit,
+        supersede, promote, demote, delete, or an earlier undo.
+
+        Recorded as a change of its own (which can be undone in turn).  Refused when a later
+        change touched the same memory and was not itself undone: undo that one first.
+        """
+        change = await app.run(store.undo, change_seq, client=client_of(ctx))
+        return UndoResult(undone_seq=change_seq, change=results.change(change, with_before=False))
+
+    @tool(_writes(destructive=False, idempotent=True))
+    async def consolidate(ctx: Context[Any, Any]) -> ConsolidateResult:
+        """Run the decay pass now: recompute every memory's strengths on the forgetting curve.
+
+        One process at a time.  Named after the original Vestige's tool.
+        """
+        report = await app.run(store.decay, client=client_of(ctx))
+        return ConsolidateResult.model_validate(report.to_dict())
+
+
+def _reads_of(app: ServerApp, tool: Adder) -> None:
+    store = app.store
+
+    @tool(READ)
     async def search(
         *,
         query: Annotated[
@@ -176,16 +341,31 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             Field(
                 min_length=1,
                 max_length=config.MAX_QUERY_CHARS,
-                description="Words to look for. Any text is safe: operators are ignored.",
+                description="Words to look for; a memory matches if it has any of them. Any "
+                "text is safe: search syntax has no special meaning here (quotes, *, -, "
+                "parentheses and other punctuation are dropped; AND, OR, NOT and NEAR are "
+                "looked for as plain words).",
             ),
         ],
-        limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
+        limit: Annotated[
+            int,
+            Field(
+                ge=1,
+                le=MAX_SEARCH_LIMIT,
+                description=f"Most results to return (default {DEFAULT_SEARCH_LIMIT}, at "
+                f"most {MAX_SEARCH_LIMIT}).",
+            ),
+        ] = DEFAULT_SEARCH_LIMIT,
         min_retention: Annotated[
             float, Field(ge=0.0, le=1.0, description="Skip memories weaker than this.")
         ] = 0.0,
         node_type: NodeType | None = None,
         tags: Annotated[
-            list[Tag] | None, Field(description="Only memories carrying all of these tags.")
+            list[Tag] | None,
+            Field(
+                max_length=config.MAX_TAGS,
+                description="Only memories carrying all of these tags.",
+            ),
         ] = None,
         include_superseded: Annotated[
             bool,
@@ -195,7 +375,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             ),
         ] = False,
         detail_level: Detail = "summary",
-    ) -> dict[str, Any]:
+    ) -> SearchResult:
         """Find memories by keywords, ranked by relevance blended with memory strength.
 
         Memories that a correction superseded are left out unless include_superseded.
@@ -209,96 +389,34 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             tags=tags,
             include_superseded=include_superseded,
         )
-        return {
-            "query": query,
-            "detail_level": detail_level,
-            "total": len(hits),
-            "results": [results.hit(h, detail_level) for h in hits],
-        }
+        return results.search(query, hits, detail_level)
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True))
-    @_guard
+    @tool(READ)
     async def memory(
-        ctx: Context[Any, Any],
         action: Annotated[
-            Literal["get", "delete", "state"],
+            Literal["get", "state"],
             Field(
-                description="get: the whole memory; delete: remove it for good; state: how "
-                "accessible it is (active, dormant, silent or unavailable)."
+                description="get: the whole memory; state: how accessible it is (active, "
+                "dormant, silent or unavailable). To delete, call delete_memory."
             ),
         ],
         id: MemoryId,  # the original tool's parameter name
-    ) -> dict[str, Any]:
-        """Read, delete, or check the accessibility state of one memory by id."""
-        if action == "delete":
-            await app.run(store.delete, id, client=client_of(ctx))
-            return {"action": "delete", "id": id, "deleted": True}
+    ) -> MemoryAnswer:
+        """Read one memory by id, or check its accessibility state."""
         found = await app.run(store.get, id)
         if action == "state":
-            return {"action": "state", **results.state(found)}
-        return {"action": "get", "memory": found.to_dict()}
+            return results.state(found)
+        return MemoryAnswer(
+            action="get",
+            id=found.id,
+            memory=results.record(found),
+            state=None,
+            accessibility=None,
+            components=None,
+            thresholds=None,
+        )
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
-    @_guard
-    async def promote_memory(
-        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
-    ) -> dict[str, Any]:
-        """The memory helped: it ranks higher from now on (odds of retention x1.8, e.g.
-        0.73 -> 0.83), counts as used now, and fades slower (stability x1.5).
-
-        Kept by every decay pass; each promote adds to the last.
-        """
-        change = await app.run(store.promote, id, client=client_of(ctx))
-        log.info("promoted %s: %s", id, reason or "no reason given")
-        return {"action": "promote", "reason": reason, **change.to_dict()}
-
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
-    @_guard
-    async def demote_memory(
-        ctx: Context[Any, Any], id: MemoryId, reason: Reason = None
-    ) -> dict[str, Any]:
-        """The memory misled: it ranks lower from now on (odds of retention halved, e.g.
-        0.73 -> 0.57) and fades faster (stability x0.5).
-
-        Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
-        searchable but ranks lower.
-        """
-        change = await app.run(store.demote, id, client=client_of(ctx))
-        log.info("demoted %s: %s", id, reason or "no reason given")
-        return {"action": "demote", "reason": reason, **change.to_dict()}
-
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
-    @_guard
-    async def edit_memory(
-        ctx: Context[Any, Any],
-        id: MemoryId,
-        content: Annotated[
-            str | None,
-            Field(
-                min_length=1,
-                max_length=config.MAX_CONTENT_BYTES,
-                description="The new text, replacing the old (omit to keep it).",
-            ),
-        ] = None,
-        tags: Annotated[
-            list[Tag] | None,
-            Field(
-                description=f"The new tags, replacing the old (omit to keep them; at most "
-                f"{config.MAX_TAGS})."
-            ),
-        ] = None,
-    ) -> dict[str, Any]:
-        """Correct a memory in place: replace its content or tags (or both) by id.
-
-        Its strength is unchanged.  The previous value is kept in the changelog
-        (memory_changelog with include_before shows it; memory_undo with change_seq puts
-        it back).  To record that a fact changed over time, smart_ingest the new one instead.
-        """
-        edited = await app.run(store.edit, id, content=content, tags=tags, client=client_of(ctx))
-        return {"id": edited.memory.id, **edited.to_dict()}
-
-    @mcp.tool(annotations=read_only)
-    @_guard
+    @tool(READ)
     async def memory_changelog(
         *,
         memory_id: Annotated[
@@ -306,7 +424,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             Field(
                 min_length=1,
                 max_length=128,
-                pattern=r"^[A-Za-z0-9_.:-]+$",
+                pattern=ID_PATTERN,
                 description="Only changes of this memory (deleted and purged ones too).",
             ),
         ] = None,
@@ -332,7 +450,13 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             ),
         ] = None,
         limit: Annotated[
-            int, Field(ge=1, le=config.CHANGELOG_MAX_LIMIT)
+            int,
+            Field(
+                ge=1,
+                le=config.CHANGELOG_MAX_LIMIT,
+                description=f"Most changes to return (default "
+                f"{config.CHANGELOG_DEFAULT_LIMIT}, at most {config.CHANGELOG_MAX_LIMIT:,}).",
+            ),
         ] = config.CHANGELOG_DEFAULT_LIMIT,
         oldest_first: bool = False,
         include_before: Annotated[
@@ -342,7 +466,7 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
                 "(content included), which memory_undo puts back."
             ),
         ] = False,
-    ) -> dict[str, Any]:
+    ) -> ChangelogPage:
         """What changed in the memory, who changed it (client, process, transport) and when.
 
         Newest first, at most limit entries; more says whether others matched.  newest_seq
@@ -359,72 +483,48 @@ def register(mcp: MCPServer[Any], app: ServerApp) -> None:
             limit=limit,
             oldest_first=oldest_first,
         )
-        return page.to_dict(with_before=include_before)
+        return results.changelog(page, with_before=include_before)
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False))
-    @_guard
-    async def memory_undo(ctx: Context[Any, Any], change_seq: ChangeSeq) -> dict[str, Any]:
-        """Reverse one change listed by memory_changelog: a reinforce, update, edit,
-        supersede, promote, demote, delete, or an earlier undo.
-
-        Recorded as a change of its own (which can be undone in turn).  Refused when a later
-        change touched the same memory and was not itself undone: undo that one first.
-        """
-        change = await app.run(store.undo, change_seq, client=client_of(ctx))
-        return {"undone_seq": change_seq, "change": change.to_dict(with_before=False)}
-
-    @mcp.tool(annotations=read_only)
-    @_guard
+    @tool(READ)
     async def memory_timeline(
         *,
         start: Annotated[
             str | None, Field(description="ISO 8601 date or time; default: 7 days before end.")
         ] = None,
         end: Annotated[
-            str | None, Field(description="ISO 8601 date or time; default: now.")
+            str | None,
+            Field(description="ISO 8601 date or time, not before start; default: now."),
         ] = None,
         node_type: NodeType | None = None,
         tags: Annotated[
-            list[Tag] | None, Field(description="Only memories with all of these.")
+            list[Tag] | None,
+            Field(max_length=config.MAX_TAGS, description="Only memories with all of these."),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_TIMELINE_LIMIT)] = 50,
+        limit: Annotated[
+            int,
+            Field(
+                ge=1,
+                le=MAX_TIMELINE_LIMIT,
+                description=f"Most memories to return (default {DEFAULT_TIMELINE_LIMIT}, at "
+                f"most {MAX_TIMELINE_LIMIT}).",
+            ),
+        ] = DEFAULT_TIMELINE_LIMIT,
         detail_level: Detail = "summary",
-    ) -> dict[str, Any]:
+    ) -> TimelineResult:
         """Memories created in a time window, newest first, grouped by day (UTC)."""
         days = await app.run(
             store.timeline, start=start, end=end, node_type=node_type, tags=tags, limit=limit
         )
-        return {
-            "total": sum(len(d.memories) for d in days),
-            "days": [
-                {
-                    "date": d.date,
-                    "count": len(d.memories),
-                    "memories": [results.timeline_item(m, detail_level) for m in d.memories],
-                }
-                for d in days
-            ],
-        }
+        return results.timeline(days, detail_level)
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True))
-    @_guard
-    async def consolidate(ctx: Context[Any, Any]) -> dict[str, Any]:
-        """Run the decay pass now: recompute every memory's strengths on the forgetting curve.
-
-        One process at a time.  Named after the original Vestige's tool.
-        """
-        report = await app.run(store.decay, client=client_of(ctx))
-        return report.to_dict()
-
-    @mcp.tool(annotations=read_only)
-    @_guard
-    async def stats() -> dict[str, Any]:
+    @tool(READ)
+    async def stats() -> StatsResult:
         """Counts, average strengths, retention bands and memory states of the whole store."""
-        return await app.run(results.fresh_wal, app, "stats", lambda: results.stats(app))
+        found = await app.run(results.fresh_wal, app, "stats", lambda: results.stats(app))
+        return StatsResult.model_validate(found)
 
-    @mcp.tool(annotations=read_only)
-    @_guard
-    async def health_check() -> dict[str, Any]:
+    @tool(READ)
+    async def health_check() -> HealthResult:
         """Memory health (empty, healthy, degraded, critical or damaged), warnings, and server."""
         health = await app.run(results.fresh_wal, app, "health", lambda: store.health().to_dict())
-        return {**health, "server": app.describe()}
+        return HealthResult.model_validate({**health, "server": app.describe()})

@@ -1,0 +1,92 @@
+"""What the server offers besides tools: two JSON resources, and no prompts.
+
+A client that lists resources finds ``memory://stats`` (what the stats tool returns) and
+``memory://recent`` (the newest memories, their text cut as at summary detail), both read
+fresh on every read.  The SDK advertises prompts whether or not any exist; a server that
+advertises what it never serves sends clients looking for nothing, so ``withdraw_prompts``
+takes the prompt methods away (a client asking gets "method not found").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import pydantic_core
+from mcp.server.mcpserver.resources import FunctionResource, Resource
+
+from vestige.server import results
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+    from vestige.server.app import ServerApp
+
+log = logging.getLogger("vestige.server")
+
+#: Memories listed by memory://recent, newest first.
+RECENT_MEMORIES: Final = 20
+STATS_URI: Final = "memory://stats"
+RECENT_URI: Final = "memory://recent"
+JSON: Final = "application/json"
+#: The beginning of time for "newest, whatever their age".
+_EPOCH: Final = "0001-01-01"
+
+
+def build(app: ServerApp) -> list[Resource]:
+    async def stats() -> str:
+        found = await app.run(results.fresh_wal, app, "stats", lambda: results.stats(app))
+        return _json(found)
+
+    async def recent() -> str:
+        days = await app.run(app.store.timeline, start=_EPOCH, limit=RECENT_MEMORIES)
+        shown = results.timeline(days, "summary")
+        memories = [m for day in shown.days for m in day.memories]
+        return _json(
+            {
+                "count": len(memories),
+                "memories": memories,
+                "truncated": shown.truncated,
+                "hint": shown.hint,
+            }
+        )
+
+    return [
+        FunctionResource.from_function(
+            stats,
+            uri=STATS_URI,
+            name="stats",
+            title="Memory statistics",
+            description="Counts, average strengths, retention bands and memory states "
+            "(the stats tool's result), read fresh.",
+            mime_type=JSON,
+        ),
+        FunctionResource.from_function(
+            recent,
+            uri=RECENT_URI,
+            name="recent",
+            title="Recent memories",
+            description=f"The {RECENT_MEMORIES} newest memories, newest first, each with its "
+            f"id, node_type, tags, created_at and the first {results.SUMMARY_CONTENT_CHARS} "
+            "characters of its text (content_truncated says when cut).",
+            mime_type=JSON,
+        ),
+    ]
+
+
+def _json(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+def withdraw_prompts(mcp: MCPServer[Any]) -> None:
+    """Stop advertising prompts: the SDK registers their handlers unconditionally.
+
+    The advertised capabilities are derived from the registered handlers, so removing the
+    two handlers is what takes ``prompts`` out of ``initialize`` and ``server/discover``.
+    """
+    handlers = getattr(mcp._lowlevel_server, "_request_handlers", None)
+    if not isinstance(handlers, dict):
+        log.warning("cannot withdraw the prompts capability from this MCP SDK")
+        return
+    for method in ("prompts/list", "prompts/get"):
+        handlers.pop(method, None)
