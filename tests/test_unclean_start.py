@@ -19,6 +19,7 @@ import pytest
 
 from tests.damage_helpers import checkpoint_away, overwrite_pages, pages_of
 from tests.server_helpers import ServerProcess
+from vestige.errors import CorruptionError
 from vestige.owner import read_owners
 from vestige.store import Store
 
@@ -131,3 +132,20 @@ def test_an_undamaged_database_after_kill_9_starts_about_as_fast(tmp_path: Path)
         f"({START_RATIO} x the clean start's {clean_s:.2f} s + {START_MARGIN_S} s); "
         f"clean {clean}, unclean {unclean}"
     )
+
+
+def test_a_check_longer_than_the_wait_refuses_writes_from_the_background(data_dir: Path) -> None:
+    """A large database is checked in the background: the server serves at once, and the
+    check refuses writes the moment it finds damage."""
+    _fill(data_dir)
+    db = data_dir / "vestige.db"
+    overwrite_pages(db, [pages_of(db, "knowledge_nodes")[5]])
+    with Store.open(data_dir) as store:
+        assert store.check_after_unclean_stop(wait_s=0.0) == "running"
+        deadline = time.monotonic() + 30
+        while store.write_refusal is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.write_refusal is not None, "the background check never finished"
+        with pytest.raises(CorruptionError, match="writes are refused"):
+            store.ingest("not into a damaged file")
+        assert store.health().status == "damaged"
