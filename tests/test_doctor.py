@@ -202,9 +202,9 @@ def test_a_damaged_database_fails_and_points_at_the_newest_backup(data_dir: Path
     assert code == UNHEALTHY
     assert failing(report) == ["quick-check"]
     assert "found damage" in check(report, "quick-check")["detail"]
-    assert check(report, "quick-check")["hint"] == (
-        f"Restore the newest backup: vestige restore {backup} --move-damaged"
-    )
+    hint = check(report, "quick-check")["hint"]
+    assert f"vestige salvage --data-dir {data_dir} -o rescue.jsonl" in hint
+    assert f"vestige restore --data-dir {data_dir} {backup} --move-damaged" in hint
     code, deep = doctor(data_dir, "--deep")
     assert code == UNHEALTHY
     assert failing(deep) == ["integrity-check"]

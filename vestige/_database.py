@@ -11,6 +11,13 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
   gate, busy waits and pauses.  ``fn`` must do database work only: anything slow inside it
   holds every other writer out.
 - ``Database.read()`` gives one consistent snapshot for several statements.
+- After a full disk or an I/O error on the writer, both connections are replaced by fresh
+  ones before their next use: a connection that saw its transaction undone by SQLite may
+  keep cached state (FTS5's index structure, the page cache) that no longer matches the
+  file, and a long-lived connection was seen reporting FTS5 "corruption" that a fresh one
+  did not find.  The same happens to the reader after a read that SQLite called corrupt.
+- Writes can be refused with one stated reason (``refuse_writes``): a server that found
+  its database damaged after an unclean stop keeps reading but writes nothing more to it.
 - A process forked from one with an open store inherits the connections, the mutexes (held,
   perhaps, by a thread that does not exist in the child) and the gate.  SQLite forbids using
   or even closing such a connection in the child, so the child's copy is disowned: every
@@ -24,14 +31,14 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import threading
 import time
 import weakref
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import apsw
 
@@ -71,15 +78,43 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(exc, apsw.Error) and (getattr(exc, "result", 0) & 0xFF) == _BUSY
 
 
-def translate(exc: apsw.Error, path: Path) -> StoreError:
-    """Turn an SQLite error into one a person can act on."""
+#: An I/O error while less than this is free on the disk holding the database is a full
+#: disk: SQLite says "disk I/O error", not "database or disk is full", when it cannot create
+#: or grow ``-wal`` and ``-shm`` (an existing database opened on a full disk).
+FULL_DISK_MARGIN_BYTES: Final = 1 << 20
+#: SQLite errors after which a connection is replaced before its next use (see the module
+#: docstring): SQLite may have undone the transaction under it.
+_RESET_AFTER: Final = (apsw.FullError, apsw.IOError)
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes this user may still write on the disk holding ``folder``; None if unknown."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_is_full(exc: apsw.Error, path: Path) -> bool:
+    """Whether ``exc`` on ``path`` comes from a full disk (FULL, or IOERR with no room left)."""
+    if isinstance(exc, apsw.FullError):
+        return True
+    if not isinstance(exc, apsw.IOError):
+        return False
+    free = free_bytes(path.parent)
+    return free is not None and free < FULL_DISK_MARGIN_BYTES
+
+
+def translate(exc: apsw.Error, path: Path, *, writing: bool = False) -> StoreError:
+    """Turn an SQLite error into one a person can act on.
+
+    ``writing``: the error ended a write transaction (which SQLite rolled back).
+    """
     if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
         return CorruptionError(f"{path} is damaged or is not a Vestige database: {exc}")
-    if isinstance(exc, apsw.FullError):
-        return StoreError(
-            f"the disk holding {path} is full; the last change was rolled back",
-            hint="Free some space, then retry. Nothing was half written.",
-        )
+    if disk_is_full(exc, path):
+        return _disk_full(path, writing=writing)
     if isinstance(exc, apsw.ReadOnlyError):
         return StoreError(
             f"{path} is read-only for this process",
@@ -96,6 +131,20 @@ def translate(exc: apsw.Error, path: Path) -> StoreError:
     return StoreError(
         f"SQLite error on {path}: {exc}",
         hint="Run `vestige doctor` to check the database and its data directory, then retry.",
+    )
+
+
+def _disk_full(path: Path, *, writing: bool) -> StoreError:
+    if writing:
+        return StoreError(
+            f"the disk holding {path.parent} is full; the last change to {path.name} "
+            "was rolled back",
+            hint="Free some space on that disk, then retry. Nothing was half written.",
+        )
+    return StoreError(
+        f"the disk holding {path.parent} is full: SQLite cannot create or grow "
+        f"{path.name}-wal and {path.name}-shm there, which it needs to open {path.name}",
+        hint="Free some space on that disk, then retry. Nothing was changed.",
     )
 
 
@@ -149,6 +198,11 @@ class Database:
         self._reader_lock = threading.Lock()
         self._closed = False
         self._forked = False  # this is a forked child's copy of a parent's database
+        # Replace this connection before its next use (see the module docstring).
+        self._writer_stale = False
+        self._reader_stale = False
+        #: Why writes are refused (``refuse_writes``); None while they are allowed.
+        self._refusal: StoreError | None = None
         _open_databases.add(self)
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
@@ -231,6 +285,37 @@ class Database:
                 "filesystems.",
             )
 
+    def _current_writer(self) -> apsw.Connection:
+        """The writer, replaced first if an error left it stale.  Hold the writer mutex."""
+        if self._writer_stale:
+            self._writer = self._replace(self._writer, reader=False)
+            self._writer_stale = False
+        assert self._writer is not None
+        return self._writer
+
+    def _current_reader(self) -> apsw.Connection:
+        """The reader, replaced first if an error left it stale.  Hold the reader mutex."""
+        if self._reader_stale:
+            self._reader = self._replace(self._reader, reader=True)
+            self._reader_stale = False
+        assert self._reader is not None
+        return self._reader
+
+    def _replace(self, old: apsw.Connection | None, *, reader: bool) -> apsw.Connection:
+        fresh = self._connect(reader=reader)  # raises (translated) and keeps ``old`` stale
+        if old is not None:
+            try:
+                old.close()
+            except apsw.Error:
+                old.close(True)  # force: whatever it still had open goes with it
+        log.info("replaced the %s connection to %s", "reader" if reader else "writer", self.path)
+        return fresh
+
+    def _after_error(self, exc: apsw.Error) -> None:
+        """Mark the connections stale after an error that may leave their view wrong."""
+        if isinstance(exc, _RESET_AFTER):
+            self._writer_stale = self._reader_stale = True
+
     # -- writes --------------------------------------------------------------------
 
     def write(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -238,16 +323,32 @@ class Database:
 
         Retried whole on BUSY with full jitter; StoreBusyError after the deadline.  Any other
         error rolls back and propagates (SQLite errors translated), so nothing is half written.
+        A full disk or an I/O error also replaces both connections before their next use.
         """
+        self._check_writable()
         deadline = time.monotonic() + self.write_deadline_s
         with self._writer_lock, self._gated(deadline):
             return self._transact(fn, deadline)
+
+    def refuse_writes(self, reason: StoreError) -> None:
+        """Refuse every later write with ``reason`` (reads go on); for a damaged database."""
+        self._refusal = reason
+
+    @property
+    def write_refusal(self) -> StoreError | None:
+        """Why writes are refused, or None."""
+        return self._refusal
+
+    def _check_writable(self) -> None:
+        refusal = self._refusal
+        if refusal is not None:  # a new error each time: a raised one keeps its traceback
+            raise type(refusal)(refusal.message, hint=refusal.hint)
 
     def transact_ungated(self, fn: Callable[[apsw.Connection], T]) -> T:
         """For migrations only: the caller already holds the writer mutex and the gate."""
         return self._transact(fn, time.monotonic() + self.write_deadline_s)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _gated(self, deadline: float) -> Iterator[None]:
         self._check_open()
         if self._gate is None:
@@ -271,8 +372,7 @@ class Database:
             self._gate.release()
 
     def _transact(self, fn: Callable[[apsw.Connection], T], deadline: float) -> T:
-        conn = self._writer
-        assert conn is not None
+        conn = self._current_writer()
         attempt = 0
         try:
             while True:
@@ -294,10 +394,12 @@ class Database:
                     return result
                 except apsw.Error as exc:
                     if not is_busy(exc) or not self.retry_busy:
-                        raise translate(exc, self.path) from exc
+                        self._after_error(exc)
+                        raise translate(exc, self.path, writing=True) from exc
                     attempt = self._pause(attempt, deadline, exc)
         finally:
-            conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
+            with contextlib.suppress(apsw.Error):  # a connection left broken is replaced
+                conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
 
     def _pause(self, attempt: int, deadline: float, exc: apsw.Error) -> int:
         """Sleep a full-jitter delay before the next attempt, or raise if past the deadline."""
@@ -313,7 +415,7 @@ class Database:
 
     # -- reads ---------------------------------------------------------------------
 
-    @contextmanager
+    @contextlib.contextmanager
     def read(self) -> Iterator[apsw.Connection]:
         """One read transaction (one snapshot) on the reader connection.
 
@@ -322,8 +424,7 @@ class Database:
         self._check_open()
         with self._reader_lock:
             self._check_open()  # close() may have run while we waited for the lock
-            conn = self._reader
-            assert conn is not None
+            conn = self._current_reader()
             try:
                 conn.execute("BEGIN")
                 try:
@@ -332,6 +433,10 @@ class Database:
                     if conn.in_transaction:
                         conn.execute("COMMIT")
             except apsw.Error as exc:
+                self._after_error(exc)
+                if isinstance(exc, apsw.CorruptError):
+                    # Perhaps only this connection's cached view: the next read starts fresh.
+                    self._reader_stale = True
                 raise translate(exc, self.path) from exc
 
     def quick_check(self) -> str:
@@ -366,10 +471,10 @@ class Database:
         mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
         deadline = time.monotonic() + self.write_deadline_s
         with self._writer_lock, self._gated(deadline):
-            assert self._writer is not None
             try:
-                log_frames, done = self._writer.wal_checkpoint(mode=mode)
+                log_frames, done = self._current_writer().wal_checkpoint(mode=mode)
             except apsw.Error as exc:
+                self._after_error(exc)
                 raise translate(exc, self.path) from exc
             return int(log_frames), int(done)
 
@@ -395,8 +500,7 @@ class Database:
             try:
                 with self._reader_lock:
                     self._check_open()  # close() may have run while we waited for the lock
-                    assert self._reader is not None
-                    with dest.backup("main", self._reader, "main") as backup:
+                    with dest.backup("main", self._current_reader(), "main") as backup:
                         backup.step(-1)
             finally:
                 dest.close()

@@ -45,6 +45,7 @@ import logging
 import math
 import operator
 import os
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -67,7 +68,7 @@ from vestige._database import Database
 from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
 from vestige.changelog import Actor, Change, ChangeKind, ChangePage
 from vestige.config import DataDir, Durability
-from vestige.errors import InvalidInput, MemoryNotFound, StoreError
+from vestige.errors import CorruptionError, InvalidInput, MemoryNotFound, StoreError
 from vestige.models import (
     HAS_EMBEDDING_INDEX,
     MEMORY_COLUMNS,
@@ -110,6 +111,11 @@ EXTEND_MIN_ADDED: Final = 2
 #: counts as demoted: three demotes (odds / 8), not two (/ 4), as retrieval < 0.3 was before.
 DEMOTED_BELOW: Final = math.log(0.2)
 SMART_CANDIDATES: Final = 20
+#: How long ``check_after_unclean_stop`` waits for its quick_check before the caller goes on
+#: (a server then starts serving): a failover follows every kill -9 and must stay fast.  A
+#: check that takes longer (a large database) finishes in the background, and refuses
+#: writes, loudly, the moment it finds damage.
+UNCLEAN_STOP_CHECK_WAIT_S: Final = 0.5
 TIMELINE_DEFAULT_DAYS: Final = 7
 
 log = logging.getLogger("vestige.store")
@@ -824,6 +830,60 @@ class Store:
             schema_version=version,
         )
 
+    # -- after an unclean stop -------------------------------------------------------
+
+    def check_after_unclean_stop(self, *, wait_s: float = UNCLEAN_STOP_CHECK_WAIT_S) -> str:
+        """quick_check the database (on a connection of its own); if it is damaged, refuse
+        every write from then on, with the way to rescue it.  Reads go on.
+
+        For a process that takes over after one that stopped without cleaning up (a kill -9
+        mid-write, a crash, a power cut): writing on into a damaged file spreads the damage
+        and buries the last good state under new changes.  Waits at most ``wait_s``, then
+        lets the check finish in the background.
+
+        :returns: "ok", "damaged", or "running" (still checking in the background).
+        """
+        outcome: list[str] = []
+        done = threading.Event()
+
+        def check() -> None:
+            try:
+                found = self._db.quick_check()
+            except CorruptionError as exc:  # a page so damaged that the check itself stops
+                found = exc.message
+            except StoreError as exc:  # busy, closed: no verdict either way
+                log.warning("the check of %s after an unclean stop did not run: %s", self.path, exc)
+                found = "ok"
+            if found != "ok":
+                self._refuse_writes_damaged(found)
+            outcome.append("ok" if found == "ok" else "damaged")
+            done.set()
+
+        threading.Thread(target=check, name="vestige-unclean-stop-check", daemon=True).start()
+        if done.wait(wait_s):
+            return outcome[0]
+        log.warning(
+            "%s: the check after an unclean stop takes longer than %.1f s; it goes on in the "
+            "background and refuses writes if it finds damage",
+            self.path,
+            wait_s,
+        )
+        return "running"
+
+    def _refuse_writes_damaged(self, found: str) -> None:
+        reason = CorruptionError(
+            f"{self.path} is damaged (quick_check after an unclean stop: {found}); writes are "
+            "refused so that nothing more is written to it, and reads go on",
+            hint=transfer.rescue_hint(self.data_dir),
+        )
+        self._db.refuse_writes(reason)
+        log.error("DAMAGED DATABASE: %s", reason)
+
+    @property
+    def write_refusal(self) -> StoreError | None:
+        """Why this store refuses writes (a damaged database), or None."""
+        return self._db.write_refusal
+
     def health(self) -> Health:
         """Memory health (the original's rules) plus the database's own checks.
 
@@ -833,17 +893,30 @@ class Store:
         low average retention: memories fade with time by design (a month unused: about
         0.5), and promoting half the store to silence a warning is no remedy.  The status
         keeps the original's names for how faded the memories are; only "damaged" is a fault.
+        A database too damaged to count its memories is reported as damaged, with the
+        counts at 0 and a warning that says so.
         """
         import apsw  # noqa: PLC0415 - only for the version string
 
-        stats = self.stats()
+        warnings: list[str] = []
+        try:
+            stats = self.stats()
+        except CorruptionError as exc:
+            stats = _NO_STATS
+            warnings.append(f"the memories cannot be counted (0 shown): {exc.message}")
         with self._db.read() as conn:
             journal = as_str(scalar(conn, "PRAGMA journal_mode"), "journal_mode")
-        check = self._db.quick_check()
-        warnings: list[str] = []
-        if check != "ok":
+        try:
+            check = self._db.quick_check()
+        except CorruptionError as exc:  # a page so damaged that the check itself stops
+            check = exc.message
+        refusal = self._db.write_refusal
+        if refusal is not None:
+            warnings.append(f"writes are refused: {refusal.message}. {refusal.hint}")
+        if check != "ok" or refusal is not None or stats is _NO_STATS:
             status = "damaged"
-            warnings.append(f"quick_check found damage: {check}")
+            if check != "ok":
+                warnings.append(f"quick_check found damage: {check}")
         elif stats.total_memories == 0:
             status = "empty"
         elif stats.average_retention < 0.3:
@@ -867,8 +940,8 @@ class Store:
             sqlite_version=apsw.sqlite_lib_version(),
             journal_mode=journal,
             quick_check=check,
-            wal_bytes=stats.wal_bytes,
-            schema_version=stats.schema_version,
+            wal_bytes=self.wal_bytes(),
+            schema_version=self.schema_version if stats is _NO_STATS else stats.schema_version,
             warnings=tuple(warnings),
         )
 
@@ -999,6 +1072,22 @@ class Store:
             adjustment=state.adjustment,
         )
 
+
+#: What ``health`` shows for counts it cannot read (with a warning that says so).
+_NO_STATS: Final = Stats(
+    total_memories=0,
+    due_for_review=0,
+    average_retention=0.0,
+    average_storage_strength=0.0,
+    average_retrieval_strength=0.0,
+    oldest_memory=None,
+    newest_memory=None,
+    node_types={},
+    retention_bands={},
+    database_bytes=0,
+    wal_bytes=0,
+    schema_version=0,
+)
 
 _SELECT_BY_HASH: Final = (
     f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE content_hash = ? AND node_type = ? "

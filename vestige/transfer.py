@@ -16,6 +16,10 @@ skip bad rows.  One id on two rows is a bad row too when the rows differ (the fi
 say which is right), and is imported once when they are equal.  The rows then go in
 through the write path in short batches.
 
+A damaged database is rescued by ``salvage``: it reads every row it can, in ranges of
+``seq`` that it halves around whatever SQLite cannot read, writes a normal export file, and
+says what was lost.  It opens the database read-only and never writes to it.
+
 An export carries the changelog too, after the memories: one ``{"change": {...}}`` per
 entry, each with its ``origin`` (the exporting database's id and the entry's seq).  Import
 keeps such entries as history: new sequence numbers, their own times and actors, never
@@ -31,6 +35,7 @@ import json
 import math
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +43,14 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
+from urllib.parse import quote
 
 import apsw
 
 from vestige import _rows, _validate, changelog, config, fsrs, similarity
+from vestige._database import is_busy
 from vestige.changelog import Actor, Change, ChangeKind
-from vestige.errors import ImportFileError, InvalidInput, StoreError
+from vestige.errors import CorruptionError, ImportFileError, InvalidInput, StoreError
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
 
     from vestige._database import Database
     from vestige.config import DataDir
+    from vestige.processes import Scan
 
 EXPORT_PAGE_ROWS: Final = 500
 IMPORT_BATCH_ROWS: Final = 500
@@ -207,7 +215,7 @@ def backup(
         tmp = private / f"{prefix}.db"
         _create_private_file(tmp)
         db.snapshot_to(tmp)
-        _finish_backup(tmp)
+        _finish_backup(tmp, data_dir)
         return _publish(tmp, names, "backup")
     except apsw.FullError as exc:  # only the copy is written: the full disk is the target's
         raise _backup_disk_full(shown, db.path) from exc
@@ -276,10 +284,14 @@ def _backup_os_error(exc: OSError, shown: Path, database: Path) -> StoreError | 
     )
 
 
-def _finish_backup(path: Path) -> None:
+def _finish_backup(path: Path, data_dir: DataDir) -> None:
     """Make the copy a self-contained single file (rollback journal) and check it.
 
+    The backup API copies pages without reading them, so a damaged page of the live
+    database shows up here, in the copy's check.
+
     :raises apsw.FullError: the copy's disk is full (the caller names it).
+    :raises CorruptionError: the copy (so the live database) has damaged pages.
     """
     os.chmod(path, config.FILE_MODE)
     try:
@@ -296,9 +308,10 @@ def _finish_backup(path: Path) -> None:
     except apsw.Error as exc:  # a damaged page copied from the live database
         check = str(exc)
     if check != "ok":
-        raise StoreError(
-            f"the backup failed its quick_check ({check}); it was not kept",
-            hint="Run `vestige doctor`: the live database may be damaged.",
+        raise CorruptionError(
+            f"{data_dir.database} is damaged: its backup failed quick_check ({check}), so "
+            "it was not kept",
+            hint=rescue_hint(data_dir),
         )
 
 
@@ -384,6 +397,277 @@ def export_file(
     finally:
         tmp.unlink(missing_ok=True)
     return count
+
+
+# -- salvage -------------------------------------------------------------------------------
+
+#: ``seq`` values read per query while salvaging; a range SQLite cannot read is halved.
+SALVAGE_RANGE: Final = 512
+#: The columns ``Change.from_row`` reads.
+_CHANGE_COLUMNS: Final = changelog._COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageReport:
+    """What ``salvage`` wrote to ``path`` and what it could not read.
+
+    ``lost_memories``: how many memories the damaged database held that are not in the file
+    (known from its index of ids), or None where that index is unreadable too.  ``lost_ids``
+    names them.  ``unreadable``: per table, the ``seq`` ranges SQLite could not read.
+    """
+
+    path: Path
+    memories: int
+    changes: int
+    lost_memories: int | None
+    lost_ids: tuple[str, ...]
+    lost_changes: int | None
+    unreadable: dict[str, tuple[tuple[int, int], ...]]
+
+    @property
+    def complete(self) -> bool:
+        return self.lost_memories == 0 and self.lost_changes == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "memories": self.memories,
+            "changes": self.changes,
+            "lost_memories": self.lost_memories,
+            "lost_ids": list(self.lost_ids),
+            "lost_changes": self.lost_changes,
+            "unreadable_seq_ranges": {
+                t: [list(r) for r in rs] for t, rs in self.unreadable.items()
+            },
+            "complete": self.complete,
+        }
+
+
+def rescue_hint(data_dir: DataDir, scan: Scan | None = None) -> str:
+    """The next step for a damaged database: the one rule that ``doctor``, ``backup`` and a
+    server that refuses writes all print.
+
+    Salvage first (it reads whatever is still readable); then restore the newest backup if
+    there is one, and import the salvaged file over it to bring back what came later
+    (import skips the memories the backup already has).
+    """
+    where = shlex.quote(str(data_dir.path))
+    stop = ""
+    if scan is not None and scan.holders:
+        from vestige.processes import stop_command  # noqa: PLC0415 - psutil, only here
+
+        commands = "; ".join(stop_command(h.pid) for h in scan.holders)
+        stop = f"stop the processes using it ({commands}), then "
+    salvage_cmd = f"vestige salvage --data-dir {where} -o rescue.jsonl"
+    backup = newest_backup(data_dir.backups)
+    if backup is None:
+        aside = shlex.quote(f"{data_dir.path}.damaged")
+        text = (
+            f"{stop}save what is readable (there is no backup in {data_dir.backups}): "
+            f"{salvage_cmd}; then, with no process using it, move the whole data directory "
+            f"aside (mv {where} {aside}) and import the file into a new one: "
+            f"vestige import --data-dir {where} rescue.jsonl"
+        )
+    else:
+        text = (
+            f"{stop}save what is readable: {salvage_cmd}; then restore the newest backup: "
+            f"vestige restore --data-dir {where} {shlex.quote(str(backup))} --move-damaged; "
+            f"then bring back what came after it: vestige import --data-dir {where} "
+            "rescue.jsonl"
+        )
+    return text[0].upper() + text[1:]
+
+
+def newest_backup(backups: Path) -> Path | None:
+    """The most recent ``.db`` file in the backups folder, or None."""
+    try:
+        files = [e for e in os.scandir(backups) if e.is_file() and e.name.endswith(".db")]
+    except OSError:
+        return None
+    if not files:
+        return None
+    return backups / max(files, key=lambda e: e.stat().st_mtime).name
+
+
+def salvage(database: Path, target: str | os.PathLike[str]) -> SalvageReport:
+    """Read every row of a (damaged) database that SQLite can still read into a new export file.
+
+    The database is opened read-only and nothing is written to it.  The file is the same
+    as ``export`` writes (memories, then the changelog), private and whole, so ``vestige
+    import`` reads it.  Rows are read in ranges of ``seq``; a range that fails is halved
+    until the single rows that cannot be read are known, and those are reported.
+    """
+    path = _absolute(target)
+    if path.exists():
+        raise _already_exists(path, "salvage")
+    _require_folder(path.parent)
+    conn = _open_for_salvage(database)
+    tmp = _temp_beside(path.parent, path.name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as out:
+            report = _salvage_into(conn, out, path)
+            out.flush()
+            os.fsync(out.fileno())
+        _publish(tmp, (path,), "salvage")
+    finally:
+        tmp.unlink(missing_ok=True)
+        conn.close()
+    return report
+
+
+def _open_for_salvage(database: Path) -> apsw.Connection:
+    """A read-only connection; immutable when no process has the database open (no -wal
+    and no -shm), so that not even those files are created."""
+    if not database.is_file():
+        raise InvalidInput(
+            f"there is no database at {database}", hint="Check --data-dir / VESTIGE_DATA_DIR."
+        )
+    wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
+    uri = f"file:{quote(str(database))}?mode=ro"
+    if not wal.exists() and not shm.exists():
+        uri += "&immutable=1"
+    try:
+        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
+        conn.execute("PRAGMA schema_version").fetchall()
+    except apsw.Error as exc:
+        raise CorruptionError(
+            f"SQLite cannot read {database} at all ({exc}): nothing can be salvaged from it",
+            hint="Restore the newest backup: vestige restore FILE --move-damaged",
+        ) from exc
+    return conn
+
+
+def _salvage_into(conn: apsw.Connection, out: IO[str], path: Path) -> SalvageReport:
+    unreadable: dict[str, tuple[tuple[int, int], ...]] = {}
+    memories = 0
+    read_seqs: set[int] = set()
+    bad: list[int] = []
+    top = _max_seq(conn, "knowledge_nodes")
+    for seq, row in _readable_rows(conn, "knowledge_nodes", SELECT_MEMORY, top, bad):
+        try:
+            memory = Memory.from_row(row)
+        except (StoreError, ValueError, TypeError):  # a value SQLite read but makes no sense
+            bad.append(seq)
+            continue
+        _write_item(out, memory.to_dict(), fmt="jsonl", first=memories == 0)
+        read_seqs.add(seq)
+        memories += 1
+    unreadable["knowledge_nodes"] = _ranges(bad)
+    lost_ids = _lost_ids(conn, read_seqs)
+    changes, lost_changes, bad_changes = _salvage_changes(conn, out)
+    unreadable["changelog"] = _ranges(bad_changes)
+    return SalvageReport(
+        path=path,
+        memories=memories,
+        changes=changes,
+        lost_memories=None if lost_ids is None else len(lost_ids),
+        lost_ids=tuple(lost_ids or ()),
+        lost_changes=lost_changes,
+        unreadable=unreadable,
+    )
+
+
+def _salvage_changes(conn: apsw.Connection, out: IO[str]) -> tuple[int, int | None, list[int]]:
+    """Write every readable changelog entry; return (written, lost or None, unreadable seqs)."""
+    try:
+        own = changelog.database_id(conn)
+    except (apsw.Error, StoreError):
+        own = "salvaged"
+    bad: list[int] = []
+    written = 0
+    top = _max_seq(conn, "changelog")
+    for seq, row in _readable_rows(conn, "changelog", _CHANGE_COLUMNS, top, bad):
+        try:
+            change = Change.from_row(row)
+        except (StoreError, ValueError, TypeError):
+            bad.append(seq)
+            continue
+        data = change.to_dict()
+        del data["seq"], data["undoes"]  # numbers of this database only
+        data["origin"] = change.origin or f"{own}:{change.seq}"
+        _write_item(out, {"change": data}, fmt="jsonl", first=False)
+        written += 1
+    # AUTOINCREMENT keeps no index of its rows: only the unreadable seqs are known.
+    return written, (len(bad) if top is not None else None), bad
+
+
+def _max_seq(conn: apsw.Connection, table: str) -> int | None:
+    """The largest ``seq`` of ``table``: from the table, else its id index or sqlite_sequence."""
+    queries = (
+        f"SELECT max(seq) FROM {table}",
+        "SELECT max(seq) FROM knowledge_nodes INDEXED BY sqlite_autoindex_knowledge_nodes_1"
+        if table == "knowledge_nodes"
+        else f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'",
+    )
+    for sql in queries:
+        try:
+            rows = conn.execute(sql).fetchall()
+        except apsw.Error:
+            continue
+        if rows and rows[0][0] is not None:
+            return _rows.as_int(rows[0][0], "seq")
+        return 0
+    return None
+
+
+def _readable_rows(
+    conn: apsw.Connection, table: str, columns: str, top: int | None, bad: list[int]
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """Every row of ``table`` with ``seq`` in 1..top that SQLite can read, in seq order.
+
+    A range that fails is halved, down to single rows; the seqs that still fail are
+    appended to ``bad``.  Without ``top`` (nothing says how far the table goes), rows are
+    read until the first range that fails.
+    """
+    sql = f"SELECT seq, {columns} FROM {table} WHERE seq BETWEEN ? AND ? ORDER BY seq"
+    limit = top if top is not None else 2**62
+    start = 1
+    while start <= limit:
+        pending = [(start, min(limit, start + SALVAGE_RANGE - 1))]
+        start += SALVAGE_RANGE
+        while pending:
+            lo, hi = pending.pop()
+            try:
+                rows = conn.execute(sql, (lo, hi)).fetchall()
+            except apsw.Error as exc:
+                if is_busy(exc):
+                    raise
+                if top is None:
+                    return
+                if lo == hi:
+                    bad.append(lo)
+                else:
+                    mid = (lo + hi) // 2
+                    pending += [(mid + 1, hi), (lo, mid)]  # the lower half next: seq order
+                continue
+            if top is None and not rows and lo > 1:
+                return
+            for row in rows:
+                yield _rows.as_int(row[0], "seq"), tuple(row[1:])
+
+
+def _lost_ids(conn: apsw.Connection, read: set[int]) -> list[str] | None:
+    """The ids in the index of ids whose rows were not salvaged; None if it is unreadable."""
+    try:
+        indexed = conn.execute(
+            "SELECT seq, id FROM knowledge_nodes INDEXED BY sqlite_autoindex_knowledge_nodes_1"
+        ).fetchall()
+    except apsw.Error:
+        return None
+    return sorted(str(i) for seq, i in indexed if seq not in read)
+
+
+def _ranges(seqs: list[int]) -> tuple[tuple[int, int], ...]:
+    """``[1, 2, 3, 7]`` -> ``((1, 3), (7, 7))``."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return tuple(out)
 
 
 # -- import --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Keeping the data safe: backup, restore, export, import, consolidate.
+"""Keeping the data safe: backup, restore, export, salvage, import, consolidate.
 
 All of them work while servers run: backups use SQLite's online backup API (never a file
 copy), imports and the decay pass write in short transactions through the write gate, and
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +20,9 @@ import click
 
 from vestige import changelog, humanize, transfer
 from vestige.cli import _render
+from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
-from vestige.errors import StoreError
+from vestige.errors import CorruptionError, StoreError
 from vestige.restore import restore as restore_database
 
 
@@ -128,6 +130,21 @@ def export_(fmt: Literal["jsonl", "json"], output: Path | None, no_changelog: bo
     Example:
       vestige export -o memories.jsonl
     """
+    try:
+        count = _export(fmt, output, no_changelog)
+    except CorruptionError as exc:  # export stops at the first page it cannot read
+        target = shlex.quote(str(output)) if output is not None else "rescue.jsonl"
+        where = shlex.quote(str(resolved_data_dir().path))
+        raise CorruptionError(
+            exc.message,
+            hint=f"Rescue what is still readable instead: vestige salvage --data-dir {where} "
+            f"-o {target} (it skips damaged pages and says what was lost).",
+        ) from exc
+    where = f" to {output}" if output is not None else ""
+    click.echo(f"Exported {count} memories{where}.", err=True)
+
+
+def _export(fmt: Literal["jsonl", "json"], output: Path | None, no_changelog: bool) -> int:
     with open_store() as store, _render.Progress("Exporting") as progress:
         try:
             count = store.export(
@@ -146,8 +163,7 @@ def export_(fmt: Literal["jsonl", "json"], output: Path | None, no_changelog: bo
                 # go to /dev/null, as `main` does for a closed pipe.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise _export_disk_full(output, store.path) from exc
-    where = f" to {output}" if output is not None else ""
-    click.echo(f"Exported {count} memories{where}.", err=True)
+    return count
 
 
 def _export_disk_full(output: Path | None, database: Path) -> StoreError:
@@ -164,6 +180,55 @@ def _export_disk_full(output: Path | None, database: Path) -> StoreError:
         f"is left), and nothing was changed in {database}",
         hint="Free some space on that disk, or export to another disk: vestige export -o PATH",
     )
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Write the rescued memories to this new file (0600), in `vestige export`'s format.",
+)
+@data_dir_option
+@json_option
+def salvage(output: Path, as_json: bool) -> None:
+    """Rescue what is still readable from a damaged database into a new export file.
+
+    Reads every memory and changelog entry SQLite can still read, skipping damaged pages,
+    and says which were lost.  The database is opened read-only: nothing is written to it,
+    so it works beside running servers and before `vestige restore --move-damaged`.  Bring
+    the rescued memories back with `vestige import OUTPUT`.  Exit code 0 when nothing was
+    lost, 3 when something was.
+
+    \b
+    Example:
+      vestige salvage -o rescue.jsonl
+    """
+    data_dir = resolved_data_dir()
+    with _render.Progress("Salvaging", counting=False):
+        report = transfer.salvage(data_dir.database, output)
+
+    def text() -> None:
+        click.echo(
+            f"Salvaged {report.memories} memories and {report.changes} changelog entries "
+            f"to {report.path}."
+        )
+        if report.lost_memories is None:
+            _render.warn("The index of memory ids is damaged too: how many were lost is unknown.")
+        elif report.lost_memories:
+            shown = ", ".join(report.lost_ids[:10]) + (" ..." if report.lost_memories > 10 else "")
+            _render.warn(f"{report.lost_memories} memories could not be read: {shown}")
+        if report.lost_changes:
+            _render.warn(f"{report.lost_changes} changelog entries could not be read.")
+        for table, ranges in report.unreadable.items():
+            if ranges:
+                spans = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges[:10])
+                _render.warn(f"Unreadable {table} rows (seq): {spans}")
+
+    _render.emit(report.to_dict(), as_json=as_json, text=text)
+    if not report.complete:
+        raise SystemExit(ExitCode.UNHEALTHY)
 
 
 @click.command("import")
@@ -241,4 +306,4 @@ def consolidate(as_json: bool) -> None:
     _render.emit(report.to_dict(), as_json=as_json, text=text)
 
 
-COMMANDS = (backup, restore, export_, import_, consolidate)
+COMMANDS = (backup, restore, export_, salvage, import_, consolidate)

@@ -22,7 +22,6 @@ WAL not checked, which the report says.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -30,7 +29,8 @@ from urllib.parse import quote
 
 import apsw
 
-from vestige import config, migrations
+from vestige import config, migrations, transfer
+from vestige._database import FULL_DISK_MARGIN_BYTES, free_bytes
 from vestige.doctor._report import Report, Status
 from vestige.errors import MigrationError
 from vestige.processes import stop_command
@@ -58,34 +58,31 @@ def _size(path: Path) -> int:
         return 0
 
 
-def newest_backup(backups: Path) -> Path | None:
-    try:
-        files = [e for e in os.scandir(backups) if e.is_file() and e.name.endswith(".db")]
-    except OSError:
-        return None
-    if not files:
-        return None
-    return backups / max(files, key=lambda e: e.stat().st_mtime).name
-
-
-def _stop_holders(scan: Scan) -> str:
-    cmds = [stop_command(h.pid) for h in scan.holders]
-    return f"stop the processes using it ({'; '.join(cmds)}), then " if cmds else ""
-
-
 def _restore_hint(report: Report, scan: Scan) -> str:
-    backup = newest_backup(report.data_dir.backups)
-    first = _stop_holders(scan)
-    if backup is not None:
-        # The live file is damaged, so restore must set it aside instead of backing it up.
-        step = f"restore the newest backup: vestige restore {backup} --move-damaged"
-    else:
-        step = (
-            f"save what is readable (no backup in {report.data_dir.backups}): "
-            "vestige export -o rescue.jsonl"
+    # The live file is damaged: salvage reads what it can (export would stop at the first
+    # damaged page), and restore must set it aside instead of backing it up.
+    return transfer.rescue_hint(report.data_dir, scan)
+
+
+def _disk_full(report: Report) -> str | None:
+    """ "The disk holding <dir> is full (N bytes free)" when it is, else None."""
+    folder = report.data_dir.path
+    free = free_bytes(folder)
+    if free is None or free >= FULL_DISK_MARGIN_BYTES:
+        return None
+    return f"the disk holding {folder} is full ({free:,} bytes free)"
+
+
+def _check_disk_space(report: Report) -> None:
+    full = _disk_full(report)
+    if full is not None:
+        report.add(
+            "disk-space",
+            Status.FAIL,
+            f"{full}: SQLite cannot create -wal/-shm to open the database, nor write to it",
+            "Free some space on that disk; nothing is lost, and every command works again "
+            "once there is room.",
         )
-    text = first + step
-    return text[0].upper() + text[1:]
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
@@ -164,6 +161,7 @@ def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
         )
         return
     facts.update(bytes=_size(db), wal_bytes=_size(wal), shm_bytes=_size(shm))
+    _check_disk_space(report)
     first = len(report.checks)
     for _ in range(CHECK_ATTEMPTS):
         del report.checks[first:]  # a look that went stale is taken again, whole
@@ -199,6 +197,8 @@ def _check_once(
     try:
         conn = apsw.Connection(view.uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     except apsw.Error as exc:
+        if _disk_full(report) is not None:
+            return  # said once, by the disk-space check; the file itself is not at fault
         report.add(
             "database", Status.FAIL, f"SQLite cannot open {db}: {exc}", _restore_hint(report, scan)
         )
@@ -222,6 +222,8 @@ def _check_once(
             _restore_hint(report, scan),
         )
     except apsw.Error as exc:
+        if _disk_full(report) is not None and isinstance(exc, apsw.IOError | apsw.FullError):
+            return  # said once, by the disk-space check; the file itself is not at fault
         report.add("database", Status.FAIL, f"SQLite error on {db}: {exc}")
     finally:
         conn.close()

@@ -128,10 +128,21 @@ def lock_files(data_dir: Path | str | DataDir) -> tuple[Path, ...]:
 class OwnerLock:
     """A held owner lock.  Release it (or let the process die) to let others in."""
 
-    def __init__(self, data_dir: Path, mode: LockMode, fds: list[int], info: OwnerInfo) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        mode: LockMode,
+        fds: list[int],
+        info: OwnerInfo,
+        stale: tuple[OwnerInfo, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.mode = mode
         self.info = info
+        #: Holders whose metadata was left behind (removed when this lock was taken): they
+        #: stopped without cleaning up (kill -9, a crash, a power cut), so the database may
+        #: have been cut off mid-write.
+        self.stale = stale
         self._fds = fds
         self._guard = threading.Lock()
 
@@ -203,7 +214,7 @@ def acquire_owner(
         fds.extend(_open_lock_targets(path))
         _lock_within_grace(fds, path, shared=shared, grace_s=grace_s)
         _refuse_linked_database(path)  # linked while we waited: the lock would not protect it
-        _remove_stale(path, everyone_else=not shared)
+        stale = _remove_stale(path, everyone_else=not shared)
         meta_path = _owners_dir(path) / f"{os.getpid()}.json"
         data = _metadata.this_process(
             path, mode=mode.value, transport=transport, endpoint=endpoint, version=version
@@ -212,7 +223,7 @@ def acquire_owner(
     except BaseException:
         _close_all(fds)  # drops the lock if we took it
         raise
-    lock = OwnerLock(path, mode, fds, _metadata.read(meta_path, lock_files(path)))
+    lock = OwnerLock(path, mode, fds, _metadata.read(meta_path, lock_files(path)), stale)
     with _held_lock:
         _held[path] = lock
     return lock
@@ -319,20 +330,24 @@ def _publish(meta_path: Path, data: dict[str, object]) -> None:
         ) from exc
 
 
-def _remove_stale(path: Path, *, everyone_else: bool) -> None:
-    """Drop metadata of holders that are gone.  Called while holding the lock.
+def _remove_stale(path: Path, *, everyone_else: bool) -> tuple[OwnerInfo, ...]:
+    """Drop metadata of holders that are gone, and return them.  Called holding the lock.
 
     Holding it exclusively proves every other file is stale, whatever it says (e.g. a holder
     whose pid was reused by a live process); holding it shared, only validation can tell.
     """
     if not everyone_else:
-        remove_stale_metadata(path)
-        return
+        gone = [i for i in read_owners(path) if not i.alive]
+        removed = set(remove_stale_metadata(path))
+        return tuple(i for i in gone if i.path in removed)
     me = os.getpid()
+    stale = []
     for info in read_owners(path):
         if info.pid != me:
             with contextlib.suppress(OSError):  # gone already, or a folder a forger made
                 info.path.unlink()
+                stale.append(info)
+    return tuple(stale)
 
 
 def remove_stale_metadata(data_dir: Path | str | DataDir) -> list[Path]:

@@ -99,6 +99,8 @@ def run(lock: OwnerLock, opts: Options, sock: socket.socket | None) -> int:
         return _refuse(err, EXIT_CONFIG)
     except VestigeError as err:
         return _refuse(err, EXIT_STORE)
+    if lock.stale:
+        _check_after_unclean_stop(store, lock)
     app = ServerApp(store, lock, opts)
     code = EXIT_ERROR
     try:
@@ -117,6 +119,19 @@ def run(lock: OwnerLock, opts: Options, sock: socket.socket | None) -> int:
     finally:
         lock.release()
     _exit(code)
+
+
+def _check_after_unclean_stop(store: Store, lock: OwnerLock) -> None:
+    """The previous holder left its metadata behind: it was killed or crashed, perhaps
+    mid-write.  Check the database before the first write (bounded by the store's wait; a
+    longer check goes on in the background); a damaged one is served read-only."""
+    pids = ", ".join(str(info.pid) for info in lock.stale)
+    log.warning("the previous server (pid %s) stopped uncleanly: checking %s", pids, store.path)
+    started = time.monotonic()
+    outcome = store.check_after_unclean_stop()
+    log.info(
+        "check after the unclean stop: %s (%.0f ms)", outcome, (time.monotonic() - started) * 1000
+    )
 
 
 def _build(app: ServerApp) -> MCPServer[Any]:
