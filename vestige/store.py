@@ -14,7 +14,8 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 #   a candidate ...                                            decision
 ==  =========================================================  ================================
-1   has the same normalised text (``content_hash``)            reinforce it
+1   has the same normalised text (``content_hash``, then the   reinforce it
+    texts compared: a row keeps the hash it was stored with)
 2   says the same: equal words (case, punctuation, articles,   reinforce it
     fillers and contractions aside), or the new words are its
     words with a few left out (bigram similarity >= 0.90);
@@ -296,11 +297,8 @@ class Store:
             if current is not None and current.superseded_by is not None:
                 current = None  # superseded meanwhile: no longer a candidate
             if decision is Decision.CREATE or current is None:
-                same = conn.execute(
-                    f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
-                ).fetchall()
-                if same:  # the same text was stored meanwhile (e.g. by another process)
-                    old = Memory.from_row(same[0])
+                old = _same_text(conn, new)
+                if old is not None:  # the same text was stored meanwhile (another process?)
                     stored = _reinforce(conn, old, new)
                     return IngestResult(Decision.REINFORCE, stored, 1.0, "same content", before=old)
                 conn.execute(_INSERT, _row(new))
@@ -370,11 +368,9 @@ class Store:
     def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:
         """Pick the decision from a read snapshot; the write re-checks the target exists."""
         with self._db.read() as conn:
-            exact = conn.execute(
-                f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
-            ).fetchall()
-            if exact:
-                return Decision.REINFORCE, Memory.from_row(exact[0]), 1.0, "same content"
+            exact = _same_text(conn, new)
+            if exact is not None:
+                return Decision.REINFORCE, exact, 1.0, "same content"
             query = search.fts_query(new.content)
             rows = (
                 conn.execute(_CANDIDATES, (query, new.node_type, SMART_CANDIDATES)).fetchall()
@@ -974,8 +970,24 @@ class Store:
 
 _SELECT_BY_HASH: Final = (
     f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE content_hash = ? AND node_type = ? "
-    "AND superseded_by IS NULL"
+    "AND superseded_by IS NULL LIMIT ?"
 )
+
+
+def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
+    """Rule 1: the current memory of the same type whose normalised text is the new one's.
+
+    The hash finds it, the text confirms it: a row keeps the hash it was stored with, and an
+    earlier normalisation folded "10⁶" into "106", so an equal hash alone is not the same text.
+    """
+    text = similarity.normalize(new.content)
+    rows = conn.execute(_SELECT_BY_HASH, (new.content_hash, new.node_type, SMART_CANDIDATES))
+    for memory in map(Memory.from_row, rows):
+        if similarity.normalize(memory.content) == text:
+            return memory
+    return None
+
+
 _N_COLUMNS: Final = ", ".join(f"n.{c}" for c in MEMORY_COLUMNS)
 _CANDIDATES: Final = (
     f"SELECT {_N_COLUMNS} FROM knowledge_fts f JOIN knowledge_nodes n ON n.seq = f.rowid "
