@@ -16,14 +16,14 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 1   has the same normalised text (``content_hash``, then the   reinforce it
     texts compared: a row keeps the hash it was stored with)
-2   says the same: equal words (case, punctuation, articles,   reinforce it
-    fillers and contractions aside), or the new words are its
-    words with a few left out (bigram similarity >= 0.90);
-    and the same negations
-3   overlap >= 0.60, the new text has a correction marker      supersede it
-    ("actually", "no longer", ...) or differs from it in
-    negation ("not", "never", ...), and it brings no more
-    content words than it drops (it swaps, it does not add)
+2   says the same: the same words in the same order (case,     reinforce it
+    punctuation, Markdown, articles, fillers and contractions
+    aside), both asked or both stated; nothing left out
+3   overlap >= 0.60, and either the new text has a correction  supersede it
+    marker ("actually", "no longer", ...), changes its content
+    words or negation, and brings no more content words than
+    it drops (it swaps, it does not add); or the new text is
+    it negated and nothing else ("not", "nicht mehr", ...)
 4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
     promotes (its adjustment is below ln 0.2)
 5   is extended: its words (at least 3) recur in the new text  update: append the new text
@@ -33,9 +33,11 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 
 When in doubt the new text is kept on its own: reordered words ("Alice reports to Bob" /
-"Bob reports to Alice"), a changed value and a shared vocabulary all create.  Supersede
-keeps both: the new memory is created, the old one is demoted and its ``superseded_by``
-names the new one, and the result's ``superseded_id`` names the old one.
+"Bob reports to Alice"), a word left out ("all services except billing"), a changed value,
+a negation of a different statement ("port 5433 is not open" / "port 5432 is open") and a
+shared vocabulary all create.  Supersede keeps both: the new memory is created, the old
+one is demoted and its ``superseded_by`` names the new one, and the result's
+``superseded_id`` names the old one.
 docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 """
 
@@ -98,8 +100,6 @@ if TYPE_CHECKING:
 
     from vestige._rows import Bindings
 
-#: Rule 2: bigram similarity at which a shortened repeat still says the same.
-REINFORCE_AT: Final = 0.90
 #: Rule 3: content-word overlap at which a correction or a negation is about that memory.
 SUPERSEDE_CORRECTION_AT: Final = 0.60
 #: Rule 4: content-word overlap at which new text replaces a demoted memory.
@@ -1080,8 +1080,10 @@ class _Match:
     memory: Memory
     same: bool
     extends: bool
-    negates: bool  # differs in negation from the section it overlaps most
-    replaces: bool  # brings no more content words than it drops of that section
+    #: Of the section it overlaps most: the new text has a correction marker, changes
+    #: something and brings no more content words than it drops ...
+    corrects: bool
+    negates: bool  # ... or it is that section negated and nothing else
     overlap: float
     similarity: float
 
@@ -1097,20 +1099,19 @@ def _match(new: similarity.Text, memory: Memory) -> _Match:
     about: list[tuple[float, bool, bool]] = []
     for section in similarity.sections(memory.content):
         old = similarity.read(section)
-        same = same or similarity.same(new, old, near=REINFORCE_AT)
+        same = same or similarity.same(new, old)
         extends = extends or similarity.extends(
             new, old, min_words=EXTEND_MIN_WORDS, min_added=EXTEND_MIN_ADDED
         )
         near.append(similarity.similarity(new, old))
-        about.append(
-            (
-                similarity.overlap(new, old),
-                new.negations != old.negations,
-                similarity.replaces_only(new, old),
-            )
+        corrects = (
+            new.marker is not None
+            and similarity.changes(new, old)
+            and similarity.replaces_only(new, old)
         )
-    overlap, negates, replaces = max(about, key=operator.itemgetter(0))
-    return _Match(memory, same, extends, negates, replaces, overlap, max(near))
+        about.append((similarity.overlap(new, old), corrects, similarity.negates(new, old)))
+    overlap, corrects, negates = max(about, key=operator.itemgetter(0))
+    return _Match(memory, same, extends, corrects, negates, overlap, max(near))
 
 
 def _choose(
@@ -1120,15 +1121,10 @@ def _choose(
     ranked = sorted(matches, key=lambda m: m.overlap, reverse=True)  # stable: FTS rank next
     for m in ranked:
         if m.same:
-            return (
-                Decision.REINFORCE,
-                m.memory,
-                m.similarity,
-                f"says the same (word similarity {m.similarity:.2f})",
-            )
+            return Decision.REINFORCE, m.memory, m.similarity, "says the same, word for word"
     for m in ranked:
-        if m.overlap >= SUPERSEDE_CORRECTION_AT and m.replaces and (new.marker or m.negates):
-            why = f'reads as a correction ("{new.marker}")' if new.marker else "negates it"
+        if m.overlap >= SUPERSEDE_CORRECTION_AT and (m.corrects or m.negates):
+            why = f'reads as a correction ("{new.marker}")' if m.corrects else "negates it"
             return (
                 Decision.SUPERSEDE,
                 m.memory,
