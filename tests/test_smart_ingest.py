@@ -6,13 +6,17 @@ row; a test checks that the two agree, so the documentation says what the tests 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from vestige import Decision, Store, config, similarity
@@ -20,19 +24,29 @@ from vestige.models import IngestResult
 from vestige.store import (
     EXTEND_MIN_ADDED,
     EXTEND_MIN_WORDS,
-    REINFORCE_AT,
     SUPERSEDE_CORRECTION_AT,
     SUPERSEDE_DEMOTED_AT,
 )
 
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 BASE = "staging database runs on port 5433 behind bastion host firewall"
-#: 29 words after the articles ("on-call" is one); without "nightly" 28 of its 30 word pairs
-#: (counting the start and the end) remain, and one is new: similarity 28 / 31.
+#: 29 words after the articles ("on-call" is one).
 LONG = (
     "The nightly backup job copies the production database and the uploaded files to the "
     "archive bucket in Frankfurt at two in the morning, keeps thirty daily snapshots and "
     "emails the on-call engineer when a copy fails"
+)
+#: 32 words each: left out one word, they kept 30 of 33 word pairs, which reinforced
+#: before issue 9b (the rule allowed a few words left out at bigram similarity >= 0.90).
+CTO = (
+    "The former CTO Alice Smith approves every production deploy, every change to the billing "
+    "schema and every new vendor contract before it ships, and she reviews the incident "
+    "reports of the platform team each Monday morning"
+)
+EXCEPT = (
+    "All of our services except the billing service run in the Frankfurt region on the "
+    "shared Kubernetes cluster, write their logs to the central Loki instance and page "
+    "the on-call engineer through PagerDuty when a health check fails"
 )
 
 
@@ -66,7 +80,26 @@ CASES = [
         R,
         "fillers; nothing changed, so not a correction",
     ),
-    Case(LONG, LONG.replace("nightly ", ""), R, "one word left out of 29"),
+    Case("The user prefers dark mode", "**The user prefers dark mode**", R, "Markdown emphasis"),
+    Case("The user prefers dark mode", "- The user prefers dark mode", R, "a list marker"),
+    Case(
+        "The user prefers dark mode",
+        "\u300cThe user prefers dark mode\u300d",
+        R,
+        "CJK quotes are punctuation",
+    ),
+    Case(
+        "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f",
+        "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f\u3002",
+        R,
+        "a CJK full stop is punctuation",
+    ),
+    Case(
+        "The rate limit is 10\u2076 requests per hour",
+        "The rate limit is \uff11\uff10\u2076 requests per hour",
+        R,
+        "fullwidth digits are digits (NFKC)",
+    ),
     # corrects: supersede
     Case(
         "The user prefers dark mode",
@@ -105,6 +138,30 @@ CASES = [
         "The service no longer uses Postgres",
         S,
         '"no longer": marker and negation',
+    ),
+    Case(
+        "Der Nutzer mag den dunklen Modus",
+        "Der Nutzer mag den dunklen Modus nicht mehr",
+        S,
+        '"nicht mehr": negates it, in German',
+    ),
+    Case(
+        "L'utilisateur aime le mode sombre",
+        "L'utilisateur n'aime plus le mode sombre",
+        S,
+        '"ne ... plus": negates it, in French',
+    ),
+    Case(
+        "El usuario usa Postgres",
+        "El usuario ya no usa Postgres",
+        S,
+        '"ya no": negates it, in Spanish',
+    ),
+    Case(
+        "L'utente usa Postgres",
+        "L'utente non usa pi\u00f9 Postgres",
+        S,
+        '"non ... pi\u00f9": negates it, in Italian',
     ),
     Case(
         "Deploys go through the staging cluster",
@@ -209,6 +266,47 @@ CASES = [
         C,
         "a correction of something else",
     ),
+    Case(
+        "The rate limit is 10\u2076 requests per hour",
+        "The rate limit is 106 requests per hour",
+        C,
+        "a superscript is not a digit",
+    ),
+    Case(
+        "The freezer is set to \u201318 \u00b0C",
+        "The freezer is set to 18 \u00b0C",
+        C,
+        "a dash before a number is its sign",
+    ),
+    Case("Die Ma\u00dfe sind falsch", "Die Masse sind falsch", C, '"\u00df" is not "ss"'),
+    Case(LONG, LONG.replace("nightly ", ""), C, "one word left out of 29: it says less"),
+    Case(EXCEPT, EXCEPT.replace("except ", ""), C, 'without "except" it says the opposite'),
+    Case(CTO, CTO.replace("former ", ""), C, 'without "former" it says something else'),
+    Case(
+        "Port 5432 is open on the staging host",
+        "Port 5433 is not open on the staging host",
+        C,
+        "negates another statement",
+    ),
+    Case(
+        "Alice reports to Bob",
+        "Bob doesn't report to Alice",
+        C,
+        "negates another statement (swapped names)",
+    ),
+    Case(
+        "The user prefers dark mode",
+        "The user never prefers light mode",
+        C,
+        "negates another statement (another word)",
+    ),
+    Case(
+        "Backups are encrypted",
+        "Backups should be encrypted",
+        C,
+        '"should be" and nothing else changed',
+    ),
+    Case("The cache is warm.", "The cache is warm?", C, "a question is not the statement"),
 ]
 
 
@@ -283,17 +381,17 @@ def test_the_documented_table_is_the_tested_one() -> None:
 
 
 def test_every_decision_is_documented_both_ways() -> None:
-    assert Counter(c.decision for c in CASES) == {R: 5, S: 9, U: 4, C: 15}
+    assert Counter(c.decision for c in CASES) == {R: 9, S: 13, U: 4, C: 26}
 
 
 def test_thresholds_are_the_documented_ones() -> None:
-    assert (REINFORCE_AT, SUPERSEDE_CORRECTION_AT, SUPERSEDE_DEMOTED_AT) == (0.90, 0.60, 0.75)
+    assert (SUPERSEDE_CORRECTION_AT, SUPERSEDE_DEMOTED_AT) == (0.60, 0.75)
     assert (EXTEND_MIN_WORDS, EXTEND_MIN_ADDED) == (3, 2)
     import vestige.store  # noqa: PLC0415
 
     docs = ARCHITECTURE.read_text(encoding="utf-8")
     for text in (docs, vestige.store.__doc__ or ""):
-        for figure in (">= 0.90", ">= 0.60", ">= 0.75", "at least 3", "one piece", "2+ words"):
+        for figure in (">= 0.60", ">= 0.75", "at least 3", "one piece", "2+ words"):
             assert figure in text.replace("≥", ">="), figure
 
 
@@ -347,15 +445,20 @@ def test_cannot_is_can_not(text: str) -> None:
     assert similarity.read(text).words == ("it", "can", "not", "run", "twice")
 
 
-def test_a_shortened_repeat_needs_the_documented_similarity() -> None:
-    old = similarity.read(LONG)
-    shortened = similarity.read(LONG.replace("nightly ", ""))
+@pytest.mark.parametrize(
+    "shortened",
+    [
+        LONG.replace("nightly ", ""),
+        LONG.replace(" in Frankfurt", ""),
+        LONG.replace("nightly ", "").replace("uploaded ", ""),
+    ],
+)
+def test_a_text_with_words_left_out_is_never_the_same(shortened: str) -> None:
+    old, new = similarity.read(LONG), similarity.read(shortened)
     assert len(old.words) == 29
-    assert similarity.similarity(shortened, old) == pytest.approx(28 / 31)
-    assert similarity.same(shortened, old, near=REINFORCE_AT)
-    two_out = similarity.read(LONG.replace("nightly ", "").replace("uploaded ", ""))
-    assert similarity.similarity(two_out, old) < REINFORCE_AT
-    assert not similarity.same(two_out, old, near=REINFORCE_AT)
+    assert similarity.similarity(new, old) >= 0.8  # close, by the measure that reinforced
+    assert not similarity.same(new, old)
+    assert similarity.same(similarity.read(LONG.upper() + "."), old)
 
 
 @pytest.mark.parametrize(
@@ -386,8 +489,8 @@ def test_what_extends_a_memory(old: str, new: str, extended: bool) -> None:
 def test_leaving_out_a_negation_is_not_a_repeat() -> None:
     old = similarity.read(LONG.replace("when a copy fails", "when a copy does not finish"))
     new = similarity.read(LONG.replace("when a copy fails", "when a copy does finish"))
-    assert similarity.similarity(new, old) >= REINFORCE_AT
-    assert not similarity.same(new, old, near=REINFORCE_AT)
+    assert similarity.similarity(new, old) >= 0.9
+    assert not similarity.same(new, old)
 
 
 # -- with more than one memory -----------------------------------------------------------------
@@ -585,6 +688,18 @@ def test_a_target_superseded_meanwhile_is_not_updated(
         ("Run `rm -rf build/` first", "Run `rm -rf build` first"),
         ("The invoice total was 1,500 EUR", "The invoice total was 1.500 EUR"),
         (LONG.replace("two in the morning", "2:30"), LONG.replace("two in the morning", "2")),
+        ("The rate limit is 10\u2076 requests per hour", "The rate limit is 106 requests per hour"),
+        ("The formula is x\u00b2", "The formula is x2"),
+        ("The dose is \u00bd tablet", "The dose is 12 tablet"),
+        ("Step \u2460 comes first", "Step 1 comes first"),
+        ("The freezer is set to \u201318 \u00b0C", "The freezer is set to 18 \u00b0C"),
+        ("The freezer is set to \u221218 \u00b0C", "The freezer is set to 18 \u00b0C"),
+        ("The freezer is set to -18 \u00b0C", "The freezer is set to 18 \u00b0C"),
+        ("Die Ma\u00dfe sind falsch", "Die Masse sind falsch"),
+        ("The release is v1.2", "The release is v1 2"),
+        ("The schema is at 1.2.3", "The schema is at 1 2 3"),
+        ("The discount is 50%", "The discount is 50"),
+        ("**The user codes in C#**", "The user codes in C"),
     ],
 )
 def test_a_changed_number_or_symbol_is_never_a_repeat(store: Store, stored: str, new: str) -> None:
@@ -628,3 +743,167 @@ def test_deleting_the_correction_brings_the_old_memory_back(store: Store) -> Non
     assert [h.memory.id for h in store.search("API filtering")] == [old.id]
     again = store.smart_ingest("The API supports filtering")
     assert (again.decision, again.memory.id) == (Decision.REINFORCE, old.id)
+
+
+def old_content_hash(text: str) -> str:
+    """``content_hash`` as the store computed it before issue 9b (NFKC and case folding)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    normalised = re.sub(r"\s+", " ", folded).strip().strip(".,;:!?\"'`()[]{} ")
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["decision", "write"])
+def test_a_hash_from_the_old_normalisation_is_confirmed_by_the_text(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    stored = "The rate limit is 10\u2076 requests per hour"
+    changed = "The rate limit is 106 requests per hour"
+    with Store.open(data_dir) as store:
+        old = store.ingest(stored)
+    # Rows keep the hash they were stored with: give this one the hash an earlier version
+    # stored, the same as the changed text's today (the store is closed: no connection).
+    assert old_content_hash(stored) == similarity.content_hash(changed)
+    conn = apsw.Connection(str(data_dir / config.DATABASE_FILE))
+    try:
+        conn.execute(
+            "UPDATE knowledge_nodes SET content_hash = ? WHERE id = ?",
+            (old_content_hash(stored), old.id),
+        )
+    finally:
+        conn.close()
+    with Store.open(data_dir) as store:
+        if where == "write":  # the write's own look-up ("the same text stored meanwhile")
+            monkeypatch.setattr(
+                store, "_decide", lambda new: (Decision.CREATE, None, 0.0, "nothing similar")
+            )
+        result = store.smart_ingest(changed)
+        assert result.decision is Decision.CREATE, result.reason
+        assert_kept_apart(store, old.id, stored, result)
+        assert store.get(old.id).reps == 0
+        monkeypatch.undo()
+        repeat = store.smart_ingest(stored)  # its own text still reinforces it
+        assert (repeat.decision, repeat.memory.id) == (Decision.REINFORCE, old.id)
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        (CTO, CTO.replace("former ", "")),
+        (EXCEPT, EXCEPT.replace("except ", "")),
+        ("The former CTO approves every deploy", "The CTO approves every deploy"),
+        (LONG, LONG.replace("nightly ", "")),
+        (LONG, LONG.replace("when a copy fails", "")),
+    ],
+)
+def test_a_text_with_a_word_left_out_keeps_its_own_memory(
+    store: Store, stored: str, new: str
+) -> None:
+    old = store.ingest(stored)
+    result = store.smart_ingest(new)
+    assert result.decision is Decision.CREATE, result.reason
+    assert_kept_apart(store, old.id, stored, result)
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ("Port 5432 is open on the staging host", "Port 5433 is not open on the staging host"),
+        ("The cache is invalidated on deploy", "The cache is not invalidated on read"),
+        ("Alice reports to Bob", "Bob doesn't report to Alice"),
+        ("The user prefers dark mode", "The user never prefers light mode"),
+        ("Alice manages the billing team", "The billing team does not manage Alice"),
+        ("Backups are encrypted", "Backups should be encrypted"),
+        ("Deploys are reviewed by Alice", "Deploys should be reviewed by Alice"),
+    ],
+)
+def test_a_negation_or_should_be_of_another_statement_supersedes_nothing(
+    store: Store, stored: str, new: str
+) -> None:
+    old = store.ingest(stored)
+    result = store.smart_ingest(new)
+    assert result.decision is Decision.CREATE, result.reason
+    assert_kept_apart(store, old.id, stored, result)
+    assert store.get(old.id).superseded_by is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ("The user prefers dark mode", "**The user prefers dark mode**"),
+        ("The user prefers dark mode", "_The user prefers dark mode_"),
+        ("The user prefers dark mode", "\u300cThe user prefers dark mode\u300d"),
+        ("The user prefers dark mode", "- The user prefers dark mode"),
+        ("The user prefers dark mode", "* The user prefers dark mode"),
+        ("The user prefers dark mode", "1. The user prefers dark mode"),
+        ("The user prefers dark mode", "> The user prefers dark mode"),
+        ("The user prefers dark mode", "\u2022 The user prefers dark mode."),
+        ("The user prefers dark mode", "The user prefers `dark mode`"),
+        ("**The user prefers dark mode**", "The user prefers dark mode."),
+        (
+            "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f",
+            "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f\u3002",
+        ),
+        (
+            "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f\u3002",
+            "\u7528\u6237\u559c\u6b22\u6df1\u8272\u6a21\u5f0f",
+        ),
+        ("The \ufb01le is large", "The file is large"),
+        ("The user codes in C#", "The user codes in C#."),
+        ("The discount is 50%", "The discount is (50%)"),
+        ("The freezer is set to \u201318 \u00b0C", "The freezer is set to -18 \u00b0C"),
+    ],
+)
+def test_markup_and_punctuation_are_no_words(store: Store, stored: str, new: str) -> None:
+    old = store.ingest(stored)
+    result = store.smart_ingest(new)
+    assert (result.decision, result.memory.id) == (Decision.REINFORCE, old.id), result.reason
+    assert count(store) == 1
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ("Der Nutzer mag den dunklen Modus", "Der Nutzer mag den dunklen Modus nicht mehr"),
+        ("L'utilisateur aime le mode sombre", "L'utilisateur n'aime plus le mode sombre"),
+        ("L'utilisateur aime le mode sombre", "L'utilisateur n'aime pas le mode sombre"),
+        ("El usuario usa Postgres", "El usuario ya no usa Postgres"),
+        ("L'utente usa Postgres", "L'utente non usa pi\u00f9 Postgres"),
+        ("The user prefers dark mode", "The user no longer prefers dark mode"),
+        ("The user doesn't prefer dark mode", "The user prefers dark mode"),
+    ],
+)
+def test_a_negation_in_any_listed_language_supersedes(store: Store, stored: str, new: str) -> None:
+    old = store.ingest(stored)
+    result = store.smart_ingest(new)
+    assert result.decision is Decision.SUPERSEDE, result.reason
+    assert result.superseded_id == old.id
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("The freezer is at \u201318 \u00b0C", ("freezer", "is", "at", "-18", "\u00b0", "c")),
+        ("It is \u221218 or -18", ("it", "is", "-18", "or", "-18")),
+        ("x-1 and x - 1", ("x-1", "and", "x", "-", "1")),
+        ("Release v1.2, then 1.2.3.", ("release", "v1.2", "then", "1.2.3")),
+        ("**C#** and 50%!", ("c", "#", "and", "50", "%")),
+        ("- __init__ runs _as planned here_", ("__init__", "runs", "as", "planned", "here")),
+        ("L'utilisateur n'aime pas", ("l'", "utilisateur", "ne", "aime", "pas")),
+        ("Die MASSE, die Ma\u00dfe", ("die", "masse", "die", "ma\u00dfe")),
+        ("10\u2076 x\u00b2 \u2460 \uff11\uff10", ("10\u2076", "x\u00b2", "\u2460", "10")),
+        ("__init__ and __str__ stay", ("__init__", "and", "__str__", "stay")),
+        ("l'l'x qu'il", ("l'", "l'x", "qu'", "il")),
+    ],
+)
+def test_how_text_is_read_into_words(text: str, words: tuple[str, ...]) -> None:
+    assert similarity.read(text).words == words
+
+
+def test_a_question_is_not_the_statement() -> None:
+    statement, question = similarity.read("The cache is warm."), similarity.read("Is it warm?")
+    assert (statement.question, question.question) == (False, True)
+    assert similarity.normalize("The cache is warm?") != similarity.normalize("The cache is warm")
+    asked = similarity.read("The cache is warm?")
+    assert asked.words == statement.words
+    assert not similarity.same(asked, statement)
+    assert similarity.same(similarity.read("the cache is warm ?"), asked)

@@ -4,23 +4,36 @@ Everything here is deterministic, linear in the length of the texts, and errs to
 "these say different things": a repeat folds the new text into the old memory, so a wrong
 "same" loses what an agent said, while a wrong "different" only stores one memory too many.
 
-A text is read as a sequence of *words*: Unicode NFKC, case folded, ``'`` for every
-apostrophe, contractions spelled out ("doesn't" is "does not"), and then the articles and a
-few fillers ("also", "still", "actually", ...) dropped.  A number keeps its inner
-separators ("2:30", "1,500" and "1.500" are three different words), and a run of symbols is
-a word of its own ("+", "==", "#", "€", an emoji), so "UTC+2" is not "UTC-2" and "C++" is
-not "C".  Only sentence punctuation (". , ; : ! ? quotes, brackets, dashes") never counts.
+A text is *folded*: Unicode NFKC (fullwidth letters, ligatures) except for superscripts,
+subscripts, circled numbers and vulgar fractions, which keep what they say ("10⁶" is not
+"106", "x²" is not "x2"), and lower case, not case folding ("Maße" is not "Masse").  It is
+read as a sequence of *words*: ``'`` for every apostrophe, contractions spelled out
+("doesn't" is "does not", French "n'aime" is "ne aime", "l'utilisateur" is "l'" and
+"utilisateur"), and then the articles and a few fillers ("also", "still", "actually", ...)
+dropped.  A token with a digit keeps its inner separators ("2:30", "1,500", "1.500", "v1.2"
+are four different words), a dash or minus sign right before a digit and after no letter is
+the number's sign ("-18"), and a run of symbols is a word of its own ("+", "==", "#", "€",
+an emoji), so "UTC+2" is not "UTC-2" and "C++" is not "C".  Only sentence punctuation never
+counts: a token made of Unicode punctuation alone, except ``# % & @ § / \\ -`` which carry
+meaning ("C#", "50%"), and Markdown around the words (a leading list marker or quote, "**"
+emphasis, backticks).  A text ending in "?" asks; it never says the same as a statement.
 From those words come these judgements (``Text`` holds what they need):
 
-- *same*: the word sequences are equal, or the new one is the old one with a few words
-  left out (word-bigram similarity >= the reinforce threshold), with no number or symbol
-  among them, and no negation lost.  Order counts: "tabs over spaces" is not "spaces over
-  tabs".
+- *same*: the word sequences are equal, and both texts ask or both state.  Nothing left
+  out: a text without one word says less, and may say the opposite ("all services except
+  billing" / "all services billing").  Order counts: "tabs over spaces" is not "spaces
+  over tabs".
 - *extends*: the old words appear in the new text in order, as one piece, and the new
   text adds at least two words and no negation.
 - *negations*: "not", "no", "never", "without", ... (after spelling out contractions), and
-  the common ones of a few other languages ("nicht", "pas", "nunca", ...).  Two texts that
-  differ in them never say the same thing.
+  the common ones of a few other languages ("nicht", "ne", "pas", "nunca", ...).  Two texts
+  that differ in them never say the same thing.
+- *negates*: the texts differ in negation and in nothing else: the same words in the same
+  order once the negations, "do"/"does"/"did" and the "no longer" words ("longer", "mehr",
+  "plus", "más", "più", ...) are left out, a plural or third-person "s" aside ("doesn't
+  prefer" negates "prefers").
+- *changes*: the content words in order differ, or the negations do; "should be" with
+  nothing else changed corrects nothing.
 - *overlap*: cosine of the counts of *content* words (not function words, fillers,
   negations or correction wording).  Order-blind on purpose: it says whether two texts are
   about the same thing, which is what a correction needs, never that they agree.
@@ -31,8 +44,9 @@ From those words come these judgements (``Text`` holds what they need):
 A *correction marker* ("actually", "correction", "no longer", "should be", "instead", ...)
 is matched as whole words, so "prefixed" is not "fixed" and "badge" is not "bad".
 
-The exact repeat is also found by ``content_hash`` (one index lookup), which keeps the
-original's weaker normalisation: it is stored in every row and in exports.
+The exact repeat is also found by ``content_hash`` (one index lookup) of the folded text.
+Rows keep the hash they were stored with (an earlier version folded more), so a hash match
+is confirmed by comparing ``normalize`` of both texts.
 """
 
 from __future__ import annotations
@@ -48,14 +62,34 @@ from typing import Final
 
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+(?:'\w+)*")
-#: A number with its inner separators, a word (hyphens inside it: "on-call"), or a run of
-#: symbols.
-_TOKEN = re.compile(r"\d+(?:[.,:/\-]\d+)*|\w+(?:['\-]\w+)*|[^\w\s]+")
-#: Symbols that only punctuate a sentence: a run of nothing else is no word.
-_SENTENCE_PUNCTUATION: Final = frozenset(
-    ".,;:!?\"'`()[]{}\u2026\u2014\u2013\u00ab\u00bb\u00bf\u00a1\u201c\u201d\u2018\u2019"
+#: Characters NFKC would turn into plain digits or letters, losing what they say: superscripts
+#: and subscripts ("10⁶", "x²"), vulgar fractions, number forms, circled and parenthesised
+#: numbers.  They are kept as they are (and NFKC applied around them).
+_KEEP_AS_IS = re.compile(
+    "([\u00b2\u00b3\u00b9\u00bc-\u00be\u2070-\u209f\u2150-\u218f\u2460-\u24ff"
+    "\u2776-\u2793\u3251-\u325f\u32b1-\u32bf]+)"
 )
+#: A token with a digit, with its inner separators and its sign ("-18", "v1.2", "2:30"), a
+#: word (hyphens inside it: "on-call"), or a run of symbols.
+_TOKEN = re.compile(
+    r"(?:(?<!\w)[-\u2013\u2212](?=\d))?\w*\d\w*(?:[.,:/\-]\w*\d\w*|['\-]\w+)*"
+    r"|\w+(?:['\-]\w+)*"
+    r"|(?:[^\w\s\-\u2013\u2212]|[-\u2013\u2212](?!\d))+"
+)
+_SIGNS: Final = "-\u2013\u2212"  # hyphen-minus, en dash, minus: "-" before a number
+#: Punctuation that carries meaning ("C#", "50%", "R&D", "@user", "§ 5", "a/b", "-rf"): a
+#: token of these is a word.  Any other token of punctuation alone only punctuates.
+_MEANINGFUL_PUNCTUATION: Final = frozenset("#%&@§/\\-")
+#: Punctuation around a run of symbols that belongs to the sentence ("C#." "(50%)"); and
+#: "!" or "?" after it ("50%!"), not before ("!=").
+_EDGE_PUNCTUATION: Final = "\"'`*.,;:()[]{}\u00ab\u00bb\u201c\u201d\u2018\u2019\u300c\u300d"
+#: A Markdown list marker or quote at the start of a line: "- ", "* ", "+ ", "• ", "1. ", "> ".
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+\u2022]|\d{1,9}\.|>+)[ \t]+", re.MULTILINE)
+#: Underscore emphasis around words ("_as planned_"); not one word ("__init__").
+_UNDERSCORES = re.compile(r"(?<!\w)(_{1,3})([^\s_](?:[^_]*[^\s_])?)\1(?!\w)")
 _APOSTROPHES: Final = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\uff07`", "'"))
+#: Text stripped from both ends by ``normalize``; "?" stays: a question is not a statement.
+_ENDS: Final = ".,;:!\"'`()[]{} "
 
 ARTICLES: Final = frozenset({"a", "an", "the"})
 #: Words that add emphasis or time but do not change what a statement says.  "now" and
@@ -70,8 +104,15 @@ FILLERS: Final = frozenset(
 NEGATIONS: Final = frozenset((
     "neither", "never", "no", "nobody", "none", "nor", "not", "nothing", "nowhere", "without",
     "nicht", "kein", "keine", "keinen", "keinem", "keiner", "keines", "nie", "niemals",
-    "pas", "jamais", "aucun", "aucune", "nunca", "ningún", "ninguna", "ninguno", "non",
+    "ne", "pas", "jamais", "aucun", "aucune", "nunca", "ningún", "ninguna", "ninguno", "non",
     "não", "niet", "geen", "nooit", "inte", "aldrig", "ikke", "aldri", "ej",
+))  # fmt: skip
+#: What goes with a negation without changing the statement it negates: the auxiliary of
+#: "does not", and the "longer" of "no longer" in each language ("nicht mehr", "ne ... plus",
+#: "ya no", "non ... più", "não ... mais", "niet meer", "inte längre", "ikke lenger").
+_NEGATION_COMPANIONS: Final = frozenset((
+    "do", "does", "did", "longer", "anymore", "mehr", "plus", "más", "più", "mais", "meer",
+    "ya", "längre", "lenger", "længere",
 ))  # fmt: skip
 #: Words new text uses to say that an earlier statement no longer holds.  Matched as whole
 #: words; an old text containing one does not matter.
@@ -93,6 +134,10 @@ FUNCTION_WORDS: Final = frozenset((
     "to", "us", "under", "was", "we", "were", "what", "when", "where", "which", "who", "whom",
     "whose", "why", "will", "with", "would", "you", "your",
 ))  # fmt: skip
+#: French and Italian elisions that are an article, a pronoun or a preposition, not part of
+#: the word they lean on ("l'utilisateur", "d'accord", "qu'il"); "n'" is the negation "ne".
+_ELISIONS: Final = frozenset(("l'", "d'", "j'", "qu'", "c'", "s'", "m'", "t'"))
+_ELIDED = re.compile(r"(l|d|j|qu|c|s|m|t|n)'(?=\w)")
 
 #: The markers that are words, by their first word (longest first); the others are labels.
 _WORD_MARKERS: Final = sorted(
@@ -102,7 +147,7 @@ _PHRASES: Final = {p[0]: [q for q in _WORD_MARKERS if q[0] == p[0]] for p in _WO
 #: "Update:" opens a correction; the word alone is ordinary ("update the docs").
 _LABEL: Final = re.compile(r"\bupdated?:")
 _MARKER_WORDS: Final = frozenset(w for m in CORRECTION_MARKERS for w in _WORD.findall(m))
-_NOT_CONTENT: Final = ARTICLES | FILLERS | NEGATIONS | FUNCTION_WORDS | _MARKER_WORDS
+_NOT_CONTENT: Final = ARTICLES | FILLERS | NEGATIONS | FUNCTION_WORDS | _MARKER_WORDS | _ELISIONS
 #: Contractions whose first part is not simply the word before "n't".
 _IRREGULAR: Final = {
     "can't": ("can", "not"), "cannot": ("can", "not"), "won't": ("will", "not"),
@@ -121,9 +166,19 @@ _UPDATE_HEADER: Final = re.compile(r"\n\n\[Updated \d{4}-\d{2}-\d{2}\]\n")
 _EDGE: Final = ""  # marks the start and end of a text in its bigrams; never a word
 
 
+def fold(text: str) -> str:
+    """NFKC and lower case, but superscripts, circled numbers and the like kept as they are.
+
+    ``lower``, not ``casefold``: case folding turns "ß" into "ss", and "Maße" (dimensions)
+    into "Masse" (mass).
+    """
+    parts = _KEEP_AS_IS.split(text)
+    parts[::2] = [unicodedata.normalize("NFKC", part) for part in parts[::2]]
+    return "".join(parts).lower()
+
+
 def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return _SPACE.sub(" ", text).strip().strip(".,;:!?\"'`()[]{} ")
+    return _SPACE.sub(" ", fold(text)).strip(_ENDS)
 
 
 def content_hash(text: str) -> str:
@@ -136,19 +191,24 @@ class Text:
     """One text as the judgements read it (build it with ``read``)."""
 
     words: tuple[str, ...]  # in order; no articles, fillers or sentence punctuation
+    question: bool  # the text ends in "?"
     negations: tuple[str, ...]  # sorted
     content: Counter[str]
     #: Content words without a plural "s": what a correction swaps, or adds.
     stems: Counter[str]
-    #: Numbers and symbols: a repeat may leave out words, never one of these.
-    values: Counter[str]
+    #: The same, in order: a correction must change them (or the negations).
+    stem_order: tuple[str, ...]
+    #: The words without negations and what goes with them, each without a plural "s":
+    #: equal for two texts that differ only in negation.
+    core: tuple[str, ...]
     bigrams: frozenset[tuple[str, str]]  # of the words, with the text's two edges
     marker: str | None  # the first correction marker in the text, as listed
 
 
 def read(text: str) -> Text:
-    folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    tokens = [t for t in _TOKEN.findall(folded) if not _SENTENCE_PUNCTUATION.issuperset(t)]
+    folded = fold(text).translate(_APOSTROPHES)
+    unmarked = _UNDERSCORES.sub(_emphasised, _LIST_MARKER.sub("", folded))
+    tokens = [w for t in _TOKEN.findall(unmarked) if (w := _token_word(t))]
     spelled: list[str] = []
     for token in tokens:
         if "'" in token or token in _SPELLED:
@@ -157,16 +217,45 @@ def read(text: str) -> Text:
             spelled.append(token)
     words = tuple(w for w in spelled if w not in ARTICLES and w not in FILLERS)
     edged = (_EDGE, *words, _EDGE)
-    content = Counter(w for w in words if w not in _NOT_CONTENT and w[0].isalnum())
+    in_order = [_stem(w) for w in words if w not in _NOT_CONTENT and w[0].isalnum()]
     return Text(
         words=words,
+        question=_SPACE.sub(" ", folded).strip(_ENDS).endswith("?"),
         negations=tuple(sorted(w for w in words if w in NEGATIONS)),
-        content=content,
-        stems=Counter(_stem(w) for w in content.elements()),
-        values=Counter(w for w in words if not w.isalpha()),
+        content=Counter(w for w in words if w not in _NOT_CONTENT and w[0].isalnum()),
+        stems=Counter(in_order),
+        stem_order=tuple(in_order),
+        core=tuple(_stem(w) for w in words if w not in NEGATIONS and w not in _NEGATION_COMPANIONS),
         bigrams=frozenset(pairwise(edged)),
         marker=_marker(tokens, folded),
     )
+
+
+def _emphasised(match: re.Match[str]) -> str:
+    """The words inside underscore emphasis; one word stays as it is ("__init__")."""
+    inner = match.group(2)
+    return inner if any(c.isspace() for c in inner) else match.group()
+
+
+def _token_word(token: str) -> str:
+    """The word a token is: a number signed with "-", a run of symbols without the sentence
+    punctuation around it, nothing for punctuation alone."""
+    if token[0] in _SIGNS and token[1:2].isdigit():
+        return "-" + token[1:]
+    if token[0].isalnum() or token[0] == "_":
+        return token
+    symbols = token.lstrip(_EDGE_PUNCTUATION).rstrip(_EDGE_PUNCTUATION + "!?")
+    return "" if all(map(_punctuation, symbols)) else symbols
+
+
+def _punctuation(char: str) -> bool:
+    """Only punctuates a sentence: Unicode punctuation that carries no meaning.
+
+    A backtick (Markdown's code quote, a symbol to Unicode) was read as an apostrophe.
+    """
+    if char in _MEANINGFUL_PUNCTUATION:
+        return False
+    return unicodedata.category(char).startswith("P")
 
 
 def _stem(word: str) -> str:
@@ -194,6 +283,10 @@ def _spell_out(token: str) -> tuple[str, ...]:
     for suffix, word in _SUFFIXES.items():
         if token.endswith(suffix):
             return token[: -len(suffix)], word
+    elided = _ELIDED.match(token)
+    if elided:
+        lead = "ne" if elided.group(1) == "n" else elided.group()
+        return lead, token[elided.end() :]
     return (token,)
 
 
@@ -222,21 +315,31 @@ def overlap(a: Text, b: Text) -> float:
     return dot / (norm_a * norm_b)
 
 
-def same(new: Text, old: Text, *, near: float) -> bool:
-    """``new`` says what ``old`` says: the same words, or old's with a few left out.
+def same(new: Text, old: Text) -> bool:
+    """``new`` says what ``old`` says: the same words in the same order, asked or stated alike.
 
-    Leaving words out of a near-identical text loses nothing the old memory does not keep;
-    adding or replacing one would (that is an update, or a different statement).
+    A text with a word left out says less, and may say the opposite ("all services except
+    billing"): it is kept on its own, never folded into the memory it shortens.
     """
-    if not new.words or new.negations != old.negations:
-        return False
-    if new.words == old.words:
-        return True
-    return (
-        new.values == old.values
-        and _is_subsequence(new.words, old.words)
-        and similarity(new, old) >= near
-    )
+    return bool(new.words) and new.words == old.words and new.question == old.question
+
+
+def negates(new: Text, old: Text) -> bool:
+    """``new`` is ``old`` negated, or un-negated, and nothing else.
+
+    Only then does a negation correct a memory: "Port 5433 is not open" says nothing about
+    whether port 5432 is, and "Bob doesn't report to Alice" nothing about Alice and Bob.
+    """
+    return new.negations != old.negations and bool(new.core) and new.core == old.core
+
+
+def changes(new: Text, old: Text) -> bool:
+    """``new`` changes something ``old`` says: its content words, their order, or a negation.
+
+    A correction marker on an unchanged statement ("Backups should be encrypted" after
+    "Backups are encrypted") corrects nothing: the two say different things, both kept.
+    """
+    return new.stem_order != old.stem_order or new.negations != old.negations
 
 
 def replaces_only(new: Text, old: Text) -> bool:
@@ -265,18 +368,16 @@ def _joined(words: tuple[str, ...]) -> str:
     return "\0" + "\0".join(words) + "\0"  # no word contains NUL: matches whole words only
 
 
-def _is_subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
-    rest = iter(long)
-    return all(word in rest for word in short)
-
-
 __all__ = [
     "CORRECTION_MARKERS",
     "NEGATIONS",
     "Text",
     "appended",
+    "changes",
     "content_hash",
     "extends",
+    "fold",
+    "negates",
     "normalize",
     "overlap",
     "read",

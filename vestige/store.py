@@ -14,15 +14,16 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 #   a candidate ...                                            decision
 ==  =========================================================  ================================
-1   has the same normalised text (``content_hash``)            reinforce it
-2   says the same: equal words (case, punctuation, articles,   reinforce it
-    fillers and contractions aside), or the new words are its
-    words with a few left out (bigram similarity >= 0.90);
-    and the same negations
-3   overlap >= 0.60, the new text has a correction marker      supersede it
-    ("actually", "no longer", ...) or differs from it in
-    negation ("not", "never", ...), and it brings no more
-    content words than it drops (it swaps, it does not add)
+1   has the same normalised text (``content_hash``, then the   reinforce it
+    texts compared: a row keeps the hash it was stored with)
+2   says the same: the same words in the same order (case,     reinforce it
+    punctuation, Markdown, articles, fillers and contractions
+    aside), both asked or both stated; nothing left out
+3   overlap >= 0.60, and either the new text has a correction  supersede it
+    marker ("actually", "no longer", ...), changes its content
+    words or negation, and brings no more content words than
+    it drops (it swaps, it does not add); or the new text is
+    it negated and nothing else ("not", "nicht mehr", ...)
 4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
     promotes (its adjustment is below ln 0.2)
 5   is extended: its words (at least 3) recur in the new text  update: append the new text
@@ -32,9 +33,11 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 
 When in doubt the new text is kept on its own: reordered words ("Alice reports to Bob" /
-"Bob reports to Alice"), a changed value and a shared vocabulary all create.  Supersede
-keeps both: the new memory is created, the old one is demoted and its ``superseded_by``
-names the new one, and the result's ``superseded_id`` names the old one.
+"Bob reports to Alice"), a word left out ("all services except billing"), a changed value,
+a negation of a different statement ("port 5433 is not open" / "port 5432 is open") and a
+shared vocabulary all create.  Supersede keeps both: the new memory is created, the old
+one is demoted and its ``superseded_by`` names the new one, and the result's
+``superseded_id`` names the old one.
 docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 """
 
@@ -98,8 +101,6 @@ if TYPE_CHECKING:
 
     from vestige._rows import Bindings
 
-#: Rule 2: bigram similarity at which a shortened repeat still says the same.
-REINFORCE_AT: Final = 0.90
 #: Rule 3: content-word overlap at which a correction or a negation is about that memory.
 SUPERSEDE_CORRECTION_AT: Final = 0.60
 #: Rule 4: content-word overlap at which new text replaces a demoted memory.
@@ -311,11 +312,8 @@ class Store:
             if current is not None and current.superseded_by is not None:
                 current = None  # superseded meanwhile: no longer a candidate
             if decision is Decision.CREATE or current is None:
-                same = conn.execute(
-                    f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
-                ).fetchall()
-                if same:  # the same text was stored meanwhile (e.g. by another process)
-                    old = Memory.from_row(same[0])
+                old = _same_text(conn, new)
+                if old is not None:  # the same text was stored meanwhile (another process?)
                     stored = _reinforce(conn, old, new)
                     return IngestResult(Decision.REINFORCE, stored, 1.0, "same content", before=old)
                 conn.execute(_INSERT, _row(new))
@@ -385,11 +383,9 @@ class Store:
     def _decide(self, new: Memory) -> tuple[Decision, Memory | None, float, str]:
         """Pick the decision from a read snapshot; the write re-checks the target exists."""
         with self._db.read() as conn:
-            exact = conn.execute(
-                f"{_SELECT_BY_HASH} LIMIT 1", (new.content_hash, new.node_type)
-            ).fetchall()
-            if exact:
-                return Decision.REINFORCE, Memory.from_row(exact[0]), 1.0, "same content"
+            exact = _same_text(conn, new)
+            if exact is not None:
+                return Decision.REINFORCE, exact, 1.0, "same content"
             query = search.fts_query(new.content)
             rows = (
                 conn.execute(_CANDIDATES, (query, new.node_type, SMART_CANDIDATES)).fetchall()
@@ -1091,8 +1087,24 @@ _NO_STATS: Final = Stats(
 
 _SELECT_BY_HASH: Final = (
     f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE content_hash = ? AND node_type = ? "
-    "AND superseded_by IS NULL"
+    "AND superseded_by IS NULL LIMIT ?"
 )
+
+
+def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
+    """Rule 1: the current memory of the same type whose normalised text is the new one's.
+
+    The hash finds it, the text confirms it: a row keeps the hash it was stored with, and an
+    earlier normalisation folded "10⁶" into "106", so an equal hash alone is not the same text.
+    """
+    text = similarity.normalize(new.content)
+    rows = conn.execute(_SELECT_BY_HASH, (new.content_hash, new.node_type, SMART_CANDIDATES))
+    for memory in map(Memory.from_row, rows):
+        if similarity.normalize(memory.content) == text:
+            return memory
+    return None
+
+
 _N_COLUMNS: Final = ", ".join(f"n.{c}" for c in MEMORY_COLUMNS)
 _CANDIDATES: Final = (
     f"SELECT {_N_COLUMNS} FROM knowledge_fts f JOIN knowledge_nodes n ON n.seq = f.rowid "
@@ -1185,8 +1197,10 @@ class _Match:
     memory: Memory
     same: bool
     extends: bool
-    negates: bool  # differs in negation from the section it overlaps most
-    replaces: bool  # brings no more content words than it drops of that section
+    #: Of the section it overlaps most: the new text has a correction marker, changes
+    #: something and brings no more content words than it drops ...
+    corrects: bool
+    negates: bool  # ... or it is that section negated and nothing else
     overlap: float
     similarity: float
 
@@ -1202,20 +1216,19 @@ def _match(new: similarity.Text, memory: Memory) -> _Match:
     about: list[tuple[float, bool, bool]] = []
     for section in similarity.sections(memory.content):
         old = similarity.read(section)
-        same = same or similarity.same(new, old, near=REINFORCE_AT)
+        same = same or similarity.same(new, old)
         extends = extends or similarity.extends(
             new, old, min_words=EXTEND_MIN_WORDS, min_added=EXTEND_MIN_ADDED
         )
         near.append(similarity.similarity(new, old))
-        about.append(
-            (
-                similarity.overlap(new, old),
-                new.negations != old.negations,
-                similarity.replaces_only(new, old),
-            )
+        corrects = (
+            new.marker is not None
+            and similarity.changes(new, old)
+            and similarity.replaces_only(new, old)
         )
-    overlap, negates, replaces = max(about, key=operator.itemgetter(0))
-    return _Match(memory, same, extends, negates, replaces, overlap, max(near))
+        about.append((similarity.overlap(new, old), corrects, similarity.negates(new, old)))
+    overlap, corrects, negates = max(about, key=operator.itemgetter(0))
+    return _Match(memory, same, extends, corrects, negates, overlap, max(near))
 
 
 def _choose(
@@ -1225,15 +1238,10 @@ def _choose(
     ranked = sorted(matches, key=lambda m: m.overlap, reverse=True)  # stable: FTS rank next
     for m in ranked:
         if m.same:
-            return (
-                Decision.REINFORCE,
-                m.memory,
-                m.similarity,
-                f"says the same (word similarity {m.similarity:.2f})",
-            )
+            return Decision.REINFORCE, m.memory, m.similarity, "says the same, word for word"
     for m in ranked:
-        if m.overlap >= SUPERSEDE_CORRECTION_AT and m.replaces and (new.marker or m.negates):
-            why = f'reads as a correction ("{new.marker}")' if new.marker else "negates it"
+        if m.overlap >= SUPERSEDE_CORRECTION_AT and (m.corrects or m.negates):
+            why = f'reads as a correction ("{new.marker}")' if m.corrects else "negates it"
             return (
                 Decision.SUPERSEDE,
                 m.memory,
