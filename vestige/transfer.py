@@ -45,6 +45,7 @@ from vestige import _rows, _validate, changelog, config, fsrs, similarity
 from vestige.changelog import Actor, Change, ChangeKind
 from vestige.errors import ImportFileError, InvalidInput, StoreError
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
+from vestige.printable import escape_json_controls
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -336,7 +337,7 @@ def export(
 
 
 def _write_item(out: IO[str], item: dict[str, Any], *, fmt: ExportFormat, first: bool) -> None:
-    line = json.dumps(item, ensure_ascii=False)
+    line = escape_json_controls(json.dumps(item, ensure_ascii=False))  # exact, and inert
     if fmt == "json":
         out.write(("\n  " if first else ",\n  ") + line)
     else:
