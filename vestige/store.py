@@ -174,6 +174,9 @@ class Store:
             config.prepare_data_dir(resolved)
         else:
             config.require_database(resolved)
+        # On a read-only filesystem a reading command reads without the gate (it cannot be
+        # created or locked there) and without creating -wal/-shm; writes are refused.
+        read_only = not create and config.mounted_read_only(resolved.path)
         version = 0
 
         def needs_init(conn: apsw.Connection) -> bool:
@@ -201,11 +204,12 @@ class Store:
         db = Database(
             resolved.database,
             durability=level,
-            gate_path=resolved.gate if write_gate and not naive else None,
+            gate_path=resolved.gate if write_gate and not naive and not read_only else None,
             retry_busy=not naive,
             write_delay_s=write_delay_s,
             needs_init=needs_init,
             init=init,
+            read_only=read_only,
         )
         return cls(db, resolved, version, actor)
 
@@ -817,8 +821,7 @@ class Store:
         import apsw  # noqa: PLC0415 - only for the version string
 
         stats = self.stats()
-        with self._db.read() as conn:
-            journal = as_str(scalar(conn, "PRAGMA journal_mode"), "journal_mode")
+        journal = self._db.journal_mode()
         check = self._db.quick_check()
         warnings: list[str] = []
         if check != "ok":
