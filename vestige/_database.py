@@ -170,8 +170,13 @@ class Database:
         write_delay_s: float = 0.0,
         needs_init: Callable[[apsw.Connection], bool] | None = None,
         init: Callable[[Database], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         """Open both connections; convert a new file to WAL and run ``init`` (migrations).
+
+        ``read_only`` (a read-only filesystem): both connections only read, through
+        ``config.read_only_uri``; there is no gate, nothing is set up, and every write is
+        refused with the reason.
 
         ``needs_init(conn)`` reads the file and says whether ``init`` must run; it raises for a
         file that is not ours, before anything is changed (not switched to WAL, not chmodded).
@@ -188,6 +193,8 @@ class Database:
                 "store, or exec a new program.",
             )
         self.path = path
+        self.read_only = read_only
+        self._target = config.read_only_uri(path) if read_only else str(path)
         self.durability = durability
         self.write_deadline_s = write_deadline_s
         self.retry_busy = retry_busy
@@ -210,7 +217,10 @@ class Database:
             self._writer = self._connect(reader=False)
             with self._writer_lock:
                 needed = self._setup_needed(needs_init)
-                config.secure_file(path)  # ours (checked above): keep it private
+                if read_only and needed:
+                    raise config.read_only_filesystem(path, "the database must be upgraded first")
+                if not read_only:
+                    config.secure_file(path)  # ours (checked above): keep it private
                 if needed:
                     # A new or old file: WAL conversion and migrations race between processes
                     # (pitfall 8), so they run while holding the write gate, re-checked there.
@@ -232,14 +242,15 @@ class Database:
             mode = self._writer.execute("PRAGMA journal_mode").fetchall()[0][0]
         except apsw.Error as exc:
             raise translate(exc, self.path) from exc
-        return pending or str(mode).lower() != "wal"
+        # An immutable read says "delete" whatever the file is, and a read-only one stays.
+        return pending or (str(mode).lower() != "wal" and not self.read_only)
 
     # -- connections ---------------------------------------------------------------
 
     def _connect(self, *, reader: bool) -> apsw.Connection:
         try:
             conn = apsw.Connection(
-                str(self.path),
+                self._target,
                 flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
             )
             conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
@@ -351,6 +362,10 @@ class Database:
     @contextlib.contextmanager
     def _gated(self, deadline: float) -> Iterator[None]:
         self._check_open()
+        if self.read_only:
+            raise config.read_only_filesystem(
+                self.path.parent, f"{self.path.name} cannot be changed"
+            )
         if self._gate is None:
             yield
             return
@@ -456,6 +471,14 @@ class Database:
             raise translate(exc, self.path) from exc
         finally:
             conn.close()
+
+    def journal_mode(self) -> str:
+        """The file's journal mode; an immutable read (``read_only``) takes it from the header,
+        because there SQLite says "delete" whatever the file is."""
+        if self.read_only and "immutable=1" in self._target:
+            return config.header_journal_mode(self.path)
+        with self.read() as conn:
+            return str(scalar(conn, "PRAGMA journal_mode")).lower()
 
     def data_version(self) -> int:
         """Changes whenever any connection (of any process) commits to this database.

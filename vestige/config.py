@@ -27,12 +27,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+from urllib.parse import quote
 
 import apsw
 import platformdirs.unix
 import platformdirs.windows
 
 from vestige.errors import ConfigError, DatabaseMissing, DataDirError
+from vestige.printable import shell_arg
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -240,12 +242,16 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
             make_private_dir(path)
         except OSError as exc:
             raise _unusable(path, exc, "cannot create the data directory") from exc
+    if mounted_read_only(path):
+        raise read_only_filesystem(path, "nothing can be written there")
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataDirError(
-            f"the data directory {path} is not writable by this user",
-            hint=f"Fix its permissions (chmod u+rwx {path}) or choose another --data-dir.",
+            f"the data directory {path} is not writable by this user{_owned_by_other(path)}",
+            hint=_give_back_hint([path], recursive=True)
+            or f"Fix its permissions (chmod u+rwx {shell_arg(path)}) or choose another --data-dir.",
         )
     _refuse_non_file(data_dir)
+    refuse_foreign_files(data_dir, writing=True)
     return data_dir
 
 
@@ -329,6 +335,8 @@ def _unusable(path: Path, exc: OSError, what: str) -> DataDirError:
                 hint=f"Run as a user who may, fix it (chmod u+x {blocked}), or choose another "
                 "--data-dir.",
             )
+    if exc.errno == errno.EROFS:
+        return read_only_filesystem(path, what)
     if exc.errno == errno.ENOSPC:
         return DataDirError(
             f"{what} {path}: the disk holding it is full",
@@ -359,6 +367,160 @@ def _refuse_non_file(data_dir: DataDir) -> None:
         raise DataDirError(
             f"{db} is not a regular file", hint="Move it away; Vestige keeps a SQLite file there."
         )
+
+
+# -- read-only filesystems and files that belong to someone else ----------------------------
+
+
+def mounted_read_only(path: Path) -> bool:
+    """Is the filesystem holding ``path`` (or its nearest existing folder) mounted read-only?
+
+    Such a memory can still be read: SQLite opens it without its write gate and without
+    creating ``-wal``/``-shm`` (``read_only_uri``).  Nothing can be written, whatever the
+    permissions say, so no message may advise ``chmod``.
+    """
+    for folder in (path, *path.parents):
+        try:
+            flags = os.statvfs(folder).f_flag
+        except FileNotFoundError:
+            continue
+        except (OSError, AttributeError):  # no statvfs (Windows), or no way to look
+            return False
+        return bool(flags & getattr(os, "ST_RDONLY", 1))
+    return False
+
+
+def _mount_point(path: Path) -> Path:
+    """The folder where the filesystem holding ``path`` is mounted (the last one on its device)."""
+    path = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        device = path.stat().st_dev
+        for parent in path.parents:
+            if parent.stat().st_dev != device:
+                return path
+            path = parent
+    except OSError:
+        pass
+    return path
+
+
+def read_only_filesystem(path: Path, what: str) -> DataDirError:
+    """One message for a write refused because ``path``'s filesystem is mounted read-only."""
+    mount = _mount_point(path)
+    return DataDirError(
+        f"the filesystem holding {path} is mounted read-only ({mount}): {what}",
+        hint=f"Reading works there (search, stats, export, doctor). To write, remount it "
+        f"read-write (mount -o remount,rw {shell_arg(mount)}), or choose a --data-dir on a "
+        "writable disk (vestige backup PATH copies the memory there).",
+    )
+
+
+def read_only_uri(database: Path) -> str:
+    """How SQLite reads ``database`` on a read-only filesystem, creating and changing nothing.
+
+    With ``-shm`` there (a server was running, or was killed), ``readonly_shm`` maps it
+    read-only and reads the WAL too.  Without it, SQLite cannot build the shared memory a
+    WAL database needs (it would create ``-shm``) and refuses to open, so the file is read
+    as ``immutable``: nobody can write to it on this mount, which is what that promises.
+    A ``-wal`` with changes in it but no ``-shm`` cannot be read that way without losing
+    them, so it is refused.
+    """
+    _, wal, shm = DataDir(database.parent, DataDirSource.ARGUMENT).sqlite_files
+    base = f"file:{quote(str(database.absolute()))}?mode=ro"
+    if shm.exists():
+        return f"{base}&readonly_shm=1"
+    if _size(wal) > 0:
+        raise read_only_filesystem(
+            database.parent,
+            f"{wal.name} holds changes that SQLite can only read with {shm.name} beside it, "
+            "and it cannot create that file here",
+        )
+    return f"{base}&immutable=1"
+
+
+def header_journal_mode(database: Path) -> str:
+    """The journal mode ``database`` records (bytes 18-19 of its header: 2 is WAL).
+
+    For an immutable open, where ``PRAGMA journal_mode`` always says "delete".  Read through
+    SQLite's own VFS, which keeps the process's locks on the file intact.
+    """
+    f = apsw.VFSFile("", str(database), [apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB, 0])
+    try:
+        header = f.xRead(100, 0)
+    finally:
+        f.xClose()
+    return "wal" if header[18:20] == b"\x02\x02" else "delete"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size  # stat only: SQLite's files are never opened outside SQLite
+    except OSError:
+        return 0
+
+
+def refuse_foreign_files(data_dir: DataDir, *, writing: bool) -> None:
+    """Refuse, naming owner and fix, when this user may not read (or write) Vestige's files.
+
+    The usual cause is a ``sudo vestige ...`` run: the files it made belong to root, private
+    to root, inside the user's own folder, and SQLite can only say "unable to open database
+    file".  Only ``stat`` and ``os.access`` look at the files; nothing is opened.
+    """
+    need = os.R_OK | (os.W_OK if writing else 0)
+    blocked = [
+        p
+        for p in (*data_dir.sqlite_files, data_dir.gate)
+        if p.exists() and not p.is_dir() and not os.access(p, need)
+    ]
+    if not blocked:
+        return
+    names = ", ".join(p.name for p in blocked)
+    may = "read and write" if writing else "read"
+    raise DataDirError(
+        f"this user ({_user_name(os.geteuid())}) may not {may} {names} in {data_dir.path}"
+        f"{_owned_by_other(*blocked)}",
+        hint=_give_back_hint(blocked)
+        or f"Fix the permissions: chmod u+rw {' '.join(shell_arg(p) for p in blocked)}",
+    )
+
+
+def _owners(*paths: Path) -> set[int]:
+    owners = set()
+    for p in paths:
+        with contextlib.suppress(OSError):
+            owners.add(p.stat().st_uid)
+    return owners - {os.geteuid()}
+
+
+def _owned_by_other(*paths: Path) -> str:
+    """``: it belongs to root (uid 0), ...``, or "" when every path is this user's."""
+    owners = _owners(*paths)
+    if not owners:
+        return ""
+    who = " and ".join(f"{_user_name(uid)} (uid {uid})" for uid in sorted(owners))
+    sudo = ", perhaps made by a `sudo vestige ...` run" if 0 in owners else ""
+    return f": {'they belong' if len(paths) > 1 else 'it belongs'} to {who}{sudo}"
+
+
+def _give_back_hint(paths: list[Path], *, recursive: bool = False) -> str | None:
+    """``sudo chown USER FILES`` when someone else owns them; None when this user does."""
+    if not _owners(*paths):
+        return None
+    me = _user_name(os.geteuid())
+    files = " ".join(shell_arg(p) for p in paths)
+    return (
+        f"Give {'it' if len(paths) == 1 else 'them'} back to yourself: sudo chown "
+        f"{'-R ' if recursive else ''}{shell_arg(me)} {files}  (and run Vestige without sudo)"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd  # noqa: PLC0415 - POSIX only
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 def backup_names(folder: Path, prefix: str = BACKUP_PREFIX, suffix: str = ".db") -> Iterator[Path]:
@@ -405,6 +567,7 @@ def require_database(data_dir: DataDir) -> DataDir:
             "or running `vestige ingest TEXT`.",
         )
     _refuse_non_file(data_dir)
+    refuse_foreign_files(data_dir, writing=not mounted_read_only(path))
     return data_dir
 
 

@@ -212,18 +212,15 @@ LATEST_VERSION: Final = MIGRATIONS[-1].version
 
 def current_version(conn: apsw.Connection) -> int:
     """0 for an empty database; refuse a non-empty database that is not Vestige's."""
-    tables = {
-        as_str(row[0], "sqlite_schema.name")
-        for row in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    }
+    tables = _tables(conn)
     if not tables:
         return 0
-    if "schema_version" not in tables:
+    if is_foreign(conn, tables):
+        name = conn.db_filename("main") or "the database"
         raise MigrationError(
-            "this database has tables but no schema_version: it is not a Vestige database",
-            hint="Point --data-dir at a directory of its own; Vestige will not touch this file.",
+            f"{name} has tables but no schema_version: it is not a Vestige database",
+            hint="Vestige leaves this file as it is. Move it out of the data directory, or "
+            "point --data-dir at a directory of its own.",
         )
     version = conn.execute("SELECT MAX(version) FROM schema_version").fetchall()[0][0]
     if not isinstance(version, int) or version < 1:
@@ -232,6 +229,21 @@ def current_version(conn: apsw.Connection) -> int:
             hint="The file is damaged; restore a backup with `vestige restore FILE`.",
         )
     return version
+
+
+def _tables(conn: apsw.Connection) -> set[str]:
+    return {
+        as_str(row[0], "sqlite_schema.name")
+        for row in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+
+
+def is_foreign(conn: apsw.Connection, tables: set[str] | None = None) -> bool:
+    """Does the database hold tables, none of them Vestige's ``schema_version``?"""
+    found = _tables(conn) if tables is None else tables
+    return bool(found) and "schema_version" not in found
 
 
 def migrate(db: Database) -> int:

@@ -19,6 +19,11 @@ from typing import Final
 _CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+#: The characters of ``_CONTROLS`` that ``json.dumps(..., ensure_ascii=False)`` leaves raw (it
+#: escapes C0 itself, and JSON's own line breaks and indents are C0 that must stay).
+_JSON_RAW_CONTROLS: Final = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
@@ -27,6 +32,16 @@ def _escape(match: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """``text`` with every control character shown as ``\\xNN`` (or ``\\uNNNN``)."""
     return _CONTROLS.sub(_escape, text)
+
+
+def escape_json_controls(json_text: str) -> str:
+    """JSON text with the controls ``json.dumps`` leaves raw written as ``\\uNNNN`` escapes.
+
+    Outside its strings JSON is ASCII, so such a character can only be inside a string, where
+    the escape stands for the very same character: a parser reads back exactly what was
+    written, and a terminal that shows the text runs no escape sequence (0x9b is a C1 CSI).
+    """
+    return _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text)
 
 
 def shell_arg(value: object) -> str:

@@ -189,6 +189,9 @@ class Store:
             config.prepare_data_dir(resolved)
         else:
             config.require_database(resolved)
+        # On a read-only filesystem a reading command reads without the gate (it cannot be
+        # created or locked there) and without creating -wal/-shm; writes are refused.
+        read_only = not create and config.mounted_read_only(resolved.path)
         version = 0
 
         def needs_init(conn: apsw.Connection) -> bool:
@@ -217,11 +220,12 @@ class Store:
         db = Database(
             resolved.database,
             durability=level,
-            gate_path=resolved.gate if write_gate and not naive else None,
+            gate_path=resolved.gate if write_gate and not naive and not read_only else None,
             retry_busy=not naive,
             write_delay_s=write_delay_s,
             needs_init=needs_init,
             init=init,
+            read_only=read_only,
         )
         return cls(db, resolved, version, actor, changelog_keep=keep)
 
@@ -900,8 +904,7 @@ class Store:
         except CorruptionError as exc:
             stats = _NO_STATS
             warnings.append(f"the memories cannot be counted (0 shown): {exc.message}")
-        with self._db.read() as conn:
-            journal = as_str(scalar(conn, "PRAGMA journal_mode"), "journal_mode")
+        journal = self._db.journal_mode()
         try:
             check = self._db.quick_check()
         except CorruptionError as exc:  # a page so damaged that the check itself stops

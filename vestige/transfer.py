@@ -10,11 +10,14 @@ that never replaces a file (``_publish``).  A run that fails or is killed leaves
 under the real name, and two runs that pick the same name both succeed with different names
 (``config.backup_names``) or, for a name the user gave, the second one is refused.
 
-An import file is read and checked whole, once, before anything is written
-(``read_import``): a bad row names its line and imports nothing, unless the caller asks to
-skip bad rows.  One id on two rows is a bad row too when the rows differ (the file cannot
-say which is right), and is imported once when they are equal.  The rows then go in
-through the write path in short batches.
+An import file is checked whole, once, before anything is written (``read_import``): a bad
+row names its line and imports nothing, unless the caller asks to skip bad rows.  One id on
+two rows is a bad row too when the rows differ (the file cannot say which is right), and is
+imported once when they are equal.  The rows then go in through the write path in short
+batches.  The file is streamed, never held: the check keeps each id's first row number and
+a digest, and the writes read the file again.  Lines (and array items) are bounded
+(``MAX_IMPORT_LINE_BYTES``), and only a regular file is read, so a FIFO cannot block an
+import and ``/dev/zero`` cannot fill the memory.
 
 A damaged database is rescued by ``salvage``: it reads every row it can, in ranges of
 ``seq`` that it halves around whatever SQLite cannot read, writes a normal export file, and
@@ -31,18 +34,38 @@ from __future__ import annotations
 
 import codecs
 import errno
+import hashlib
+import io
+import itertools
 import json
 import math
 import os
+import re
 import secrets
 import shlex
+import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Final,
+    Generic,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    get_args,
+)
 from urllib.parse import quote
 
 import apsw
@@ -52,6 +75,7 @@ from vestige._database import is_busy
 from vestige.changelog import Actor, Change, ChangeKind
 from vestige.errors import CorruptionError, ImportFileError, InvalidInput, StoreError
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
+from vestige.printable import escape_json_controls
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -62,6 +86,13 @@ if TYPE_CHECKING:
 
 EXPORT_PAGE_ROWS: Final = 500
 IMPORT_BATCH_ROWS: Final = 500
+#: The longest line of an import file (or item of a JSON array) that is read: a memory holds
+#: at most ``config.MAX_CONTENT_BYTES`` (1 MB), which JSON escapes to at most 6 MB, and a
+#: changelog entry can carry a few memories.  Anything longer is no export, and reading it
+#: whole would let one line of a huge file (or of ``/dev/zero``) take all the memory.
+MAX_IMPORT_LINE_BYTES: Final = 32 * 1024 * 1024
+#: How much of a JSON array import reads at a time (characters).
+_READ_CHUNK_CHARS: Final = 1 << 20
 
 #: ``jsonl``: one memory per line; ``json``: one JSON array.  Import reads both.
 ExportFormat: TypeAlias = Literal["jsonl", "json"]
@@ -69,6 +100,7 @@ ExportFormat: TypeAlias = Literal["jsonl", "json"]
 Progress: TypeAlias = Callable[[int], None]
 #: A memory as the values of one ``knowledge_nodes`` row, in ``MEMORY_COLUMNS`` order.
 MemoryRow: TypeAlias = tuple[Any, ...]
+T = TypeVar("T")
 
 _INSERT_IGNORE: Final = (
     f"INSERT INTO knowledge_nodes({SELECT_MEMORY}) "
@@ -349,7 +381,7 @@ def export(
 
 
 def _write_item(out: IO[str], item: dict[str, Any], *, fmt: ExportFormat, first: bool) -> None:
-    line = json.dumps(item, ensure_ascii=False)
+    line = escape_json_controls(json.dumps(item, ensure_ascii=False))  # exact, and inert
     if fmt == "json":
         out.write(("\n  " if first else ",\n  ") + line)
     else:
@@ -681,141 +713,529 @@ class RejectedRow:
     error: str
 
 
+class Planned(Generic[T]):
+    """Rows an import will write: counted by the check, read from the file again when iterated.
+
+    Holding them would take memory in proportion to the file (a 106 MB array once peaked at
+    470 MB); the check keeps only each id's first row number and a digest.
+    """
+
+    def __init__(self, count: int, read: Callable[[], Iterator[T]]) -> None:
+        self._count = count
+        self._read = read
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[T]:
+        return self._read() if self._count else iter(())
+
+
 @dataclass(frozen=True, slots=True)
 class ImportFile:
-    """An import file read and checked whole: the rows to write and the rows refused.
+    """An import file read and checked whole: what will be written and the rows refused.
 
     Every memory row found is counted once: ``read`` is ``len(rows)`` plus ``duplicates``
-    plus ``len(rejected)`` (a bad changelog entry is rejected too).
+    plus ``len(rejected)`` (a bad changelog entry is rejected too).  ``rows`` and
+    ``changes`` read the file again, row by row, when iterated.
     """
 
     #: ``line`` for JSON Lines, ``item`` for a JSON array: what a row's number counts.
     unit: Literal["line", "item"]
     read: int  # rows found (blank lines are not rows)
-    rows: tuple[MemoryRow, ...]
+    rows: Planned[MemoryRow]
     rejected: tuple[RejectedRow, ...] = ()
     #: Rows equal to an earlier row with the same id, left out (that id is written once).
     duplicates: int = 0
     #: Changelog entries of the exporting database, kept as history by the import.
-    changes: tuple[Change, ...] = ()
+    changes: Planned[Change] = field(default_factory=lambda: Planned(0, lambda: iter(())))
 
 
 def read_import(path: Path, *, skip_invalid: bool = False) -> ImportFile:
     """Read an export (JSON Lines or a JSON array) and check every row; write nothing.
 
+    The file is streamed, a line (or an array item) at a time, each at most
+    ``MAX_IMPORT_LINE_BYTES``; only a regular file is read (a FIFO or a device could block or
+    never end).
+
     :param skip_invalid: keep the valid rows and list the others in ``rejected``, instead
         of refusing the file at its first bad row.
-    :raises ImportFileError: the file is not UTF-8 or not JSON, or (without
-        ``skip_invalid``) a row is not a valid memory or shares its id with an earlier,
-        different row; the message names the file and row (and the earlier row).
+    :raises ImportFileError: the file is not a regular file, not UTF-8 or not JSON, or
+        (without ``skip_invalid``) a row is not a valid memory or shares its id with an
+        earlier, different row; the message names the file and row (and the earlier row).
     """
-    return parse_import(_decode(path), source=str(path), skip_invalid=skip_invalid)
+    return _check(_FileSource(path), skip_invalid=skip_invalid)
 
 
-def _decode(path: Path) -> str:
-    """The file's text; a file in another encoding is refused with the way to convert it."""
-    data = path.read_bytes()
+def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = False) -> ImportFile:
+    """``read_import`` for text already in memory (``source`` names it in messages)."""
+    return _check(_StreamSource(io.StringIO(text), source), skip_invalid=skip_invalid)
+
+
+# -- reading an import file, a bounded piece at a time ------------------------------------
+
+
+class _TooLong(Exception):
+    """A line (or array item) over ``MAX_IMPORT_LINE_BYTES``."""
+
+
+class _Reader(Protocol):
+    def readline(self) -> str:
+        """The next line with its "\\n" ("" at the end); ``_TooLong`` past the limit."""
+
+    def read(self, size: int) -> str:
+        """Up to about ``size`` more characters ("" at the end)."""
+
+
+class _Utf8Reader:
+    """A binary file read as UTF-8; a byte that is not UTF-8 is named with its offset."""
+
+    def __init__(self, raw: BinaryIO, name: str, offset: int) -> None:
+        self._raw = raw
+        self._name = name
+        self._offset = offset  # of the next byte not yet decoded
+        self._line = 1
+        self._carry = b""  # the start of a character cut by the last read
+
+    def readline(self) -> str:
+        data = self._raw.readline(MAX_IMPORT_LINE_BYTES + 1)
+        if len(data) > MAX_IMPORT_LINE_BYTES and not data.endswith(b"\n"):
+            raise _TooLong
+        return self._decode(data)
+
+    def read(self, size: int) -> str:
+        data = self._carry + self._raw.read(size)
+        cut = len(data)
+        # Keep a character whose bytes were cut by the read for the next one.
+        for back in range(1, min(4, len(data)) + 1):
+            byte = data[-back]
+            if byte & 0xC0 != 0x80:  # the first byte of the last character
+                needed = 2 if byte >= 0xC0 else 1
+                needed = 3 if byte >= 0xE0 else needed
+                needed = 4 if byte >= 0xF0 else needed
+                if needed > back:
+                    cut = len(data) - back
+                break
+        text_bytes, self._carry = data[:cut], data[cut:]
+        if not text_bytes and self._carry:
+            text_bytes, self._carry = self._carry, b""  # the end of the file: decode what is left
+        return self._decode(text_bytes)
+
+    def _decode(self, data: bytes) -> str:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(
+                f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{self._offset + exc.start} of the file)",
+                line=self._line + data.count(b"\n", 0, exc.start),
+                source=self._name,
+                hint="Export again with `vestige export`, or convert the file to UTF-8 (for "
+                "example with iconv -f LATIN1 -t UTF-8, naming the encoding it was saved in).",
+            ) from None
+        self._offset += len(data)
+        self._line += data.count(b"\n")
+        return text
+
+
+class _TextReader:
+    """A text stream the caller opened (``Store.import_jsonl``); limits count characters."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def readline(self) -> str:
+        line = self._stream.readline(MAX_IMPORT_LINE_BYTES + 1)
+        if len(line) > MAX_IMPORT_LINE_BYTES and not line.endswith("\n"):
+            raise _TooLong
+        return line
+
+    def read(self, size: int) -> str:
+        return self._stream.read(size)
+
+
+class _FileSource:
+    """An import file on disk, opened anew for every pass, and refused if it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name: str | None = str(path)
+        self._identity: tuple[int, ...] | None = None
+
+    @contextmanager
+    def open(self) -> Iterator[_Reader]:
+        try:
+            # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
+        except OSError as exc:
+            raise ImportFileError(
+                f"cannot read {self.path}: {exc.strerror or exc}",
+                hint="Check the path and that you may read the file.",
+            ) from None
+        with os.fdopen(fd, "rb") as raw:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImportFileError(
+                    f"{self.path} is {_file_kind(st.st_mode)}, not a regular file; import "
+                    "reads a file that `vestige export` wrote",
+                    hint="Save the data to a file first (for example: ... > memories.jsonl), "
+                    "then import that file.",
+                )
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if self._identity is None:
+                self._identity = identity
+                _refuse_wide_text(raw, self.path)
+            elif identity != self._identity:
+                raise ImportFileError(
+                    f"{self.path} changed while it was being imported",
+                    hint="Run the import again once the file is complete: rows already "
+                    "imported are skipped.",
+                )
+            # Editors on Windows start UTF-8 files with a byte order mark: no part of the JSON.
+            start = len(codecs.BOM_UTF8) if raw.read(3) == codecs.BOM_UTF8 else 0
+            raw.seek(start)
+            yield _Utf8Reader(raw, str(self.path), start)
+
+
+class _StreamSource:
+    """A text stream, read again from where it started for every pass (spooled if it can't)."""
+
+    def __init__(self, stream: IO[str], name: str | None = None) -> None:
+        self.name = name
+        if not stream.seekable():
+            spool = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass")  # noqa: SIM115 - lives as long as the source
+            shutil.copyfileobj(stream, spool)
+            stream = spool
+        self._stream = stream
+        self._start = stream.tell()
+
+    @contextmanager
+    def open(self) -> Iterator[_Reader]:
+        self._stream.seek(self._start)
+        head = self._stream.read(1)
+        if head != _BOM:
+            self._stream.seek(self._start)
+        yield _TextReader(self._stream)
+
+
+_Source: TypeAlias = _FileSource | _StreamSource
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (a named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _refuse_wide_text(raw: BinaryIO, path: Path) -> None:
+    """A UTF-16 or UTF-32 file (Windows tools write them) is refused with the way to convert."""
+    head = raw.read(4)
+    raw.seek(0)
     for bom, encoding in _WIDE_BOMS:
-        if data.startswith(bom):
+        if head.startswith(bom):
             raise ImportFileError(
                 f"{path} is {encoding} text; import reads UTF-8",
                 hint=f"Convert it to UTF-8 (for example: iconv -f {encoding} -t UTF-8 "
                 f"{path.name} > {path.stem}-utf8{path.suffix}), or export it again with "
                 "`vestige export`.",
             )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start} of the file)",
-            line=data.count(b"\n", 0, exc.start) + 1,
-            source=str(path),
-            hint="Export again with `vestige export`, or convert the file to UTF-8 (for "
-            "example with iconv -f LATIN1 -t UTF-8, naming the encoding it was saved in).",
-        ) from None
 
 
-def parse_import(text: str, *, source: str | None = None, skip_invalid: bool = False) -> ImportFile:
-    """``read_import`` for text already in memory (``source`` names it in messages)."""
-    now = datetime.now(UTC).isoformat()  # one default time, so repeated rows compare equal
-    text = text.removeprefix(_BOM)
-    items = _json_array(text, source)
-    if items is not None:
-        unit: Literal["line", "item"] = "item"
-        checks = ((n, partial(_row_from_json, item, now)) for n, item in enumerate(items, 1))
-    else:
-        unit = "line"
-        # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside strings
-        # (ensure_ascii=False), and str.splitlines() would split a memory there.  A mark at
-        # the start of a line is where two files that began with one were joined (cat).
-        lines = (line.removesuffix("\r").removeprefix(_BOM) for line in text.split("\n"))
-        checks = (
-            (n, partial(_row_from_line, line, now))
-            for n, line in enumerate(lines, start=1)
-            if line.strip()
+def _too_long(number: int, unit: str, source: str | None) -> ImportFileError:
+    return ImportFileError(
+        f"longer than {MAX_IMPORT_LINE_BYTES:,} bytes, more than any exported row",
+        line=number,
+        unit=unit,
+        source=source,
+        hint="Check that this is a file written by `vestige export` (JSON Lines: one memory "
+        "per line); nothing was imported.",
+    )
+
+
+#: A row and how to check it: ``check(now)`` gives the memory row or changelog entry.
+_Entry: TypeAlias = tuple[int, Callable[[str], "MemoryRow | Change"]]
+
+
+def _unit(source: _Source) -> Literal["line", "item"]:
+    """``item`` when the file starts (after white space) with "[", else ``line``."""
+    with source.open() as reader:
+        while chunk := reader.read(_READ_CHUNK_CHARS):
+            stripped = chunk.lstrip(_JSON_WHITE)
+            if stripped:
+                return "item" if stripped.startswith("[") else "line"
+    return "line"
+
+
+def _entries(source: _Source, unit: Literal["line", "item"]) -> Iterator[_Entry]:
+    with source.open() as reader:
+        if unit == "item":
+            for number, item in _ArrayItems(reader, source.name):
+                yield number, partial(_row_from_json, item)
+            return
+        number = 0
+        while True:
+            number += 1
+            try:
+                line = reader.readline()
+            except _TooLong:
+                raise _too_long(number, "line", source.name) from None
+            if not line:
+                return
+            # Only "\n" ends a line: export leaves U+2028, U+2029 and U+0085 raw inside
+            # strings (ensure_ascii=False), and str.splitlines() would split a memory there.
+            # A mark at the start of a line is where two files that began with one were
+            # joined (cat).
+            text = line.removesuffix("\n").removesuffix("\r").removeprefix(_BOM)
+            if text.strip():
+                yield number, partial(_row_from_line, text)
+
+
+class _NotAnArray(Exception):
+    """More JSON follows the array the file starts with: it is JSON Lines after all."""
+
+
+_JSON_WHITE: Final = " \t\n\r"
+_WHITE: Final = re.compile(f"[{_JSON_WHITE}]*")
+
+
+class _ArrayItems:
+    """The items of the JSON array a reader holds, one at a time, each within the limit.
+
+    ``json`` parses a whole document at once; this keeps only the item being read (and what
+    was read past it) in memory.  Iterating raises ``_NotAnArray`` at the end when more than
+    white space follows the array.
+    """
+
+    def __init__(self, reader: _Reader, source: str | None) -> None:
+        self._reader = reader
+        self._source = source
+        self._decoder = json.JSONDecoder()
+        self._buf = ""
+        self._pos = 0
+        self._lines_before = 0  # line breaks in what was dropped from the buffer
+        self._at_end = False
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        self._skip_white()
+        if not self._buf.startswith("[", self._pos):
+            raise _NotAnArray
+        self._pos += 1
+        self._skip_white()
+        number = 0
+        closed = self._buf.startswith("]", self._pos)
+        self._pos += closed
+        while not closed:
+            number += 1
+            yield number, self._item(number)
+            closed = self._after_item()
+        self._skip_white()
+        if self._pos < len(self._buf):
+            raise _NotAnArray
+
+    def _more(self) -> bool:
+        if self._at_end:
+            return False
+        # At least as much as is buffered: an item read across many chunks costs linear time.
+        chunk = self._reader.read(max(_READ_CHUNK_CHARS, len(self._buf) - self._pos))
+        if not chunk:
+            self._at_end = True
+            return False
+        self._lines_before += self._buf.count("\n", 0, self._pos)
+        self._buf, self._pos = self._buf[self._pos :] + chunk, 0
+        return True
+
+    def _skip_white(self) -> None:
+        while True:
+            white = _WHITE.match(self._buf, self._pos)
+            assert white is not None  # "*": it always matches
+            self._pos = white.end()
+            if self._pos < len(self._buf) or not self._more():
+                return
+
+    def _item(self, number: int) -> object:
+        while True:
+            try:
+                item, end = self._decoder.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                if len(self._buf) - self._pos > MAX_IMPORT_LINE_BYTES:
+                    raise _too_long(number, "item", self._source) from None
+                if self._more():
+                    continue  # the item may just go on past what was read
+                raise self._invalid(exc.msg, exc.pos) from None
+            except ValueError:  # an integer of more than 4300 digits
+                raise ImportFileError(
+                    "a number has too many digits", line=number, unit="item", source=self._source
+                ) from None
+            if end == len(self._buf) and self._more():
+                continue  # a number at the end of what was read may go on
+            if end - self._pos > MAX_IMPORT_LINE_BYTES:
+                raise _too_long(number, "item", self._source)
+            self._pos = end
+            return item
+
+    def _after_item(self) -> bool:
+        """Step over the "," after an item; True at the "]" that closes the array."""
+        self._skip_white()
+        if self._pos >= len(self._buf):
+            raise self._invalid("the array is not closed", self._pos)
+        mark = self._buf[self._pos]
+        if mark not in ",]":
+            raise self._invalid("Expecting ',' delimiter", self._pos)
+        self._pos += 1
+        if mark == ",":
+            self._skip_white()
+        return mark == "]"
+
+    def _invalid(self, why: str, at: int) -> ImportFileError:
+        return ImportFileError(
+            f"the file starts like a JSON array but is not valid JSON ({why})",
+            line=self._lines_before + self._buf.count("\n", 0, at) + 1,
+            source=self._source,
+            hint="Export again with `vestige export`, or fix the JSON.",
         )
-    by_id: dict[str, list[tuple[int, MemoryRow]]] = {}  # first appearance order
-    rejected: list[RejectedRow] = []
-    changes: list[Change] = []
-    read = 0
-    for number, check in checks:
+
+
+# -- the check: every row, once, before anything is written --------------------------------
+
+
+def _digest(row: MemoryRow) -> bytes:
+    """Equal for rows ``_differing`` finds equal (content_hash follows content; -0.0 is 0.0)."""
+    normal = tuple(v + 0.0 if isinstance(v, float) else v for v in row)
+    return hashlib.blake2b(repr(normal).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _check(source: _Source, *, skip_invalid: bool) -> ImportFile:
+    now = datetime.now(UTC).isoformat()  # one default time, so repeated rows compare equal
+    unit = _unit(source)
+    if unit == "item":
         try:
-            row = check()
-            if isinstance(row, Change):
-                changes.append(row)
-                continue
-            read += 1
+            return _check_as(source, "item", now, skip_invalid=skip_invalid)
+        except _NotAnArray:
+            pass  # its first line is an array and more JSON follows: JSON Lines
+        except ImportFileError:
+            if _array_ends_the_file(source):
+                raise
+    return _check_as(source, "line", now, skip_invalid=skip_invalid)
+
+
+def _array_ends_the_file(source: _Source) -> bool:
+    try:
+        with source.open() as reader:
+            for _ in _ArrayItems(reader, source.name):
+                pass
+    except _NotAnArray:
+        return False
+    return True
+
+
+def _check_as(
+    source: _Source, unit: Literal["line", "item"], now: str, *, skip_invalid: bool
+) -> ImportFile:
+    """The first pass: every row checked, each id's first row and digest kept, nothing else."""
+    first: dict[str, tuple[int, bytes]] = {}  # id -> its first row's number, digest
+    later: dict[str, list[tuple[int, bytes]]] = {}  # ids on several rows: the other rows
+    rejected: list[RejectedRow] = []
+    changes: set[int] = set()
+    read = 0
+    for number, check in _entries(source, unit):
+        try:
+            row = check(now)
         except InvalidInput as exc:
             read += 1
             if not skip_invalid:
                 raise ImportFileError(
-                    exc.message, line=number, unit=unit, source=source, hint=_BAD_ROW_HINT
+                    exc.message, line=number, unit=unit, source=source.name, hint=_BAD_ROW_HINT
                 ) from None
             rejected.append(RejectedRow(number, exc.message))
             continue
-        same_id = by_id.setdefault(row[_ID_INDEX], [])
-        if same_id and not skip_invalid:
-            first_number, first = same_id[0]
-            if differing := _differing(first, [row]):
-                raise ImportFileError(
-                    _conflict(row[_ID_INDEX], unit, [first_number], differing),
-                    line=number,
-                    unit=unit,
-                    source=source,
-                    hint=_CONFLICT_HINT,
-                )
-        same_id.append((number, row))
-    rows, duplicates, conflicts = _one_row_per_id(by_id, unit)
+        if isinstance(row, Change):
+            changes.add(number)
+            continue
+        read += 1
+        memory_id, digest = row[_ID_INDEX], _digest(row)
+        earlier = first.setdefault(memory_id, (number, digest))
+        if earlier[0] == number:
+            continue
+        if earlier[1] != digest and not skip_invalid:
+            (other,) = _fetch(source, unit, now, {earlier[0]}).values()
+            raise ImportFileError(
+                _conflict(memory_id, unit, [earlier[0]], _differing(other, [row])),
+                line=number,
+                unit=unit,
+                source=source.name,
+                hint=_CONFLICT_HINT,
+            )
+        later.setdefault(memory_id, []).append((number, digest))
+    duplicates, conflicts = _resolve(source, unit, now, first, later)
+    skipped = {r.number for r in rejected} | {r.number for r in conflicts}
     rejected.extend(conflicts)
     rejected.sort(key=lambda r: r.number)
-    return ImportFile(unit, read, tuple(rows), tuple(rejected), duplicates, tuple(changes))
+    conflicted = frozenset(
+        mid for mid, others in later.items() if any(d != first[mid][1] for _, d in others)
+    )
+    plan = _Plan(source, unit, now, frozenset(skipped), first, conflicted, frozenset(changes))
+    return ImportFile(
+        unit,
+        read,
+        Planned(len(first) - len(conflicted), plan.rows),
+        tuple(rejected),
+        duplicates,
+        Planned(len(changes), plan.changes),
+    )
 
 
-def _one_row_per_id(
-    by_id: dict[str, list[tuple[int, MemoryRow]]], unit: str
-) -> tuple[list[MemoryRow], int, list[RejectedRow]]:
-    """The row of each id, how many equal repeats were left out, and the conflicting rows.
+def _resolve(
+    source: _Source,
+    unit: Literal["line", "item"],
+    now: str,
+    first: dict[str, tuple[int, bytes]],
+    later: dict[str, list[tuple[int, bytes]]],
+) -> tuple[int, list[RejectedRow]]:
+    """How many equal repeats were left out, and the rows of ids whose rows differ.
 
-    Conflicts get here only with ``skip_invalid`` (``parse_import`` raised otherwise).
-    Which of two different rows is right cannot be known, so every row of such an id is
-    refused, each naming the others.
+    Conflicts get here only with ``skip_invalid`` (``_check_as`` raised otherwise).  Which of
+    two different rows is right cannot be known, so every row of such an id is refused,
+    each naming the others; their fields are read again to say which ones differ.
     """
-    rows: list[MemoryRow] = []
     duplicates = 0
+    numbers: dict[str, list[int]] = {}
+    for memory_id, others in later.items():
+        if all(d == first[memory_id][1] for _, d in others):
+            duplicates += len(others)
+        else:
+            numbers[memory_id] = [first[memory_id][0], *(n for n, _ in others)]
+    if not numbers:
+        return duplicates, []
+    rows = _fetch(source, unit, now, {n for ns in numbers.values() for n in ns})
     conflicts: list[RejectedRow] = []
-    for memory_id, same_id in by_id.items():
-        first = same_id[0][1]
-        differing = _differing(first, [r for _, r in same_id[1:]]) if len(same_id) > 1 else []
-        if not differing:
-            rows.append(first)
-            duplicates += len(same_id) - 1
-            continue
-        numbers = [n for n, _ in same_id]
+    for memory_id, ns in numbers.items():
+        differing = _differing(rows[ns[0]], [rows[n] for n in ns[1:]])
         conflicts.extend(
-            RejectedRow(n, _conflict(memory_id, unit, [o for o in numbers if o != n], differing))
-            for n in numbers
+            RejectedRow(n, _conflict(memory_id, unit, [o for o in ns if o != n], differing))
+            for n in ns
         )
-    return rows, duplicates, conflicts
+    return duplicates, conflicts
+
+
+def _fetch(
+    source: _Source, unit: Literal["line", "item"], now: str, numbers: set[int]
+) -> dict[int, MemoryRow]:
+    """The memory rows with these numbers, read again (only to name differing fields)."""
+    found: dict[int, MemoryRow] = {}
+    for number, check in _entries(source, unit):
+        if number in numbers:
+            row = check(now)
+            assert not isinstance(row, Change)
+            found[number] = row
+    return found
 
 
 def _differing(first: MemoryRow, others: list[MemoryRow]) -> list[str]:
@@ -838,27 +1258,52 @@ def _conflict(memory_id: str, unit: str, elsewhere: list[int], differing: list[s
     return f"the id {memory_id!r} is also {where} {numbers}, with different {', '.join(differing)}"
 
 
-def _json_array(text: str, source: str | None) -> list[Any] | None:
-    """The items when ``text`` is one JSON array; None for JSON Lines (even if the first
-    line is an array: more JSON follows it, and that row is then refused at its line)."""
-    start = len(text) - len(text.lstrip())
-    if not text.startswith("[", start):
-        return None
-    try:
-        value, end = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError as exc:
-        raise ImportFileError(
-            f"the file starts like a JSON array but is not valid JSON ({exc.msg})",
-            line=exc.lineno,
-            source=source,
-            hint="Export again with `vestige export`, or fix the JSON.",
-        ) from None
-    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
-        raise ImportFileError("a number has too many digits", source=source) from None
-    if text[end:].strip():
-        return None
-    assert isinstance(value, list)
-    return value
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the check decided, for the second pass: which rows are written."""
+
+    source: _Source
+    unit: Literal["line", "item"]
+    now: str
+    skipped: frozenset[int]  # rows refused (bad, or one of a conflicting id)
+    first: dict[str, tuple[int, bytes]]  # id -> the number of its row that is written
+    conflicted: frozenset[str]
+    change_numbers: frozenset[int]  # rows that are changelog entries
+
+    def rows(self) -> Iterator[MemoryRow]:
+        for number, row in self._reread(memories=True):
+            assert not isinstance(row, Change)
+            memory_id = row[_ID_INDEX]
+            if memory_id not in self.first:
+                raise self._changed(number)
+            if self.first[memory_id][0] == number and memory_id not in self.conflicted:
+                yield row
+
+    def changes(self) -> Iterator[Change]:
+        for number, row in self._reread(memories=False):
+            if not isinstance(row, Change):
+                raise self._changed(number)
+            yield row
+
+    def _reread(self, *, memories: bool) -> Iterator[tuple[int, MemoryRow | Change]]:
+        """The accepted rows of one kind, checked again as they are read."""
+        for number, check in _entries(self.source, self.unit):
+            if number in self.skipped or (number in self.change_numbers) == memories:
+                continue
+            try:
+                yield number, check(self.now)
+            except InvalidInput:
+                raise self._changed(number) from None
+
+    def _changed(self, number: int) -> ImportFileError:
+        return ImportFileError(
+            "the file changed while it was being imported",
+            line=number,
+            unit=self.unit,
+            source=self.source.name,
+            hint="Run the import again once the file is complete: rows already imported are "
+            "skipped.",
+        )
 
 
 def import_rows(
@@ -866,15 +1311,16 @@ def import_rows(
 ) -> ImportReport:
     """Write checked rows in short batches; ids already present are left alone.
 
-    The file's history goes first, then the memories, each with an ``imported`` entry.
+    The file's history goes first, then the memories, each with an ``imported`` entry.  The
+    rows are read from the file again, a batch at a time, outside the transactions.  Both
+    kinds of write are idempotent (memories by id, history by origin), so an import that
+    was interrupted is completed by running it again.
     """
     history = 0
-    for start in range(0, len(checked.changes), IMPORT_BATCH_ROWS):
-        entries = checked.changes[start : start + IMPORT_BATCH_ROWS]
+    for entries in _batches(checked.changes):
         history += db.write(partial(_insert_history, entries=entries))
     imported = 0
-    for start in range(0, len(checked.rows), IMPORT_BATCH_ROWS):
-        batch = checked.rows[start : start + IMPORT_BATCH_ROWS]
+    for batch in _batches(checked.rows):
         imported += db.write(partial(_insert, batch=batch, actor=actor))
         if progress is not None:
             progress(len(batch))
@@ -886,9 +1332,15 @@ def import_rows(
     )
 
 
+def _batches(items: Iterable[T]) -> Iterator[tuple[T, ...]]:
+    it = iter(items)
+    while batch := tuple(itertools.islice(it, IMPORT_BATCH_ROWS)):
+        yield batch
+
+
 def import_jsonl(db: Database, source: IO[str], *, actor: Actor) -> ImportReport:
     """Import a stream of JSON Lines (or a JSON array); one bad row imports nothing."""
-    return import_rows(db, parse_import(source.read()), actor=actor)
+    return import_rows(db, _check(_StreamSource(source), skip_invalid=False), actor=actor)
 
 
 def _insert(conn: apsw.Connection, *, batch: tuple[MemoryRow, ...], actor: Actor) -> int:

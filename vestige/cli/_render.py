@@ -2,6 +2,12 @@
 
 Commands build plain data (dicts and lists from the library's dataclasses) and hand it here,
 so the text and the ``--json`` form always carry the same facts.
+
+Memories hold whatever an agent or a file put in them, escape sequences included.  Printed
+raw, ``\x1b]0;...`` retitles the terminal and ``\x1b[2J`` (or the one-byte C1 CSI ``\x9b``)
+clears it, so every value shown to a person goes through ``escape_controls`` here.  The JSON
+form stays exact: controls that JSON leaves raw are written as ``\\uNNNN`` escapes, which a
+parser reads back as the same characters.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from vestige.printable import escape_controls, escape_json_controls
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
@@ -23,13 +31,17 @@ PROGRESS_REDRAW_S: Final = 0.1
 def emit(data: Any, *, as_json: bool, text: Callable[[], None]) -> None:
     """Print ``data`` as JSON, or call ``text`` to print it for a person."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        click.echo(
+            escape_json_controls(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        )
     else:
         text()
 
 
 def key_values(rows: Iterable[tuple[str, Any]], *, indent: int = 0) -> None:
-    items = [(label, "-" if value is None else str(value)) for label, value in rows]
+    items = [
+        (label, "-" if value is None else escape_controls(str(value))) for label, value in rows
+    ]
     if not items:
         return
     width = max(len(label) for label, _ in items)
@@ -40,7 +52,9 @@ def key_values(rows: Iterable[tuple[str, Any]], *, indent: int = 0) -> None:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A left-aligned table; the last column is not padded (it may be long text)."""
-    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(c) for c in headers]] + [
+        ["-" if c is None else escape_controls(str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
         line = "  ".join(c if i == len(row) - 1 else f"{c:<{widths[i]}}" for i, c in enumerate(row))
@@ -48,7 +62,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def one_line(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
+    """``text`` on one line (runs of white space made one space), escaped, cut at ``limit``."""
+    flat = escape_controls(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -57,7 +72,7 @@ def percent(fraction: float) -> str:
 
 
 def warn(message: str) -> None:
-    click.echo(click.style("Warning: ", fg="yellow") + message, err=True)
+    click.echo(click.style("Warning: ", fg="yellow") + escape_controls(message), err=True)
 
 
 class Progress:

@@ -17,7 +17,7 @@ import click
 
 from vestige import config
 from vestige.changelog import ChangeKind
-from vestige.cli import _render, fail
+from vestige.cli import _render, _stdin, fail
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store
 from vestige.errors import MemoryNotFound
@@ -284,7 +284,7 @@ def edit(*, memory_id: str, content: str | None, tags: tuple[str, ...], as_json:
       vestige edit 5558aac0-b14a-4cde-810e-c96509896539 --content "Deploys are on Mondays"
       vestige edit 5558aac0-b14a-4cde-810e-c96509896539 --content - --tags ops < note.txt
     """
-    text = sys.stdin.read() if content == "-" else content
+    text = _stdin.read_text() if content == "-" else content
     labels = [t.strip() for v in tags for t in v.split(",") if t.strip()] if tags else None
     with open_store() as store:
         edited = store.edit(memory_id, content=text, tags=labels)

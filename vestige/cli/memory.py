@@ -6,13 +6,12 @@ answer from one read snapshot, so a server writing at the same time cannot tear 
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from vestige import humanize
-from vestige.cli import _render
+from vestige.cli import _render, _stdin
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store
 
@@ -191,7 +190,7 @@ def ingest(
     Example:
       vestige ingest "The staging DB is read-only on Fridays" --tags ops,db
     """
-    content = sys.stdin.read() if text == "-" else text
+    content = _stdin.read_text() if text == "-" else text
     with open_store(create=True) as store:
         result = store.smart_ingest(
             content,

@@ -249,6 +249,10 @@ def import_(file: Path, skip_invalid: bool, as_json: bool) -> None:
     with one id are a bad row when they differ (both lines are named; --skip-invalid skips
     both) and are imported once when they are equal.  FILE is UTF-8, with or without a BOM.
 
+    FILE is read a line (or array item) at a time, so a large file takes little memory; it
+    must be a regular file (not a pipe or a device).  An import that was interrupted is
+    completed by running it again.
+
     \b
     Example:
       vestige import memories.jsonl

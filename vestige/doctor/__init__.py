@@ -22,6 +22,7 @@ from vestige.doctor._files import (
     check_filesystem,
     check_permissions,
     check_sqlite_version,
+    recheck_foreign,
 )
 from vestige.doctor._holders import check_gate, check_owner, check_processes
 from vestige.doctor._report import CheckResult, Report, Status
@@ -58,5 +59,6 @@ def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) ->
         check_processes(report, scan)
         check_gate(report, scan)
         check_database(report, scan, deep=deep)
+        recheck_foreign(report)
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report

@@ -22,6 +22,7 @@ WAL not checked, which the report says.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -132,20 +133,6 @@ def _still_valid(view: _View, db: Path, wal: Path, shm: Path) -> bool:
     return not view.immutable or (_identity(db), wal.exists(), shm.exists()) == view.state
 
 
-def _header_journal_mode(db: Path) -> str:
-    """The journal mode the database file records (bytes 18-19 of its header: 2 is WAL).
-
-    For an immutable open, where ``PRAGMA journal_mode`` always says "delete".  Read through
-    SQLite's own VFS, which keeps the process's locks on the file intact.
-    """
-    f = apsw.VFSFile("", str(db), [apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB, 0])
-    try:
-        header = f.xRead(100, 0)
-    finally:
-        f.xClose()
-    return "wal" if header[18:20] == b"\x02\x02" else "delete"
-
-
 def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
     dd = report.data_dir
     db, wal, shm = dd.sqlite_files
@@ -199,9 +186,9 @@ def _check_once(
     except apsw.Error as exc:
         if _disk_full(report) is not None:
             return  # said once, by the disk-space check; the file itself is not at fault
-        report.add(
-            "database", Status.FAIL, f"SQLite cannot open {db}: {exc}", _restore_hint(report, scan)
-        )
+        unreadable = db.exists() and not os.access(db, os.R_OK)
+        hint = "See the permissions check above." if unreadable else _restore_hint(report, scan)
+        report.add("database", Status.FAIL, f"SQLite cannot open {db}: {exc}", hint)
         return
     try:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -240,12 +227,16 @@ def _run_checks(
 ) -> None:
     if view.immutable:
         conn.execute("PRAGMA schema_version").fetchall()  # a file that is no database fails here
-        journal = _header_journal_mode(report.data_dir.database)
+        journal = config.header_journal_mode(report.data_dir.database)
     else:
         journal = str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
     facts["journal_mode"] = journal
+    facts["foreign"] = migrations.is_foreign(conn)
     if journal == "wal":
         report.add("journal-mode", Status.OK, "wal")
+    elif facts["foreign"]:
+        # Not Vestige's file: Vestige changes nothing in it, so it advises nothing for it.
+        report.add("journal-mode", Status.OK, f"{journal} (not a Vestige database)")
     else:
         report.add(
             "journal-mode",

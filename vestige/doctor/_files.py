@@ -15,6 +15,7 @@ import psutil
 from vestige import config
 from vestige.config import DataDirSource
 from vestige.doctor._report import Report, Status
+from vestige.errors import DataDirError
 
 #: Filesystem types where WAL's shared memory and file locks are not reliable (pitfall 14).
 NETWORK_FILESYSTEMS: Final = frozenset(
@@ -113,15 +114,27 @@ def check_filesystem(report: Report) -> None:
         report.add("filesystem", Status.OK, f"{best.fstype} at {best.mountpoint} (local)")
 
 
-def check_permissions(report: Report) -> None:
+def check_permissions(report: Report, *, sqlite_files: bool = True) -> None:
+    """Can this user write here, and are the directory and files private to this user?
+
+    ``sqlite_files=False`` leaves out the modes of ``vestige.db``, ``-wal`` and ``-shm``: for
+    a file that is not Vestige's (``recheck_foreign``), which Vestige leaves as it is.
+    """
     dd = report.data_dir
+    if config.mounted_read_only(dd.path):
+        refusal = config.read_only_filesystem(dd.path, "reads work, writes are refused")
+        report.add("permissions", Status.WARN, refusal.message, refusal.hint or "")
+        return
     if not os.access(dd.path, os.W_OK):
-        report.add(
-            "permissions",
-            Status.FAIL,
-            f"{dd.path} is not writable by this user: SQLite cannot create -wal/-shm there",
-            f"Run as its owner, or fix it: chmod u+rwx {dd.path}",
-        )
+        try:
+            config.prepare_data_dir(dd)  # only checks: the directory exists
+        except DataDirError as exc:
+            report.add("permissions", Status.FAIL, exc.message, exc.hint or "")
+            return
+    try:
+        config.refuse_foreign_files(dd, writing=True)
+    except DataDirError as exc:
+        report.add("permissions", Status.FAIL, exc.message, exc.hint or "")
         return
     if os.name != "posix":
         report.add("permissions", Status.OK, "writable by this user")
@@ -132,7 +145,7 @@ def check_permissions(report: Report) -> None:
     if mode & 0o077:
         problems.append(f"the directory is {mode:04o}, so other users can look in")
         fixes.append(f"chmod 700 {dd.path}")
-    for path in dd.sqlite_files:
+    for path in dd.sqlite_files if sqlite_files else ():
         try:
             st = path.stat()  # stat only: SQLite's files are never opened outside SQLite
         except FileNotFoundError:
@@ -147,3 +160,16 @@ def check_permissions(report: Report) -> None:
         report.add("permissions", Status.WARN, "; ".join(problems), "; ".join(fixes))
     else:
         report.add("permissions", Status.OK, "private to this user (0700 directory, 0600 files)")
+
+
+def recheck_foreign(report: Report) -> None:
+    """The database turned out not to be Vestige's: take the permissions check again without
+    advice for its files (``chmod 600`` on a file Vestige says it will not touch), in place."""
+    if not report.facts.get("database", {}).get("foreign"):
+        return
+    where = next((i for i, c in enumerate(report.checks) if c.name == "permissions"), None)
+    if where is None:
+        return
+    del report.checks[where]
+    check_permissions(report, sqlite_files=False)
+    report.checks.insert(where, report.checks.pop())
