@@ -257,7 +257,8 @@ def test_purge_leaves_no_copy_anywhere_in_the_data_dir(tmp_path: Path) -> None:
         assert (report.was_live, report.changelog_entries_redacted) == (True, 1)  # the edit
         assert store.search(SECRET.split("-", maxsplit=1)[0]) == []
         purged = newest(store)
-        assert (purged.kind, purged.memory_id, purged.before) == ("purged", secret.id, None)
+        assert (purged.kind, purged.memory_id) == ("purged", secret.id)
+        assert purged.before == {secret.id: changelog.PURGED_ROW}  # a mark, no content
         assert SECRET not in json.dumps(store.changes(limit=1000).to_dict())
         assert store.get(other.id).content.startswith("The staging")
         with pytest.raises(InvalidInput, match="a purge removed"):
@@ -291,7 +292,7 @@ def test_trimmed_entries_are_reported_as_a_gap_never_silently_left_out(
     page = store.changes(after_seq=0, limit=100, oldest_first=True)
     assert page.gap is not None
     assert page.gap.trimmed_through == 5
-    assert "trimmed" in page.gap.message
+    assert "may be missing" in page.gap.message
     assert [c.seq for c in page.changes] == [6, 7, 8, 9]
     summary = newest(store)
     assert summary.kind == "decayed"
@@ -536,3 +537,84 @@ def test_an_oversized_imported_change_is_refused_naming_its_line(store: Store) -
         store.import_jsonl(io.StringIO(json.dumps(line)))
     assert "line 1" in str(refused.value)
     assert store.changes().changes == ()
+
+
+# -- second hostile round ------------------------------------------------------------------------
+
+
+def test_an_undo_that_removes_a_memory_brings_back_what_it_superseded(store: Store) -> None:
+    old = store.ingest("The user prefers dark mode")
+    new = store.smart_ingest("Actually, the user now prefers light mode").memory  # 2
+    store.undo(2)  # 3: unlinked
+    store.delete(new.id)  # 4
+    store.undo(4)  # 5: the new memory is back
+    store.undo(3)  # 6: the supersede redone, old linked to new again
+    assert store.get(old.id).superseded_by == new.id
+    removal = store.undo(5)  # 7: new deleted again; old must come back, not point at nothing
+    assert removal.detail is not None
+    assert (removal.detail["removed"], removal.detail["unlinked"]) == ([new.id], [old.id])
+    assert store.get(old.id).superseded_by is None
+    assert [h.memory.id for h in store.search("dark mode")] == [old.id]
+    store.undo(7)  # and back again: new re-inserted, old linked to it as before
+    assert store.get(old.id).superseded_by == new.id
+
+
+def test_a_memory_imported_again_blocks_undoing_its_older_changes(
+    store: Store, tmp_path: Path
+) -> None:
+    memory = store.ingest("The deploy key is in vault path alpha")
+    exported = io.StringIO()
+    store.export(exported)
+    store.edit(memory.id, content="The deploy key is in vault path beta")  # 2
+    store.delete(memory.id)  # 3
+    store.import_jsonl(io.StringIO(exported.getvalue()))  # 4: alpha is back
+    with pytest.raises(InvalidInput, match=r"#4 \(imported\)"):
+        store.undo(3)
+    assert store.get(memory.id).content == "The deploy key is in vault path alpha"
+
+
+def test_purge_redacts_every_memory_an_earlier_purge_brought_back(store: Store) -> None:
+    rows = [
+        {"id": "x-1", "content": "The successor"},
+        {"id": "a-1", "content": "first replaced", "superseded_by": "x-1"},
+        {"id": "b-1", "content": f"second replaced {SECRET}", "superseded_by": "x-1"},
+    ]
+    store.import_jsonl(io.StringIO("\n".join(json.dumps(r) for r in rows)))
+    store.purge("x-1")  # brings back a-1 and b-1, keeping their rows
+    store.purge("b-1")
+    assert SECRET not in json.dumps(store.changes(limit=100).to_dict())
+
+
+def test_an_undo_after_a_purge_of_its_memory_is_refused(store: Store) -> None:
+    memory = store.ingest("short lived")
+    store.delete(memory.id)  # 2
+    store.undo(2)  # 3: back
+    store.purge(memory.id)  # 4
+    with pytest.raises(InvalidInput, match=r"#4 \(purged\)"):
+        store.undo(3)
+
+
+def test_already_undone_is_said_only_when_it_is_so(store: Store) -> None:
+    memory = store.ingest("one")
+    seq = store.delete(memory.id)  # 2
+    store.undo(seq)  # 3: back
+    store.undo(3)  # 4: deleted again
+    store.undo(4)  # 5: back (a redo of 3)
+    store.delete(memory.id)  # 6
+    with pytest.raises(InvalidInput, match=r"later changes touched the same memory: #6") as no:
+        store.undo(3)
+    assert "already undone" not in str(no.value)
+
+
+def test_a_page_of_a_memory_imported_again_says_its_older_history_was_trimmed(
+    store: Store,
+) -> None:
+    memory = store.ingest("kept then re-imported")
+    exported = io.StringIO()
+    store.export(exported, with_changelog=False)
+    store.delete(memory.id)
+    for n in range(4):
+        store.ingest(f"filler {n}")
+    store.import_jsonl(io.StringIO(exported.getvalue()))
+    trim(store, keep=2)
+    assert store.changes(memory_id=memory.id).gap is not None

@@ -17,8 +17,9 @@ promoted        the memory                                 its row
 demoted         the memory                                 its row
 deleted         the memory / one memory it brought back    the deleted row (a tombstone) and
                                                            the rows it brought back
-purged          the memory                                 - (nothing of it is kept)
-imported        the memory                                 -
+purged          the memory / one memory it brought back    ``{"purged": true}`` for it, and the
+                                                           rows it brought back
+imported        the memory                                 null for it (absent before)
 restored        - (the database came back from a backup)   -
 decayed         - (one entry per decay pass)               -
 undone          the undone entry's memories                their rows before the undo
@@ -96,6 +97,8 @@ UNDOABLE: Final = frozenset(
 #: Kinds that bring a memory into the store, and that take one out (for replaying the log).
 ADDS: Final = frozenset({ChangeKind.CREATED, ChangeKind.SUPERSEDED, ChangeKind.IMPORTED})
 REMOVES: Final = frozenset({ChangeKind.DELETED, ChangeKind.PURGED})
+#: Kinds that make a memory whose id never existed before (an import may bring one back).
+_BORN: Final = frozenset({ChangeKind.CREATED, ChangeKind.SUPERSEDED})
 #: What a purge leaves of a memory's row in an entry's ``before``.
 PURGED_ROW: Final = {"purged": True}
 
@@ -214,9 +217,9 @@ class Gap:
     @property
     def message(self) -> str:
         return (
-            f"changes up to #{self.trimmed_through} were trimmed (the changelog keeps the "
-            "newest entries only, and a restore starts after the replaced database's): "
-            "the list may lack some of them"
+            f"changes up to #{self.trimmed_through} may be missing: the changelog keeps the "
+            "newest entries only, and a restore leaves out the replaced database's later "
+            "ones; the list is not complete before that"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,8 +384,8 @@ def page(
         # it always does; newest first when nothing older matched) lacks the trimmed ones.
         missing = oldest_first or not more
     born = memory_id is not None and any(
-        c.memory_id == memory_id and c.kind in ADDS and c.origin is None for c in changes
-    )  # nothing of a memory comes before the entry that brought it in
+        c.memory_id == memory_id and c.kind in _BORN and c.origin is None for c in changes
+    )  # nothing of a memory comes before the entry that made it (an id can be imported again)
     gap = Gap(trimmed) if trimmed and missing and not born else None
     return ChangePage(changes=changes, newest_seq=newest_seq(conn), gap=gap, more=more)
 
@@ -417,9 +420,9 @@ def redact(conn: apsw.Connection, memory_id: str) -> int:
     """
     found = conn.execute(
         # A row sits in ``before`` under memory_id or other_id, except the further rows a
-        # delete brought back (and an undo of that delete): only those are parsed.
+        # delete or purge brought back (and an undo): only those entries are parsed.
         "SELECT seq, before FROM changelog WHERE before IS NOT NULL AND (memory_id = ? "
-        "OR other_id = ? OR (kind IN ('deleted', 'undone') AND EXISTS "
+        "OR other_id = ? OR (kind IN ('deleted', 'undone', 'purged') AND EXISTS "
         "(SELECT 1 FROM json_each(changelog.before) WHERE key = ?)))",
         (memory_id, memory_id, memory_id),
     ).fetchall()

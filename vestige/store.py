@@ -452,8 +452,9 @@ class Store:
                 ChangeKind.PURGED,
                 memory_id=mid,
                 other_id=back[0].id if back else None,
-                # The memories it brought back, as they were (nothing of the purged one).
-                before=changelog.rows(*back) if back else None,
+                # The memories it brought back, as they were, and of the purged one only
+                # the mark that it was purged (an older undo then sees it changed).
+                before={mid: changelog.PURGED_ROW, **changelog.rows(*back)},
                 detail={"was_live": gone is not None, "brought_back": [m.id for m in back]},
             )
             return gone is not None, [m.id for m in back], redacted
@@ -587,8 +588,16 @@ class Store:
             _check_undoable(conn, target)
             assert target.before is not None
             now = datetime.now(UTC)
-            current = {mid: _fetch(conn, mid) for mid in target.before}
-            done = {mid: _put_back(conn, mid, row, now) for mid, row in target.before.items()}
+            current: dict[str, Memory | None] = {mid: _fetch(conn, mid) for mid in target.before}
+            done: dict[str, str] = {}
+            unlinked: list[Memory] = []
+            for mid, row in target.before.items():
+                how, freed = _put_back(conn, mid, row, now)
+                done[mid] = how
+                unlinked += [m for m in freed if m.id not in target.before]
+            # What a removal brought back (memories it had superseded) changed too: kept, so
+            # that the next undo sees it.
+            current.update({m.id: m for m in unlinked})
             undo_seq = self._record(
                 conn,
                 ChangeKind.UNDONE,
@@ -599,6 +608,7 @@ class Store:
                     "undone_kind": target.kind,
                     "brought_back": [m for m, how in done.items() if how == "inserted"],
                     "removed": [m for m, how in done.items() if how == "removed"],
+                    "unlinked": [m.id for m in unlinked],
                 },
                 undoes=target.seq,
             )
@@ -1340,14 +1350,20 @@ _UPSERT: Final = f"{_INSERT} ON CONFLICT(id) DO UPDATE SET " + ", ".join(
 )
 
 
-def _put_back(conn: apsw.Connection, memory_id: str, row: object, now: datetime) -> str:
-    """Make a memory what a changelog entry kept of it; say what that took.
+def _put_back(
+    conn: apsw.Connection, memory_id: str, row: object, now: datetime
+) -> tuple[str, list[Memory]]:
+    """Make a memory what a changelog entry kept of it; say what that took, and which other
+    memories a removal brought back (as they were).
 
     Strengths are derived again at ``now`` from the kept state: the time since is not undone.
+    A removal is a delete's: what the memory superseded comes back.
     """
     if row is None:
-        conn.execute("DELETE FROM knowledge_nodes WHERE id = ?", (memory_id,))
-        return "removed" if conn.changes() else "unchanged"
+        gone = _fetch(conn, memory_id)
+        if gone is None:
+            return "unchanged", []
+        return "removed", _remove(conn, gone)
     assert isinstance(row, dict)
     kept = Memory(**{**row, "tags": tuple(row["tags"])})
     state = kept.fsrs_state()
@@ -1359,7 +1375,7 @@ def _put_back(conn: apsw.Connection, memory_id: str, row: object, now: datetime)
     existed = _fetch(conn, memory_id) is not None
     conn.execute(_UPSERT, _row(kept))
     _save_state(conn, memory_id, state, now)
-    return "updated" if existed else "inserted"
+    return ("updated" if existed else "inserted"), []
 
 
 def _check_undoable(conn: apsw.Connection, target: Change) -> None:
@@ -1397,14 +1413,14 @@ def _check_undoable(conn: apsw.Connection, target: Change) -> None:
     if all(_as_left(conn, target, mid, later) for mid in before):
         return
     chain = _undo_chain(conn, target, later)
-    if chain and all(_is_row(conn, mid, row) for mid, row in before.items()):
+    blocking = _standing(target, later)
+    # Each entry of the chain undid the one before it: an odd count leaves the change undone.
+    if len(chain) % 2 == 1 and not blocking:
         last = chain[-1]
         raise InvalidInput(
             f"{ref} was already undone by change #{last.seq}",
             hint=f"To redo it, undo change #{last.seq}.",
         )
-    own = {c.seq for c in chain}
-    blocking = [c for c in later if c.seq not in own]
     listed = ", ".join(f"#{c.seq} ({c.kind})" for c in blocking[:5])
     more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
     if not blocking:
@@ -1456,6 +1472,33 @@ def _is_row(conn: apsw.Connection, memory_id: str, row: object) -> bool:
         if now.get(name) != value:
             return False
     return True
+
+
+def _standing(target: Change, later: list[Change]) -> list[Change]:
+    """The later changes whose effect still stands, for the refusal's message.
+
+    Entries group by the change they (through undos of undos) go back to; each undo toggles
+    it.  A later change undone an odd number of times nets out; undos of a change older than
+    ``target`` changed the memory after it when there is an odd number of them.
+    """
+    by_seq = {c.seq: c for c in later}
+    groups: dict[int, list[Change]] = {}
+    for change in later:
+        root = change
+        while root.undoes is not None and root.undoes in by_seq:
+            root = by_seq[root.undoes]
+        key = root.undoes if root.undoes is not None else root.seq
+        groups.setdefault(key, []).append(change)
+    standing = []
+    for key, group in groups.items():
+        if key == target.seq:
+            continue  # the change's own undos
+        undos = [c for c in group if c.kind == ChangeKind.UNDONE and c.seq != key]
+        if key in by_seq and len(undos) % 2 == 0:
+            standing.append(by_seq[key])  # a later change, standing
+        elif key not in by_seq and len(undos) % 2 == 1:
+            standing.append(undos[-1])  # an older change toggled after this one
+    return sorted(standing, key=lambda c: c.seq)
 
 
 def _undo_chain(conn: apsw.Connection, target: Change, later: list[Change]) -> list[Change]:

@@ -1349,7 +1349,10 @@ def _insert(conn: apsw.Connection, *, batch: tuple[MemoryRow, ...], actor: Actor
         conn.execute(_INSERT_IGNORE, row)
         if conn.changes():
             inserted += 1
-            changelog.record(conn, actor, ChangeKind.IMPORTED, memory_id=row[_ID_INDEX])
+            # An id can come back by import after a delete: kept as absent before it, so an
+            # undo of an earlier change sees that the memory changed since.
+            mid = row[_ID_INDEX]
+            changelog.record(conn, actor, ChangeKind.IMPORTED, memory_id=mid, before={mid: None})
     return inserted
 
 
