@@ -17,7 +17,7 @@ from vestige.errors import InvalidInput, MemoryNotFound
 from vestige.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from vestige.changelog import Change
     from vestige.models import DecayReport
@@ -330,12 +330,25 @@ def test_importing_an_export_twice_adds_its_history_once(store: Store, tmp_path:
 OPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["ingest", "smart", "correct", "delete", "promote", "demote", "edit", "undo", "purge"]
+            [
+                "ingest",
+                "smart",
+                "correct",
+                "delete",
+                "promote",
+                "demote",
+                "edit",
+                "undo",
+                "undo",
+                "purge",
+                "snapshot",
+                "reimport",
+            ]
         ),
         st.integers(min_value=0, max_value=50),
     ),
     min_size=1,
-    max_size=25,
+    max_size=30,
 )
 
 
@@ -352,46 +365,61 @@ def replay(entries: list[Change]) -> set[str]:
     return live
 
 
+def _step(store: Store, op: str, pick: int, snapshot: list[str]) -> int:
+    """One write of a random run; returns the changelog entries it should have made."""
+    ids = sorted(m.id for m in store.iter_memories())
+    seqs = [c.seq for c in store.changes(limit=1000).changes]
+    target = ids[pick % len(ids)] if ids else None
+    topic = f"fact number {pick % 4} about topic {pick % 3}"
+    writes: dict[str, Callable[[], object]] = {
+        "ingest": lambda: store.ingest(f"fact number {pick} about topic {pick % 3}"),
+        "smart": lambda: store.smart_ingest(topic),
+        "correct": lambda: store.smart_ingest(f"Actually {topic}"),
+    }
+    if target is not None:
+        writes |= {
+            "delete": lambda: store.delete(target),
+            "promote": lambda: store.promote(target),
+            "demote": lambda: store.demote(target),
+            "edit": lambda: store.edit(target, content=f"edited {pick}"),
+            "purge": lambda: store.purge(target),
+        }
+    if seqs:
+        writes["undo"] = lambda: store.undo(seqs[pick % len(seqs)])
+    if op == "snapshot":
+        out = io.StringIO()
+        store.export(out, with_changelog=False)
+        snapshot[:] = [out.getvalue()]
+        return 0
+    if op == "reimport":
+        return store.import_jsonl(io.StringIO(snapshot[0] if snapshot else "")).imported
+    if op not in writes:
+        return 0
+    try:
+        writes[op]()
+    except InvalidInput:
+        return 0  # a refused undo: it must have written nothing
+    return 1
+
+
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
 def test_any_run_of_writes_gives_one_entry_each_and_replays_to_the_live_ids(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
 ) -> None:
     with Store.open(tmp_path_factory.mktemp("replay")) as store:
-        writes = 0
-        for op, pick in ops:
-            ids = sorted(m.id for m in store.iter_memories())
-            seqs = [c.seq for c in store.changes(limit=1000).changes]
-            target = ids[pick % len(ids)] if ids else None
-            try:
-                if op == "ingest":
-                    store.ingest(f"fact number {pick} about topic {pick % 3}")
-                elif op == "smart":
-                    store.smart_ingest(f"fact number {pick % 4} about topic {pick % 3}")
-                elif op == "correct":
-                    store.smart_ingest(f"Actually fact number {pick % 4} about topic {pick % 3}")
-                elif op == "undo" and seqs:
-                    store.undo(seqs[pick % len(seqs)])
-                elif target is None or op == "undo":
-                    continue
-                elif op == "delete":
-                    store.delete(target)
-                elif op == "promote":
-                    store.promote(target)
-                elif op == "demote":
-                    store.demote(target)
-                elif op == "edit":
-                    store.edit(target, content=f"edited {pick}")
-                elif op == "purge":
-                    store.purge(target)
-            except InvalidInput:
-                continue  # a refused undo: it must have written nothing (counted below)
-            writes += 1
+        snapshot: list[str] = []
+        writes = sum(_step(store, op, pick, snapshot) for op, pick in ops)
         entries = list(store.changes(limit=1000, oldest_first=True).changes)
         assert len(entries) == writes
-        assert replay(entries) == {m.id for m in store.iter_memories()}
+        live = {m.id: m for m in store.iter_memories()}
+        assert replay(entries) == set(live)
+        for memory in live.values():  # nothing hidden behind a successor that is gone
+            assert memory.superseded_by is None or memory.superseded_by in live
+            found = store.search(memory.content.split()[-1], limit=100, include_superseded=True)
+            assert memory.id in {h.memory.id for h in found}
 
 
 def test_a_gap_by_time_holds_when_imported_history_is_older_than_what_was_trimmed(
