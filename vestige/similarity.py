@@ -28,8 +28,8 @@ sentence punctuation never counts: a token made of Unicode punctuation alone, ex
 except between two letters or digits ("2**10", "f(x)"; a comma, colon or quote there
 still only punctuates), and except a "*" between spaces ("2 * 10"); and Markdown around
 the words (at the start of a line a list marker "- ", "1. ", "1) ", a quote "> " or a
-heading "## ", but not a "-" or "+" before a number, its sign; "**", "*", "__" or "_"
-emphasis at the edges of words, but not inside a code span; backticks).  A text ending
+heading "## ", but not a "-" or "+" before a number, its sign; "**", "*" or "__" emphasis
+at the edges of words and "_" around several, not inside a code span; backticks).  A text ending
 in "?" asks; it never says the same as a statement.
 
 From those words come these judgements (``Text`` holds what they need):
