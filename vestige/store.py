@@ -16,14 +16,16 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 ==  =========================================================  ================================
 1   has the same normalised text (``content_hash``, then the   reinforce it
     texts compared: a row keeps the hash it was stored with)
-2   says the same: the same words in the same order (case,     reinforce it
-    punctuation, Markdown, articles, fillers and contractions
-    aside), both asked or both stated; nothing left out
+2   says the same: the same words in the same order (case      reinforce it
+    that says nothing, punctuation, Markdown, invisible
+    characters, articles, fillers and contractions aside),
+    both asked or both stated; nothing left out
 3   overlap >= 0.60, and either the new text has a correction  supersede it
     marker ("actually", "no longer", ...), changes its content
-    words or negation, and brings no more content words than
-    it drops (it swaps, it does not add); or the new text is
-    it negated and nothing else ("not", "nicht mehr", ...)
+    words or negation, and brings at most one content word of
+    its own and no more than it drops (it swaps one value, it
+    does not add); or the new text is it negated and nothing
+    else ("not", "nicht mehr", "ne ... plus", ...)
 4   overlap >= 0.75, and it was demoted 3 times, net of        supersede it
     promotes (its adjustment is below ln 0.2)
 5   is extended: its words (at least 3) recur in the new text  update: append the new text
@@ -34,10 +36,11 @@ decides; among those that meet it, the highest overlap wins (then the full-text 
 
 When in doubt the new text is kept on its own: reordered words ("Alice reports to Bob" /
 "Bob reports to Alice"), a word left out ("all services except billing"), a changed value,
-a negation of a different statement ("port 5433 is not open" / "port 5432 is open") and a
-shared vocabulary all create.  Supersede keeps both: the new memory is created, the old
-one is demoted and its ``superseded_by`` names the new one, and the result's
-``superseded_id`` names the old one.
+a case that says something ("5 mW" / "5 MW"), two words swapped under a correction marker
+(another subject), a negation of a different statement ("port 5433 is not open" / "port
+5432 is open") and a shared vocabulary all create.  Supersede keeps both: the new memory
+is created, the old one is demoted and its ``superseded_by`` names the new one, and the
+result's ``superseded_id`` names the old one.
 docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 """
 
