@@ -148,6 +148,21 @@ def _disk_full(path: Path, *, writing: bool) -> StoreError:
     )
 
 
+def _refuse_a_full_disk(path: Path) -> None:
+    """Refuse to open ``path`` read-write while its disk has less than the margin free.
+
+    SQLite maps ``-shm`` into memory, and the first process after a kill -9 rebuilds it:
+    truncated, then grown by writing one byte at the end of each 4 KiB page.  On a
+    filesystem with smaller blocks (ext4 made with ``-b 1024``) the rest of each page stays
+    a hole, and when SQLite touches it through the mapping on a full disk the kernel cannot
+    back it: the process dies of SIGBUS, with no message and no chance to clean up.  No
+    error code can be had from SQLite there, so the disk is checked first.
+    """
+    free = free_bytes(path.parent)
+    if free is not None and free < FULL_DISK_MARGIN_BYTES:
+        raise _disk_full(path, writing=False)
+
+
 def _busy_error(
     path: Path, why: str, deadline_s: float = config.WRITE_DEADLINE_S
 ) -> StoreBusyError:
@@ -214,6 +229,8 @@ class Database:
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
         try:
+            if not read_only:
+                _refuse_a_full_disk(path)
             self._writer = self._connect(reader=False)
             with self._writer_lock:
                 needed = self._setup_needed(needs_init)
