@@ -9,8 +9,9 @@ on stderr with the exit code from ``vestige.cli._exit``, never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -18,6 +19,9 @@ from vestige import __version__
 from vestige.cli._exit import ExitCode, exit_code_for
 from vestige.cli._options import data_dir_option
 from vestige.errors import VestigeError
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
@@ -72,8 +76,15 @@ def _register() -> None:
 _register()
 
 
+def _exit_on_terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM ends a command as Ctrl-C does: by an exception, so that every ``finally``
+    runs (a backup, export or salvage removes its temporary file, connections close)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`vestige`)."""
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
         cli.main(args=argv, prog_name="vestige")
     except BrokenPipeError:
