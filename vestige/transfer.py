@@ -70,10 +70,17 @@ from urllib.parse import quote
 
 import apsw
 
-from vestige import _rows, _validate, changelog, config, fsrs, similarity
-from vestige._database import is_busy
+from vestige import _rows, _validate, changelog, config, fsrs, migrations, similarity
+from vestige._database import disk_is_full, is_busy, translate
 from vestige.changelog import Actor, Change, ChangeKind
-from vestige.errors import CorruptionError, ImportFileError, InvalidInput, StoreError
+from vestige.config import DataDir, DataDirSource
+from vestige.errors import (
+    CorruptionError,
+    ImportFileError,
+    InvalidInput,
+    MigrationError,
+    StoreError,
+)
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
 from vestige.printable import escape_json_controls
 
@@ -81,7 +88,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from vestige._database import Database
-    from vestige.config import DataDir
     from vestige.processes import Scan
 
 EXPORT_PAGE_ROWS: Final = 500
@@ -537,10 +543,20 @@ def salvage(database: Path, target: str | os.PathLike[str]) -> SalvageReport:
     tmp = _temp_beside(path.parent, path.name)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
-        with open(fd, "w", encoding="utf-8") as out:
-            report = _salvage_into(conn, out, path)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(fd, "w", encoding="utf-8") as out:
+                report = _salvage_into(conn, out, path)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise StoreError(
+                f"the disk holding {path} is full; the salvage file was not written (no "
+                f"partial file is left), and nothing was changed in {database}",
+                hint="Free some space on that disk, or salvage to another disk: "
+                "vestige salvage -o PATH",
+            ) from exc
         _publish(tmp, (path,), "salvage")
     finally:
         tmp.unlink(missing_ok=True)
@@ -548,27 +564,65 @@ def salvage(database: Path, target: str | os.PathLike[str]) -> SalvageReport:
     return report
 
 
+def _salvage_uri(database: Path) -> str:
+    """How salvage reads ``database``, changing no byte of it, its ``-wal`` or its ``-shm``
+    (as doctor reads): ``readonly_shm`` with both files there (a stale ``-shm`` after a kill
+    -9 or a full disk is rebuilt in private memory, not in the file), the file alone
+    (``immutable``) when no process has it open or a crash left a ``-wal`` without changes."""
+    wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
+    uri = f"file:{quote(str(database))}?mode=ro"
+    if shm.exists() and wal.exists():
+        return f"{uri}&readonly_shm=1"
+    if wal.exists() and wal.stat().st_size > 0:
+        return uri  # changes that only a -shm can make readable: SQLite builds it
+    return f"{uri}&immutable=1"
+
+
 def _open_for_salvage(database: Path) -> apsw.Connection:
-    """A read-only connection; immutable when no process has the database open (no -wal
-    and no -shm), so that not even those files are created."""
+    """A read-only connection that writes nothing; a file SQLite cannot open is called
+    damaged only when it is: a full disk, a file of another user, or a file that is no
+    Vestige database are named as such (as every other command names them)."""
     if not database.is_file():
         raise InvalidInput(
             f"there is no database at {database}", hint="Check --data-dir / VESTIGE_DATA_DIR."
         )
-    wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
-    uri = f"file:{quote(str(database))}?mode=ro"
-    if not wal.exists() and not shm.exists():
-        uri += "&immutable=1"
+    data_dir = DataDir(database.parent, DataDirSource.ARGUMENT)
+    config.refuse_foreign_files(data_dir, writing=False)
     try:
-        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn = apsw.Connection(
+            _salvage_uri(database), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        )
+    except apsw.Error as exc:
+        raise _unopenable(database, exc) from exc
+    try:
         conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA schema_version").fetchall()
+        migrations.current_version(conn)  # a foreign file is refused, not salvaged
+    except MigrationError:
+        conn.close()
+        raise
     except apsw.Error as exc:
-        raise CorruptionError(
-            f"SQLite cannot read {database} at all ({exc}): nothing can be salvaged from it",
-            hint="Restore the newest backup: vestige restore FILE --move-damaged",
-        ) from exc
+        conn.close()
+        raise _unopenable(database, exc) from exc
     return conn
+
+
+def _unopenable(database: Path, exc: apsw.Error) -> StoreError:
+    if isinstance(exc, apsw.NotADBError):
+        return CorruptionError(
+            f"{database} is not a SQLite database (SQLite: {exc}), so it is no Vestige database "
+            "and nothing can be salvaged from it",
+            hint="Check --data-dir / VESTIGE_DATA_DIR; if this file held your memories, restore "
+            "the newest backup: vestige restore FILE --move-damaged",
+        )
+    if not isinstance(exc, apsw.CorruptError) or disk_is_full(exc, database):
+        # Not the file's fault (a full disk, permissions, a busy lock): named as the other
+        # commands name it, and never the advice to replace a healthy file.
+        return translate(exc, database)
+    return CorruptionError(
+        f"SQLite cannot read {database} at all ({exc}): nothing can be salvaged from it",
+        hint="Restore the newest backup: vestige restore FILE --move-damaged",
+    )
 
 
 def _salvage_into(conn: apsw.Connection, out: IO[str], path: Path) -> SalvageReport:
