@@ -8,6 +8,7 @@ on stderr with the exit code from ``vestige.cli._exit``, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from vestige import __version__
+from vestige import __version__, transfer
 from vestige.cli._exit import ExitCode, exit_code_for
-from vestige.cli._options import data_dir_option
-from vestige.errors import VestigeError
+from vestige.cli._options import data_dir_option, resolved_data_dir
+from vestige.errors import CorruptionError, VestigeError
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -37,8 +38,17 @@ class VestigeGroup(click.Group):
     """The command group; turns library errors into a message and a named exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        ctx.ensure_object(dict)  # shared with the command's context: its --data-dir shows here
         try:
             return super().invoke(ctx)
+        except CorruptionError as exc:
+            hint = exc.hint
+            if hint == CorruptionError.default_hint:
+                # The library's generic words; the CLI knows the data directory, so it
+                # names the rescue that works (salvage, then restore or a new database).
+                with contextlib.suppress(VestigeError):
+                    hint = transfer.rescue_hint(resolved_data_dir())
+            fail(exc.message, hint, exit_code_for(exc))
         except VestigeError as exc:
             fail(exc.message, exc.hint, exit_code_for(exc))
         except PermissionError as exc:
