@@ -57,3 +57,54 @@ def overwrite_pages(db: Path, pages: list[int], *, seed: int = 11) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def root_page(db: Path, table: str) -> int:
+    """The page number of ``table``'s b-tree root (read-only connection, closed after)."""
+    conn = apsw.Connection(
+        f"file:{quote(str(db))}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    )
+    try:
+        rows = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,))
+        page = rows.fetchall()[0][0]
+    finally:
+        conn.close()
+    assert isinstance(page, int), page
+    return page
+
+
+def loop_back_to_root(db: Path, table: str, cell: int) -> None:
+    """Point child ``cell`` of ``table``'s root (an interior page) back at the root itself.
+
+    A cursor that walks the table then goes round: down into the root again, and again,
+    returning the rows before that child each time, until SQLite's depth limit stops it; a
+    seek into that child never reaches a leaf.  The leaf that child pointed at is lost.
+    """
+    root = root_page(db, table)
+    with db.open("rb") as f:
+        header = f.read(100)
+        page_size = int.from_bytes(header[16:18], "big") or 65536
+        f.seek((root - 1) * page_size)
+        page = f.read(page_size)
+    start = 100 if root == 1 else 0
+    assert page[start] == 0x05, f"the root of {table} is not an interior page of a table"
+    cells = int.from_bytes(page[start + 3 : start + 5], "big")
+    assert 0 <= cell < cells, (cell, cells)
+    pointer_at = start + 12 + 2 * cell
+    offset = int.from_bytes(page[pointer_at : pointer_at + 2], "big")
+    fd = os.open(db, os.O_WRONLY)
+    try:
+        os.pwrite(fd, root.to_bytes(4, "big"), (root - 1) * page_size + offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_sequence(db: Path, table: str, seq: int) -> None:
+    """Make ``sqlite_sequence`` claim that ``table`` went up to ``seq`` (a damaged top)."""
+    conn = apsw.Connection(str(db))
+    try:
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, table))
+        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+    finally:
+        conn.close()

@@ -58,6 +58,48 @@ def small_tmpfs(where: Path, *, size: str = "2m", nr_inodes: int | None = None) 
         subprocess.run(["umount", str(where)], timeout=MOUNT_DEADLINE_S, check=True)
 
 
+@contextlib.contextmanager
+def small_ext4(where: Path, *, size_mib: int = 8, block_bytes: int = 1024) -> Iterator[Path]:
+    """An ext4 of ``size_mib`` with ``block_bytes`` blocks, in a file, loop-mounted at ``where``.
+
+    Blocks smaller than a memory page are the case tmpfs cannot show: a file SQLite grows by
+    writing one byte per 4 KiB page keeps holes that a full disk cannot fill later.  ``-m 0``
+    keeps no blocks for root, so root fills it to the last block as anyone would.
+    """
+    refusal = _mount_refusal()
+    if refusal is None and shutil.which("mkfs.ext4") is None:
+        refusal = "no mkfs.ext4 on PATH"
+    if refusal is not None:
+        pytest.skip(refusal)
+    image = where.with_name(where.name + ".img")
+    with image.open("wb") as f:
+        f.truncate(size_mib << 20)
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-b", str(block_bytes), "-m", "0", str(image)],
+        capture_output=True,
+        text=True,
+        timeout=MOUNT_DEADLINE_S,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.ext4 failed here: {made.stderr.strip()}")
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(where)],
+        capture_output=True,
+        text=True,
+        timeout=MOUNT_DEADLINE_S,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a loop mount was refused here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], timeout=MOUNT_DEADLINE_S, check=True)
+        image.unlink()
+
+
 def fill(folder: Path, name: str = "filler") -> int:
     """Fill the disk holding ``folder`` to the last byte it will give; return bytes written."""
     written = 0

@@ -17,7 +17,8 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
   file, and a long-lived connection was seen reporting FTS5 "corruption" that a fresh one
   did not find.  The same happens to the reader after a read that SQLite called corrupt.
 - Writes can be refused with one stated reason (``refuse_writes``): a server that found
-  its database damaged after an unclean stop keeps reading but writes nothing more to it.
+  its database damaged after an unclean stop keeps reading but writes nothing more to it,
+  not even a checkpoint, at shutdown or on close.
 - A process forked from one with an open store inherits the connections, the mutexes (held,
   perhaps, by a thread that does not exist in the child) and the gate.  SQLite forbids using
   or even closing such a connection in the child, so the child's copy is disowned: every
@@ -148,6 +149,21 @@ def _disk_full(path: Path, *, writing: bool) -> StoreError:
     )
 
 
+def _refuse_a_full_disk(path: Path) -> None:
+    """Refuse to open ``path`` read-write while its disk has less than the margin free.
+
+    SQLite maps ``-shm`` into memory, and the first process after a kill -9 rebuilds it:
+    truncated, then grown by writing one byte at the end of each 4 KiB page.  On a
+    filesystem with smaller blocks (ext4 made with ``-b 1024``) the rest of each page stays
+    a hole, and when SQLite touches it through the mapping on a full disk the kernel cannot
+    back it: the process dies of SIGBUS, with no message and no chance to clean up.  No
+    error code can be had from SQLite there, so the disk is checked first.
+    """
+    free = free_bytes(path.parent)
+    if free is not None and free < FULL_DISK_MARGIN_BYTES:
+        raise _disk_full(path, writing=False)
+
+
 def _busy_error(
     path: Path, why: str, deadline_s: float = config.WRITE_DEADLINE_S
 ) -> StoreBusyError:
@@ -214,6 +230,8 @@ class Database:
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
         try:
+            if not read_only:
+                _refuse_a_full_disk(path)
             self._writer = self._connect(reader=False)
             with self._writer_lock:
                 needed = self._setup_needed(needs_init)
@@ -490,7 +508,14 @@ class Database:
             return as_int(scalar(conn, "PRAGMA data_version"), "data_version")
 
     def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
-        """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown)."""
+        """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown).
+
+        Not while writes are refused: a checkpoint writes the WAL's pages into the file,
+        and nothing more is written to a damaged one.
+        """
+        if self._refusal is not None:
+            log.info("no checkpoint of %s: writes are refused (%s)", self.path, self._refusal)
+            return 0, 0
         mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
         deadline = time.monotonic() + self.write_deadline_s
         with self._writer_lock, self._gated(deadline):
@@ -553,6 +578,11 @@ class Database:
         with self._writer_lock, self._reader_lock:
             for conn in (self._reader, self._writer):
                 if conn is not None:
+                    if self._refusal is not None:
+                        # The last connection to close checkpoints the WAL into the file and
+                        # deletes -wal and -shm; a damaged file keeps all three as they are.
+                        with contextlib.suppress(apsw.Error):
+                            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
                     conn.close()
             self._reader = self._writer = None
             if self._gate is not None:

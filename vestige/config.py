@@ -34,7 +34,7 @@ import platformdirs.unix
 import platformdirs.windows
 
 from vestige.errors import ConfigError, DatabaseMissing, DataDirError
-from vestige.printable import shell_arg
+from vestige.printable import escape_controls, shell_arg
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -250,6 +250,7 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
             hint=_give_back_hint([path], recursive=True)
             or f"Fix its permissions (chmod u+rwx {shell_arg(path)}) or choose another --data-dir.",
         )
+    refuse_linked_database(data_dir)
     _refuse_non_file(data_dir)
     refuse_foreign_files(data_dir, writing=True)
     return data_dir
@@ -359,6 +360,43 @@ def _first_closed_parent(path: Path) -> Path | None:
         if not os.access(parent, os.X_OK):
             return parent
     return None
+
+
+def refuse_linked_database(data_dir: DataDir) -> None:
+    """Refuse a ``vestige.db`` that another directory can reach too: every command, the
+    server and doctor's report go through here.
+
+    A symbolic link into another directory is used there under that directory's write gate
+    and owner lock, so two gates let two writers in at once.  A hard link is worse: SQLite
+    keeps a ``-wal`` and ``-shm`` beside each name, so two processes write one file with two
+    WALs that know nothing of each other, which corrupts it.  A link within the directory
+    is the same file under the same gate, and is fine.  Only ``lstat`` looks at it.
+    """
+    database = data_dir.database
+    try:
+        st = os.lstat(database)
+    except OSError:
+        return  # not created yet, or unreadable: the store reports that itself
+    shown = escape_controls(str(database))
+    if stat.S_ISLNK(st.st_mode):
+        real = Path(os.path.realpath(database))
+        if real.parent == Path(os.path.realpath(data_dir.path)):
+            return
+        raise DataDirError(
+            f"{shown} is a symbolic link to {escape_controls(str(real))}, in another directory; "
+            "used through the link, it would be written under another write gate and owner "
+            "lock than the processes using it there, so Vestige refuses it",
+            hint=f"Use the directory that holds the file: --data-dir "
+            f"{shell_arg(real.parent)} (or move the file here in place of the link).",
+        )
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise DataDirError(
+            f"{shown} has {st.st_nlink} hard links: another directory can open the same file "
+            "under another name, with another write gate, owner lock and -wal, which "
+            "corrupts it",
+            hint="Keep one name: replace the other links with copies made by `vestige backup`, "
+            "or remove them.",
+        )
 
 
 def _refuse_non_file(data_dir: DataDir) -> None:
@@ -566,6 +604,7 @@ def require_database(data_dir: DataDir) -> DataDir:
             hint="Check --data-dir / VESTIGE_DATA_DIR, or create it by starting vestige-mcp "
             "or running `vestige ingest TEXT`.",
         )
+    refuse_linked_database(data_dir)
     _refuse_non_file(data_dir)
     refuse_foreign_files(data_dir, writing=not mounted_read_only(path))
     return data_dir

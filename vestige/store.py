@@ -928,7 +928,8 @@ class Store:
         if check != "ok" or refusal is not None or stats is _NO_STATS:
             status = "damaged"
             if check != "ok":
-                warnings.append(f"quick_check found damage: {check}")
+                rescue = "" if refusal is not None else f" {transfer.rescue_hint(self.data_dir)}"
+                warnings.append(f"quick_check found damage: {check}.{rescue}")
         elif stats.total_memories == 0:
             status = "empty"
         elif stats.average_retention < 0.3:

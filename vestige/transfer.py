@@ -70,10 +70,17 @@ from urllib.parse import quote
 
 import apsw
 
-from vestige import _rows, _validate, changelog, config, fsrs, similarity
-from vestige._database import is_busy
+from vestige import _rows, _validate, changelog, config, fsrs, migrations, similarity
+from vestige._database import disk_is_full, is_busy, translate
 from vestige.changelog import Actor, Change, ChangeKind
-from vestige.errors import CorruptionError, ImportFileError, InvalidInput, StoreError
+from vestige.config import DataDir, DataDirSource
+from vestige.errors import (
+    CorruptionError,
+    ImportFileError,
+    InvalidInput,
+    MigrationError,
+    StoreError,
+)
 from vestige.models import MEMORY_COLUMNS, SELECT_MEMORY, ImportReport, Memory
 from vestige.printable import escape_json_controls
 
@@ -81,7 +88,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from vestige._database import Database
-    from vestige.config import DataDir
     from vestige.processes import Scan
 
 EXPORT_PAGE_ROWS: Final = 500
@@ -537,10 +543,20 @@ def salvage(database: Path, target: str | os.PathLike[str]) -> SalvageReport:
     tmp = _temp_beside(path.parent, path.name)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, config.FILE_MODE)
-        with open(fd, "w", encoding="utf-8") as out:
-            report = _salvage_into(conn, out, path)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(fd, "w", encoding="utf-8") as out:
+                report = _salvage_into(conn, out, path)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise StoreError(
+                f"the disk holding {path} is full; the salvage file was not written (no "
+                f"partial file is left), and nothing was changed in {database}",
+                hint="Free some space on that disk, or salvage to another disk: "
+                "vestige salvage -o PATH",
+            ) from exc
         _publish(tmp, (path,), "salvage")
     finally:
         tmp.unlink(missing_ok=True)
@@ -548,48 +564,84 @@ def salvage(database: Path, target: str | os.PathLike[str]) -> SalvageReport:
     return report
 
 
+def _salvage_uri(database: Path) -> str:
+    """How salvage reads ``database``, changing no byte of it, its ``-wal`` or its ``-shm``
+    (as doctor reads): ``readonly_shm`` with both files there (a stale ``-shm`` after a kill
+    -9 or a full disk is rebuilt in private memory, not in the file), the file alone
+    (``immutable``) when no process has it open or a crash left a ``-wal`` without changes."""
+    wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
+    uri = f"file:{quote(str(database))}?mode=ro"
+    if shm.exists() and wal.exists():
+        return f"{uri}&readonly_shm=1"
+    if wal.exists() and wal.stat().st_size > 0:
+        return uri  # changes that only a -shm can make readable: SQLite builds it
+    return f"{uri}&immutable=1"
+
+
 def _open_for_salvage(database: Path) -> apsw.Connection:
-    """A read-only connection; immutable when no process has the database open (no -wal
-    and no -shm), so that not even those files are created."""
+    """A read-only connection that writes nothing; a file SQLite cannot open is called
+    damaged only when it is: a full disk, a file of another user, or a file that is no
+    Vestige database are named as such (as every other command names them)."""
     if not database.is_file():
         raise InvalidInput(
             f"there is no database at {database}", hint="Check --data-dir / VESTIGE_DATA_DIR."
         )
-    wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
-    uri = f"file:{quote(str(database))}?mode=ro"
-    if not wal.exists() and not shm.exists():
-        uri += "&immutable=1"
+    data_dir = DataDir(database.parent, DataDirSource.ARGUMENT)
+    config.refuse_foreign_files(data_dir, writing=False)
     try:
-        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn = apsw.Connection(
+            _salvage_uri(database), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        )
+    except apsw.Error as exc:
+        raise _unopenable(database, exc) from exc
+    try:
         conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA schema_version").fetchall()
+        migrations.current_version(conn)  # a foreign file is refused, not salvaged
+    except MigrationError:
+        conn.close()
+        raise
     except apsw.Error as exc:
-        raise CorruptionError(
-            f"SQLite cannot read {database} at all ({exc}): nothing can be salvaged from it",
-            hint="Restore the newest backup: vestige restore FILE --move-damaged",
-        ) from exc
+        conn.close()
+        raise _unopenable(database, exc) from exc
     return conn
 
 
+def _unopenable(database: Path, exc: apsw.Error) -> StoreError:
+    if isinstance(exc, apsw.NotADBError):
+        return CorruptionError(
+            f"{database} is not a SQLite database (SQLite: {exc}), so it is no Vestige database "
+            "and nothing can be salvaged from it",
+            hint="Check --data-dir / VESTIGE_DATA_DIR; if this file held your memories, restore "
+            "the newest backup: vestige restore FILE --move-damaged",
+        )
+    if not isinstance(exc, apsw.CorruptError) or disk_is_full(exc, database):
+        # Not the file's fault (a full disk, permissions, a busy lock): named as the other
+        # commands name it, and never the advice to replace a healthy file.
+        return translate(exc, database)
+    return CorruptionError(
+        f"SQLite cannot read {database} at all ({exc}): nothing can be salvaged from it",
+        hint="Restore the newest backup: vestige restore FILE --move-damaged",
+    )
+
+
 def _salvage_into(conn: apsw.Connection, out: IO[str], path: Path) -> SalvageReport:
-    unreadable: dict[str, tuple[tuple[int, int], ...]] = {}
     memories = 0
     read_seqs: set[int] = set()
-    bad: list[int] = []
-    top = _max_seq(conn, "knowledge_nodes")
-    for seq, row in _readable_rows(conn, "knowledge_nodes", SELECT_MEMORY, top, bad):
+    index = _id_index(conn)
+    nodes = _Unreadable()
+    top = _max_seq(conn, "knowledge_nodes", index)
+    for seq, row in _readable_rows(conn, "knowledge_nodes", SELECT_MEMORY, top, nodes):
         try:
             memory = Memory.from_row(row)
         except (StoreError, ValueError, TypeError):  # a value SQLite read but makes no sense
-            bad.append(seq)
+            nodes.add(seq, seq)
             continue
         _write_item(out, memory.to_dict(), fmt="jsonl", first=memories == 0)
         read_seqs.add(seq)
         memories += 1
-    unreadable["knowledge_nodes"] = _ranges(bad)
-    lost_ids = _lost_ids(conn, read_seqs)
-    changes, lost_changes, bad_changes = _salvage_changes(conn, out)
-    unreadable["changelog"] = _ranges(bad_changes)
+    lost_ids = None if index is None else sorted(i for seq, i in index if seq not in read_seqs)
+    changes, lost_changes, unread_changes = _salvage_changes(conn, out)
     return SalvageReport(
         path=path,
         memories=memories,
@@ -597,109 +649,214 @@ def _salvage_into(conn: apsw.Connection, out: IO[str], path: Path) -> SalvageRep
         lost_memories=None if lost_ids is None else len(lost_ids),
         lost_ids=tuple(lost_ids or ()),
         lost_changes=lost_changes,
-        unreadable=unreadable,
+        unreadable={"knowledge_nodes": nodes.spans(), "changelog": unread_changes.spans()},
     )
 
 
-def _salvage_changes(conn: apsw.Connection, out: IO[str]) -> tuple[int, int | None, list[int]]:
-    """Write every readable changelog entry; return (written, lost or None, unreadable seqs)."""
+def _salvage_changes(conn: apsw.Connection, out: IO[str]) -> tuple[int, int | None, _Unreadable]:
+    """Write every readable changelog entry; return (written, lost or None, unreadable)."""
     try:
         own = changelog.database_id(conn)
     except (apsw.Error, StoreError):
         own = "salvaged"
-    bad: list[int] = []
+    unread = _Unreadable()
     written = 0
-    top = _max_seq(conn, "changelog")
-    for seq, row in _readable_rows(conn, "changelog", _CHANGE_COLUMNS, top, bad):
+    top = _max_seq(conn, "changelog", None)
+    for seq, row in _readable_rows(conn, "changelog", _CHANGE_COLUMNS, top, unread):
         try:
             change = Change.from_row(row)
         except (StoreError, ValueError, TypeError):
-            bad.append(seq)
+            unread.add(seq, seq)
             continue
         data = change.to_dict()
         del data["seq"], data["undoes"]  # numbers of this database only
         data["origin"] = change.origin or f"{own}:{change.seq}"
         _write_item(out, {"change": data}, fmt="jsonl", first=False)
         written += 1
-    # AUTOINCREMENT keeps no index of its rows: only the unreadable seqs are known.
-    return written, (len(bad) if top is not None else None), bad
+    # AUTOINCREMENT keeps no index of its rows: only the unreadable seqs are known, and not
+    # even those when the reading was given up (the top may be as damaged as the rest).
+    lost = unread.count() if top is not None and not unread.gave_up else None
+    return written, lost, unread
 
 
-def _max_seq(conn: apsw.Connection, table: str) -> int | None:
+class _Unreadable:
+    """The ``seq`` ranges of one table that could not be read, kept as ranges (a damaged
+    table may claim billions of rows: a list of single numbers would fill the memory)."""
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int]] = []
+        #: The read stopped early (``SALVAGE_MAX_FAILURES``); the last span is the rest.
+        self.gave_up = False
+
+    def add(self, lo: int, hi: int) -> None:
+        if self._spans and self._spans[-1][1] + 1 >= lo:
+            self._spans[-1] = (self._spans[-1][0], max(hi, self._spans[-1][1]))
+        else:
+            self._spans.append((lo, hi))
+
+    def discard(self, seq: int) -> None:
+        """``seq`` was read after all (by the final sweep): split it out of its span."""
+        for i, (lo, hi) in enumerate(self._spans):
+            if lo <= seq <= hi:
+                self._spans[i : i + 1] = [
+                    (a, b) for a, b in ((lo, seq - 1), (seq + 1, hi)) if a <= b
+                ]
+                return
+
+    def count(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self._spans)
+
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self._spans)
+
+
+class _BadRange(Exception):
+    """A range read that returned what a sound b-tree cannot: a row outside the range, a row
+    out of order, or more rows than the range has numbers (pages that point back at their
+    own ancestors make the cursor go round for ever)."""
+
+
+def _max_seq(conn: apsw.Connection, table: str, index: list[tuple[int, str]] | None) -> int | None:
     """The largest ``seq`` of ``table``: from the table, else its id index or sqlite_sequence."""
-    queries = (
-        f"SELECT max(seq) FROM {table}",
-        "SELECT max(seq) FROM knowledge_nodes INDEXED BY sqlite_autoindex_knowledge_nodes_1"
-        if table == "knowledge_nodes"
-        else f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'",
-    )
-    for sql in queries:
-        try:
-            rows = conn.execute(sql).fetchall()
-        except apsw.Error:
-            continue
-        if rows and rows[0][0] is not None:
-            return _rows.as_int(rows[0][0], "seq")
-        return 0
-    return None
+    try:
+        rows = conn.execute(f"SELECT max(seq) FROM {table}").fetchall()
+        return _rows.as_int(rows[0][0], "seq") if rows and rows[0][0] is not None else 0
+    except apsw.Error:
+        pass
+    if table == "knowledge_nodes":
+        return max((seq for seq, _ in index), default=0) if index is not None else None
+    try:
+        rows = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchall()
+    except apsw.Error:
+        return None
+    return _rows.as_int(rows[0][0], "seq") if rows and rows[0][0] is not None else 0
+
+
+def _id_index(conn: apsw.Connection) -> list[tuple[int, str]] | None:
+    """(seq, id) of every entry of the index of memory ids; None if it cannot be read whole.
+
+    Read a row at a time: the ids must come in strictly increasing order, which a looping
+    b-tree breaks at once, so a damaged index can never make this run for ever.
+    """
+    out: list[tuple[int, str]] = []
+    last: str | None = None
+    try:
+        for seq, memory_id in conn.execute(
+            "SELECT seq, id FROM knowledge_nodes INDEXED BY sqlite_autoindex_knowledge_nodes_1"
+        ):
+            if not isinstance(memory_id, str) or (last is not None and memory_id <= last):
+                return None
+            last = memory_id
+            out.append((_rows.as_int(seq, "seq"), memory_id))
+    except (apsw.Error, StoreError):
+        return None
+    return out
+
+
+#: Range reads that may fail per table before salvage stops halving and calls the rest
+#: unreadable: a bound on the work (a damaged ``sqlite_sequence`` can claim 10^12 rows, and
+#: each unreadable range of SALVAGE_RANGE costs up to 2 * SALVAGE_RANGE reads).
+SALVAGE_MAX_FAILURES: Final = 16_384
 
 
 def _readable_rows(
-    conn: apsw.Connection, table: str, columns: str, top: int | None, bad: list[int]
+    conn: apsw.Connection, table: str, columns: str, top: int | None, unread: _Unreadable
 ) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """Every row of ``table`` with ``seq`` in 1..top that SQLite can read, in seq order.
+    """Every row of ``table`` that SQLite can read, each once: first by ``seq`` in 1..top.
 
-    A range that fails is halved, down to single rows; the seqs that still fail are
-    appended to ``bad``.  Without ``top`` (nothing says how far the table goes), rows are
-    read until the first range that fails.
+    A range that fails is halved, down to single rows; the seqs that still fail go to
+    ``unread``.  Rows are yielded as they are read, never a whole range held.  Without
+    ``top`` (nothing says how far the table goes), rows are read until the first range that
+    fails.  After SALVAGE_MAX_FAILURES failed reads the rest is given up.  Then one sweep
+    walks the table's pages in their stored order for rows the ranges missed: a damaged
+    interior page can send a seek past rows that are still there, or a damaged top hide
+    the last ones.
     """
+    seen: set[int] = set()
+    for seq, row in _rows_by_range(conn, table, columns, top, unread):
+        seen.add(seq)
+        yield seq, row
+    for seq, row in _sweep(conn, table, columns, len(seen)):
+        if seq not in seen:
+            seen.add(seq)
+            unread.discard(seq)
+            yield seq, row
+
+
+#: The sweep reads at most this many rows more than the ranges found: a walk of a b-tree
+#: whose pages point back at their ancestors repeats rows until SQLite's depth limit stops
+#: it, and this bounds the work even so.
+SALVAGE_SWEEP_EXTRA_ROWS: Final = 1_000_000
+
+
+def _sweep(
+    conn: apsw.Connection, table: str, columns: str, found: int
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """The rows of one walk over ``table``, until it fails or has read too many."""
+    budget = found + SALVAGE_SWEEP_EXTRA_ROWS
+    try:
+        for row in conn.execute(f"SELECT seq, {columns} FROM {table}"):
+            budget -= 1
+            if budget < 0:
+                return
+            yield _rows.as_int(row[0], "seq"), tuple(row[1:])
+    except (apsw.Error, StoreError) as exc:
+        if is_busy(exc):
+            raise
+
+
+def _rows_by_range(
+    conn: apsw.Connection, table: str, columns: str, top: int | None, unread: _Unreadable
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
     sql = f"SELECT seq, {columns} FROM {table} WHERE seq BETWEEN ? AND ? ORDER BY seq"
     limit = top if top is not None else 2**62
+    last = 0  # the highest seq yielded: a re-read after a failure yields nothing twice
+    failures = 0
     start = 1
     while start <= limit:
         pending = [(start, min(limit, start + SALVAGE_RANGE - 1))]
         start += SALVAGE_RANGE
         while pending:
             lo, hi = pending.pop()
+            if failures >= SALVAGE_MAX_FAILURES:
+                unread.add(max(lo, last + 1), limit)
+                unread.gave_up = True
+                return
+            found = 0
             try:
-                rows = conn.execute(sql, (lo, hi)).fetchall()
-            except apsw.Error as exc:
+                for seq, row in _range(conn, sql, lo, hi):
+                    found += 1
+                    if seq > last:
+                        last = seq
+                        yield seq, row
+            except (apsw.Error, _BadRange) as exc:
                 if is_busy(exc):
                     raise
+                failures += 1
                 if top is None:
                     return
                 if lo == hi:
-                    bad.append(lo)
+                    if lo > last:
+                        unread.add(lo, lo)
                 else:
                     mid = (lo + hi) // 2
                     pending += [(mid + 1, hi), (lo, mid)]  # the lower half next: seq order
                 continue
-            if top is None and not rows and lo > 1:
+            if top is None and not found and lo > 1:
                 return
-            for row in rows:
-                yield _rows.as_int(row[0], "seq"), tuple(row[1:])
 
 
-def _lost_ids(conn: apsw.Connection, read: set[int]) -> list[str] | None:
-    """The ids in the index of ids whose rows were not salvaged; None if it is unreadable."""
-    try:
-        indexed = conn.execute(
-            "SELECT seq, id FROM knowledge_nodes INDEXED BY sqlite_autoindex_knowledge_nodes_1"
-        ).fetchall()
-    except apsw.Error:
-        return None
-    return sorted(str(i) for seq, i in indexed if seq not in read)
-
-
-def _ranges(seqs: list[int]) -> tuple[tuple[int, int], ...]:
-    """``[1, 2, 3, 7]`` -> ``((1, 3), (7, 7))``."""
-    out: list[tuple[int, int]] = []
-    for seq in sorted(seqs):
-        if out and seq == out[-1][1] + 1:
-            out[-1] = (out[-1][0], seq)
-        else:
-            out.append((seq, seq))
-    return tuple(out)
+def _range(
+    conn: apsw.Connection, sql: str, lo: int, hi: int
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """The rows of ``lo..hi``, checked as they come (``_BadRange``)."""
+    previous = lo - 1
+    for row in conn.execute(sql, (lo, hi)):
+        seq = _rows.as_int(row[0], "seq")
+        if not previous < seq <= hi:
+            raise _BadRange(f"seq {seq} after {previous} in {lo}..{hi}")
+        previous = seq
+        yield seq, tuple(row[1:])
 
 
 # -- import --------------------------------------------------------------------------------

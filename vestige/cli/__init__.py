@@ -8,16 +8,21 @@ on stderr with the exit code from ``vestige.cli._exit``, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from vestige import __version__
+from vestige import __version__, transfer
 from vestige.cli._exit import ExitCode, exit_code_for
-from vestige.cli._options import data_dir_option
-from vestige.errors import VestigeError
+from vestige.cli._options import data_dir_option, resolved_data_dir
+from vestige.errors import CorruptionError, VestigeError
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
@@ -33,8 +38,17 @@ class VestigeGroup(click.Group):
     """The command group; turns library errors into a message and a named exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        ctx.ensure_object(dict)  # shared with the command's context: its --data-dir shows here
         try:
             return super().invoke(ctx)
+        except CorruptionError as exc:
+            hint = exc.hint
+            if hint == CorruptionError.default_hint:
+                # The library's generic words; the CLI knows the data directory, so it
+                # names the rescue that works (salvage, then restore or a new database).
+                with contextlib.suppress(VestigeError):
+                    hint = transfer.rescue_hint(resolved_data_dir())
+            fail(exc.message, hint, exit_code_for(exc))
         except VestigeError as exc:
             fail(exc.message, exc.hint, exit_code_for(exc))
         except PermissionError as exc:
@@ -72,8 +86,15 @@ def _register() -> None:
 _register()
 
 
+def _exit_on_terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM ends a command as Ctrl-C does: by an exception, so that every ``finally``
+    runs (a backup, export or salvage removes its temporary file, connections close)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`vestige`)."""
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
         cli.main(args=argv, prog_name="vestige")
     except BrokenPipeError:

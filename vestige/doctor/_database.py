@@ -33,7 +33,7 @@ import apsw
 from vestige import config, migrations, transfer
 from vestige._database import FULL_DISK_MARGIN_BYTES, free_bytes
 from vestige.doctor._report import Report, Status
-from vestige.errors import MigrationError
+from vestige.errors import DataDirError, MigrationError
 from vestige.processes import stop_command
 
 if TYPE_CHECKING:
@@ -146,6 +146,13 @@ def check_database(report: Report, scan: Scan, *, deep: bool) -> None:
             "If you expected memories here, check --data-dir / VESTIGE_DATA_DIR; otherwise "
             "start vestige-mcp or run `vestige ingest TEXT` to create it.",
         )
+        return
+    try:
+        config.refuse_linked_database(dd)
+    except DataDirError as exc:
+        # Not opened at all: through the link, SQLite would look for -wal and -shm in the
+        # wrong place, and every command refuses it for this reason anyway.
+        report.add("database", Status.FAIL, exc.message, exc.hint)
         return
     facts.update(bytes=_size(db), wal_bytes=_size(wal), shm_bytes=_size(shm))
     _check_disk_space(report)

@@ -59,8 +59,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from vestige import _file_locks, _linux_proc
-from vestige.config import DATABASE_FILE, DIR_MODE, FILE_MODE, DataDir
+from vestige import _file_locks, _linux_proc, config
+from vestige.config import DIR_MODE, FILE_MODE, DataDir, DataDirSource
 from vestige.errors import DataDirError, OwnerLockUnsupported
 from vestige.owner import _metadata
 from vestige.owner._metadata import OwnerInfo
@@ -231,30 +231,7 @@ def acquire_owner(
 
 def _refuse_linked_database(path: Path) -> None:
     """A database reachable from another directory would be served there under another lock."""
-    database = path / DATABASE_FILE
-    try:
-        st = os.lstat(database)
-    except OSError:
-        return  # not created yet, or unreadable: the store reports that itself
-    shown = escape_controls(str(database))
-    if stat.S_ISLNK(st.st_mode):
-        real = Path(os.path.realpath(database))
-        if real.parent == Path(os.path.realpath(path)):
-            return  # a link within the directory: same lock, same gate, same -wal
-        raise DataDirError(
-            f"{shown} is a symbolic link to {escape_controls(str(real))}, in another directory; "
-            "a server there would take another owner lock on the same database, so Vestige "
-            "refuses to serve it through the link",
-            hint=f"Use the directory that holds the file: --data-dir "
-            f"{escape_controls(str(real.parent))} (or move the file here in place of the link).",
-        )
-    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        raise DataDirError(
-            f"{shown} has {st.st_nlink} hard links: another directory can open the same file "
-            "under another name, with another owner lock and another -wal, which corrupts it",
-            hint="Keep one name: replace the other links with copies made by `vestige backup`, "
-            "or remove them.",
-        )
+    config.refuse_linked_database(DataDir(path, DataDirSource.ARGUMENT))
 
 
 def _open_lock_targets(path: Path) -> list[int]:
