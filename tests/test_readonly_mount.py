@@ -247,3 +247,27 @@ def test_a_foreign_database_is_named_and_doctor_gives_no_advice_for_it(data_dir:
     assert checks["journal-mode"]["status"] == "ok"
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert oct(db.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_a_data_directory_the_user_may_not_write_is_still_read(tmp_path: Path) -> None:
+    """chmod 0500 on the user's own data directory: reads work, as on a read-only mount."""
+    refusal = _ownership_refusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+    top = Path(tempfile.mkdtemp(prefix="vestige-0500-"))
+    try:
+        top.chmod(0o755)
+        data_dir = top / "data"
+        cli_json("ingest", "kept in a locked folder", data_dir=data_dir)  # as root
+        for path in (data_dir, *data_dir.rglob("*")):
+            os.chown(path, NOBODY, NOBODY)
+        data_dir.chmod(0o500)
+        if as_nobody("--version", data_dir=data_dir).returncode != 0:
+            pytest.skip("the test's user cannot run this interpreter (a private folder)")
+        result = as_nobody("stats", "--json", data_dir=data_dir)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["total_memories"] == 1
+        found = as_nobody("search", "locked", "--json", data_dir=data_dir)
+        assert found.returncode == 0, found.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -192,9 +192,13 @@ class Store:
             config.prepare_data_dir(resolved)
         else:
             config.require_database(resolved)
-        # On a read-only filesystem a reading command reads without the gate (it cannot be
-        # created or locked there) and without creating -wal/-shm; writes are refused.
-        read_only = not create and config.mounted_read_only(resolved.path)
+        # On a read-only filesystem, or in a data directory this user may not write (chmod
+        # 0500), a reading command reads without the gate (it cannot be created or locked
+        # there) and without creating -wal/-shm; writes are refused.
+        read_only = not create and (
+            config.mounted_read_only(resolved.path)
+            or not os.access(resolved.path, os.W_OK | os.X_OK)
+        )
         version = 0
 
         def needs_init(conn: apsw.Connection) -> bool:

@@ -1473,14 +1473,24 @@ def import_rows(
     kinds of write are idempotent (memories by id, history by origin), so an import that
     was interrupted is completed by running it again.
     """
-    history = 0
-    for entries in _batches(checked.changes):
-        history += db.write(partial(_insert_history, entries=entries))
-    imported = 0
-    for batch in _batches(checked.rows):
-        imported += db.write(partial(_insert, batch=batch, actor=actor))
-        if progress is not None:
-            progress(len(batch))
+    history = imported = 0
+    try:
+        for entries in _batches(checked.changes):
+            history += db.write(partial(_insert_history, entries=entries))
+        for batch in _batches(checked.rows):
+            imported += db.write(partial(_insert, batch=batch, actor=actor))
+            if progress is not None:
+                progress(len(batch))
+    except StoreError as exc:
+        if not (history or imported):
+            raise
+        # Whole batches went in before the failure: say how far it got, and how to finish.
+        raise type(exc)(
+            f"{exc.message}; before that, {imported:,} of {len(checked.rows):,} memories "
+            f"(and {history:,} changelog entries) were imported, in whole batches",
+            hint=f"{exc.hint} Then run the same import again: it skips what is already in "
+            "and adds the rest.",
+        ) from exc
     return ImportReport(
         read=checked.read,
         imported=imported,
