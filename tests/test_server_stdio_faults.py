@@ -58,6 +58,29 @@ def call_line(rid: int, name: str, arguments: str) -> bytes:
     ).encode()
 
 
+def test_a_lone_surrogate_in_the_id_is_answered_with_that_id(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The answer echoes the id escaped (``"\\ud83d"``), which is valid JSON in ASCII and
+    reads back as the very string the client sent; the server carries on."""
+    with ServerProcess(data_dir, home=tmp_path) as srv:
+        srv.initialize()
+        raw(srv, b'{"jsonrpc":"2.0","id":"\\ud83d","method":"ping"}')
+        line = srv._lines.get(timeout=CALL_TIMEOUT_S)
+        assert b'"id":"\\ud83d"' in line, line
+        answer = json.loads(line)
+        assert answer["id"] == "\ud83d"
+        assert answer["error"]["code"] == -32602
+        assert answer["error"]["message"].startswith("id holds a lone surrogate \\ud83d")
+        raw(srv, b'{"jsonrpc":"2.0","id":"x\\udc00y","method":"tools/call","params":{}}')
+        assert next_message(srv)["id"] == "x\udc00y"
+        assert srv.call_tool("ingest", {"content": "still here"})["isError"] is False
+        assert srv.proc.poll() is None
+        log = srv.stderr()
+    assert srv.proc.returncode == 0, log
+    assert "Traceback" not in log
+
+
 def test_every_request_line_is_answered(tmp_path: Path, data_dir: Path) -> None:
     with ServerProcess(data_dir, home=tmp_path) as srv:
         srv.initialize()

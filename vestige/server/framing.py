@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import mcp_types as types
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,6 +52,21 @@ class Refusal:
     def reply(self) -> SessionMessage:
         error = types.ErrorData(code=self.code, message=self.message)
         return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=self.request_id, error=error))
+
+
+def dump(message: types.JSONRPCMessage) -> bytes:
+    """A message as JSON in UTF-8, for either transport.
+
+    A refused request's id can hold a lone surrogate (``"id": "\\ud83d"``), which UTF-8
+    cannot carry, so pydantic cannot write the answer.  Such a message is written with every
+    non-ASCII character as its ``\\u`` escape: valid JSON, and the id the client reads back
+    is the very string it sent, so it can still match the answer to its request.
+    """
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    except PydanticSerializationError:
+        plain = message.model_dump(by_alias=True, exclude_unset=True)
+        return json.dumps(plain, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def frame(line: bytes) -> SessionMessage | Refusal | None:
