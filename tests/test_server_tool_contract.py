@@ -122,10 +122,12 @@ def test_unknown_arguments_are_refused_with_the_likely_name(tmp_path: Path, data
     anyio.run(scenario)
 
 
+WHOLE = "argument 'limit' is {}: send a whole number from 1 to {}"
+TRUE_FALSE = "argument 'include_superseded' is {}: send true or false"
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("search", {"query": "x", "limit": 0}, "argument 'limit' is 0, below 1: send a whole number"),
     ("search", {"query": "x", "limit": 1000}, "above 100: send a whole number from 1 to 100"),
-    ("ingest", {"content": 42}, "argument 'content' is 42: send a string"),
+    ("ingest", {"content": 42}, "argument 'content' is 42 (a whole number): send a string"),
     ("ingest", {}, "argument 'content' is required: send a string"),
     ("ingest", {"content": ""}, "argument 'content' is empty: send a string"),
     ("ingest", {"content": "x", "tags": [f"t{i}" for i in range(51)]}, "more than 50"),
@@ -134,10 +136,24 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("smart_ingest", {"content": "x", "force_create": "maybe"}, "send true or false"),
     ("memory", {"action": "delete", "id": "abc"}, "To delete, call delete_memory"),
     ("memory", {"action": "get", "id": "no/such"}, "send a memory id of letters"),
-    ("memory_timeline", {"limit": "many"}, "argument 'limit' is 'many'"),
+    ("memory_timeline", {"limit": "many"}, "argument 'limit' is \"many\" (a string)"),
     ("memory_changelog", {"since_seq": -1}, "argument 'since_seq' is -1, below 0"),
     ("memory_undo", {"change_seq": 1.5}, "argument 'change_seq' is 1.5, not a whole number"),
     ("search", {"query": "x", "limit": 0, "detail_level": "all"}, "; argument 'detail_level'"),
+    # Strict types: the JSON type the schema names, nothing pydantic could coerce.
+    ("search", {"query": "x", "limit": "5"}, WHOLE.format('"5" (a string)', 100)),
+    ("search", {"query": "x", "limit": True}, WHOLE.format("true (a boolean)", 100)),
+    (
+        "search",
+        {"query": "x", "limit": 5.0},
+        WHOLE.format("5.0 (a number with a decimal point)", 100),
+    ),
+    ("memory_changelog", {"since_seq": True}, "argument 'since_seq' is true (a boolean): send"),
+    ("memory_changelog", {"before_seq": True}, "argument 'before_seq' is true (a boolean): send"),
+    ("search", {"query": "x", "include_superseded": "yes"}, TRUE_FALSE.format('"yes" (a string)')),
+    ("search", {"query": "x", "include_superseded": 1}, TRUE_FALSE.format("1 (a whole number)")),
+    ("search", {"query": "x", "min_retention": "0.5"}, 'is "0.5" (a string): send a number'),
+    ("search", {"query": "x", "min_retention": True}, "is true (a boolean): send a number"),
 ]
 
 
