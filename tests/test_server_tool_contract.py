@@ -154,6 +154,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("search", {"query": "x", "include_superseded": 1}, TRUE_FALSE.format("1 (a whole number)")),
     ("search", {"query": "x", "min_retention": "0.5"}, 'is "0.5" (a string): send a number'),
     ("search", {"query": "x", "min_retention": True}, "is true (a boolean): send a number"),
+    # Each error names the tool's own argument, whatever the store calls it.
+    ("memory_changelog", {"since_seq": 2**70}, "argument 'since_seq' is 1180591620717411303424"),
+    ("memory_undo", {"change_seq": 2**70}, "argument 'change_seq' is 1180591620717411303424"),
+    ("memory_changelog", {"kinds": ["created"] * 2}, "(a kind appears twice): send a list"),
+    ("memory_changelog", {"kinds": ["created"] * 14}, "a list of 14 items, more than 13"),
 ]
 
 
@@ -167,6 +172,46 @@ def test_bad_values_get_one_line_naming_the_argument_and_what_to_send(
                 assert expected in text, (name, args, text)
                 assert "send" in text, text
             assert (await ok(client, "stats", {}))["total_memories"] == 0
+
+    anyio.run(scenario)
+
+
+#: Calls the store refuses after the schema let them through, and what it says.
+STORE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    ("memory_timeline", {"start": "2999-01-01"}, "start '2999-01-01' is after now: the window"),
+    (
+        "memory_changelog",
+        {"since_seq": 10, "before_seq": 5},
+        "since_seq 10 is not below before_seq 5: no change is both after",
+    ),
+    ("memory_timeline", {"start": "y" * 64}, "start 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy'..."),
+]
+
+
+def test_errors_are_short_and_name_the_tools_arguments(tmp_path: Path, data_dir: Path) -> None:
+    """A 500,000-character start used to come back whole in a 500 KB error; store errors
+    named after_seq for since_seq, and a future start "after end 'now'"."""
+
+    async def scenario() -> None:
+        async with Client(stdio_params(data_dir, home=tmp_path)) as client:
+            text = await error(client, "memory_timeline", {"start": "y" * 500_000})
+            assert text.startswith("argument 'start' is \"yyyy"), text
+            assert "(500,000 characters), longer than 64 characters" in text
+            assert len(text) < 300, len(text)
+            for name, args, expected in STORE_REFUSALS:
+                text = await error(client, name, args)
+                assert expected in text, (name, args, text)
+                assert len(text.splitlines()[0]) < 200, text
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            for name, argument in (
+                ("memory_timeline", "start"),
+                ("memory_timeline", "end"),
+                ("memory_changelog", "since"),
+            ):
+                prop = listed[name].input_schema["properties"][argument]["anyOf"][0]
+                assert prop["maxLength"] == 64, (name, argument)
+            kinds = listed["memory_changelog"].input_schema["properties"]["kinds"]["anyOf"][0]
+            assert (kinds["maxItems"], kinds["uniqueItems"]) == (13, True)
 
     anyio.run(scenario)
 

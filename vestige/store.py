@@ -538,17 +538,26 @@ class Store:
         since: str | None = None,
         limit: int = config.CHANGELOG_DEFAULT_LIMIT,
         oldest_first: bool = False,
+        after_name: str = "after_seq",
     ) -> ChangePage:
         """A bounded page of the changelog, newest first (see ``vestige.changelog``).
 
         ``after_seq`` (a change's seq) or ``since`` (a time) ask for what came later; when
         some of that was trimmed, the page's ``gap`` says so.  ``before_seq`` pages back
-        through older entries, newest first.
+        through older entries, newest first; an ``after_seq`` not below it is an error (the
+        window would be empty).  ``after_name`` is what messages call ``after_seq`` (the MCP
+        tool's argument is ``since_seq``).
         """
         mid = _validate.memory_id(memory_id) if memory_id is not None else None
         wanted = _validate.change_kinds(kinds)
-        after = _validate.seq(after_seq, name="after_seq") if after_seq is not None else None
+        after = _validate.seq(after_seq, name=after_name) if after_seq is not None else None
         before = _validate.seq(before_seq, name="before_seq") if before_seq is not None else None
+        if after is not None and before is not None and after >= before:
+            raise InvalidInput(
+                f"{after_name} {after} is not below before_seq {before}: no change is both "
+                "after the one and before the other",
+                hint=f"Give a {after_name} below before_seq (or leave either out).",
+            )
         when = _validate.timestamp(since, name="since")
         n = _validate.limit(limit, maximum=config.CHANGELOG_MAX_LIMIT)
         with self._db.read() as conn:
@@ -772,8 +781,9 @@ class Store:
             except OverflowError:  # end in the first week of year 1
                 raise _validate.out_of_range("end", end) from None
         if datetime.fromisoformat(since) > datetime.fromisoformat(until):
+            later = f"end {_validate.shown(end)}" if end is not None else "now"
             raise InvalidInput(
-                f"start {start!r} is after end {end or 'now'!r}: the window is empty",
+                f"start {_validate.shown(start)} is after {later}: the window is empty",
                 hint="Give a start before the end (or leave either out: the default window "
                 "is the 7 days up to end).",
             )

@@ -109,6 +109,7 @@ PROBLEMS: Final = {
     "literal_error": ", not one of the choices",
     "enum": ", not one of the choices",
     "int_from_float": ", not a whole number",
+    "value_error": " ({error})",
 }
 
 
@@ -169,12 +170,16 @@ def _bounds(low: int | None, high: int | None, unit: str) -> str:
 
 def _range(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
-        return f" from {low:g} to {high:g}"
+        return f" from {_number(low)} to {_number(high)}"
     if high is not None:
-        return f" at most {high:g}"
+        return f" at most {_number(high)}"
     if low is not None:
-        return f" of at least {low:g}"
+        return f" of at least {_number(low)}"
     return ""
+
+
+def _number(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) and abs(bound) >= 10_000 else f"{bound:g}"
 
 
 def _json_type(value: Any) -> str:
