@@ -411,6 +411,7 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
             node_type=node_type,
             tags=tags,
             include_superseded=include_superseded,
+            content_chars=results.content_read(detail_level),
         )
         return results.search(query, hits, detail_level)
 
@@ -536,7 +537,13 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
     ) -> TimelineResult:
         """Memories created in a time window, newest first, grouped by day (UTC)."""
         days = await app.run(
-            store.timeline, start=start, end=end, node_type=node_type, tags=tags, limit=limit
+            store.timeline,
+            start=start,
+            end=end,
+            node_type=node_type,
+            tags=tags,
+            limit=limit,
+            content_chars=results.content_read(detail_level),
         )
         return results.timeline(days, detail_level)
 
