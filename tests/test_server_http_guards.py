@@ -8,6 +8,7 @@ cannot starve real clients or flood the log.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sys
 import threading
@@ -24,11 +25,14 @@ from tests.server_helpers import (
     CALL_TIMEOUT_S,
     free_port,
     launch,
+    server_env,
     wait_for,
 )
+from tests.timing import SHUTDOWN_TIMES_STARTUP, assert_within, startup_s
 from vestige import Store
 from vestige.owner import read_owners
 from vestige.server.framing import Refusal, frame
+from vestige.server.http import HTTP_MAX_SESSIONS
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -471,3 +475,42 @@ def test_refused_messages_get_the_answer_stdio_gives(tmp_path: Path, data_dir: P
     assert log.count("refused ") == len(REFUSED)
     with Store.open(data_dir) as store:
         assert list(store.iter_memories()) == []  # the float-id ingest did not run
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def test_live_sessions_are_capped_and_sigterm_still_stops_promptly(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """4,000 initialize requests used to keep 170 MB until the process ended: past
+    HTTP_MAX_SESSIONS a new session is refused with 503 until one ends, and a server full
+    of sessions still stops on SIGTERM as fast as an idle one."""
+    with HttpServer(data_dir, tmp_path) as srv:
+        headers = {**ACCEPT, "Authorization": f"Bearer {srv.token}"}
+        opened: list[str] = []
+        with httpx2.Client(headers=headers, timeout=CALL_TIMEOUT_S) as http:
+            for _ in range(HTTP_MAX_SESSIONS):
+                reply = http.post(srv.url, json=INIT)
+                assert reply.status_code == 200, reply.text
+                opened.append(reply.headers["mcp-session-id"])
+            refused = http.post(srv.url, json=INIT)
+            ended = http.delete(srv.url, headers={"mcp-session-id": opened[0]})
+            again = http.post(srv.url, json=INIT)
+        srv.proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = srv.proc.wait(30)
+        elapsed = time.monotonic() - began
+        log = srv.log()
+    assert refused.status_code == 503, refused.text
+    assert "Too many open sessions" in refused.text
+    assert ended.status_code == 200, ended.text
+    assert again.status_code == 200, again.text  # room again once one ended
+    assert code == 0, log
+    assert_within(
+        elapsed,
+        times=SHUTDOWN_TIMES_STARTUP,
+        baseline_s=startup_s(env=server_env(tmp_path)),
+        what=f"SIGTERM with {HTTP_MAX_SESSIONS} sessions open",
+    )
+    assert "Traceback" not in log

@@ -66,6 +66,13 @@ MIN_CONNECTIONS: Final = 8
 SCOPE: Final = "vestige"
 #: Open streams (a client's GET event stream) are cut after this at shutdown.
 GRACEFUL_SHUTDOWN_S: Final = 0.5
+#: Live MCP sessions at most (each holds a server task and its streams, about 40 KB): a
+#: client that opens one more is answered 503 until one ends or expires.  4,000 initialize
+#: requests used to keep 170 MB until the process ended.
+HTTP_MAX_SESSIONS: Final = 256
+#: A session with no request in flight and no open stream for this long is closed; its
+#: client gets 404 and, as MCP says, initializes again.
+HTTP_SESSION_IDLE_S: Final = 600.0
 #: The SDK's logger for streamable HTTP requests.
 SDK_HTTP_LOGGER: Final = "mcp.server.streamable_http"
 _LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
@@ -204,7 +211,11 @@ class HttpTransport:
         self, mcp: MCPServer[Any], opts: Options, sock: socket.socket, on_end: Callable[..., None]
     ) -> None:
         app = mcp.streamable_http_app(
-            streamable_http_path=HTTP_PATH, transport_security=security(), host=opts.host
+            streamable_http_path=HTTP_PATH,
+            transport_security=security(),
+            host=opts.host,
+            session_idle_timeout=HTTP_SESSION_IDLE_S,
+            max_sessions=HTTP_MAX_SESSIONS,
         )
         token = StaticToken(load_token(opts.data_dir.path))
         gate = RequestGate(app, token, host_names(opts.host))
