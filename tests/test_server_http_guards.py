@@ -8,8 +8,10 @@ cannot starve real clients or flood the log.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -18,14 +20,19 @@ import httpx2
 import psutil
 import pytest
 
-from tests.http_helpers import ACCEPT, HttpServer
+from tests.http_helpers import ACCEPT, INIT, HttpServer
 from tests.server_helpers import (
     CALL_TIMEOUT_S,
     free_port,
     launch,
+    server_env,
     wait_for,
 )
+from tests.timing import SHUTDOWN_TIMES_STARTUP, assert_within, startup_s
+from vestige import Store
 from vestige.owner import read_owners
+from vestige.server.framing import Refusal, frame
+from vestige.server.http import HTTP_MAX_SESSIONS
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -33,6 +40,8 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 #: the server.
 MACOS_FILES: Final = 256
 IDLE_CONNECTIONS: Final = 300
+#: Unauthenticated connections that dribble a body, more than the cap under MACOS_FILES.
+SLOW_BODIES: Final = 130
 
 
 def settled(pid: int, *, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
@@ -261,3 +270,247 @@ def test_a_lone_surrogate_is_answered_with_its_id_after_the_token_check(
         },
     }
     assert "WARNING vestige.server.http: refused request 41 from an HTTP client" in log
+
+
+# -- judged on the head, before the body ---------------------------------------------------
+
+
+def head_only(port: int, head: str) -> bytes:
+    """Send a request head (and no body) and return what the server answers before it."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(head.encode())
+        conn.settimeout(CALL_TIMEOUT_S)
+        received = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := conn.recv(4096):
+                received += chunk
+    return received
+
+
+def test_a_request_is_refused_on_its_head_without_waiting_for_the_body(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """No token, a foreign Host or Origin, or a body over the limit: answered at once and
+    closed, before a byte of the body (the deadline would otherwise be 30 s)."""
+    env = {"VESTIGE_HTTP_REQUEST_TIMEOUT_S": "30"}
+    with HttpServer(data_dir, tmp_path, env=env) as srv:
+        host = f"Host: 127.0.0.1:{srv.port}\r\n"
+        auth = f"Authorization: Bearer {srv.token}\r\n"
+        post = "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\n"
+        began = time.monotonic()
+        answers = {
+            "no-token": head_only(srv.port, f"{post}{host}Content-Length: 100\r\n\r\n{{"),
+            "wrong-token": head_only(
+                srv.port, f"{post}{host}Authorization: Bearer x\r\nContent-Length: 100\r\n\r\n"
+            ),
+            "foreign-host": head_only(
+                srv.port, f"{post}Host: evil.example\r\n{auth}Content-Length: 100\r\n\r\n"
+            ),
+            "foreign-origin": head_only(
+                srv.port,
+                f"{post}{host}{auth}Origin: http://evil.example\r\nContent-Length: 9\r\n\r\n",
+            ),
+            "too-large": head_only(srv.port, f"{post}{host}Content-Length: 999999999\r\n\r\n"),
+            "too-large-with-token": head_only(
+                srv.port, f"{post}{host}{auth}Content-Length: 999999999\r\n\r\n"
+            ),
+        }
+        elapsed = time.monotonic() - began
+        assert srv.initialize() == 200
+        log = srv.log()
+    statuses = {name: answer.split(b"\r\n", 1)[0] for name, answer in answers.items()}
+    assert statuses == {
+        "no-token": b"HTTP/1.1 401 Unauthorized",
+        "wrong-token": b"HTTP/1.1 401 Unauthorized",
+        "foreign-host": b"HTTP/1.1 421 Misdirected Request",
+        "foreign-origin": b"HTTP/1.1 403 Forbidden",
+        "too-large": b"HTTP/1.1 413 Request Entity Too Large",
+        "too-large-with-token": b"HTTP/1.1 413 Request Entity Too Large",
+    }, answers
+    assert b"www-authenticate: Bearer" in answers["no-token"].lower().replace(b"bearer", b"Bearer")
+    assert b"larger than 33,554,432 bytes" in answers["too-large"]
+    # Each was answered, and the connection closed, without waiting for the body: the six
+    # together took far less than one request deadline (30 s).
+    assert elapsed < 15, f"six refusals took {elapsed:.1f} s; a wait for a body takes 30 s"
+    assert "Traceback" not in log
+
+
+#: Host and Origin values, and the status each gets: whole names, compared case aside.
+HEADER_CASES: Final = [
+    ("Host", "127.0.0.1:{port}@evil.com", 421),
+    ("Host", "127.0.0.1.nip.io:{port}", 421),
+    ("Host", "localhost.:{port}", 421),
+    ("Host", "", 421),
+    ("Host", "LOCALHOST:{port}", 200),
+    ("Host", "[::1]:{port}", 200),
+    ("Host", "127.0.0.1", 200),
+    ("Origin", "http://localhost:{port}.evil.com", 403),
+    ("Origin", "http://localhost:{port}@evil.com", 403),
+    ("Origin", "null", 403),
+    ("Origin", "file://", 403),
+    ("Origin", "http://0.0.0.0:{port}", 403),
+    ("Origin", "http://LocalHost:{port}", 200),
+    ("Origin", "https://127.0.0.1:{port}", 200),
+    ("Origin", "http://[::1]:1", 200),
+]
+
+
+def test_host_and_origin_are_compared_as_whole_names(tmp_path: Path, data_dir: Path) -> None:
+    got = {}
+    with HttpServer(data_dir, tmp_path) as srv:
+        for header, value, _ in HEADER_CASES:
+            headers = {
+                **ACCEPT,
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {srv.token}",
+                header: value.format(port=srv.port),
+            }
+            reply = httpx2.post(srv.url, json=INIT, headers=headers, timeout=CALL_TIMEOUT_S)
+            got[header, value] = reply.status_code
+    assert got == {(header, value): status for header, value, status in HEADER_CASES}
+
+
+def test_slow_unauthenticated_bodies_cannot_lock_out_real_clients(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """130 connections with no token, each dribbling a body a byte every half second and
+    reopened when dropped, under a 256-file limit (a cap of 100 connections): a real
+    client is served every time.  Before, such connections counted as busy until their
+    deadline, and the real client got 503 for most of its requests."""
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def attacker(port: int) -> None:
+        socks: list[socket.socket] = []
+        head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"
+        while not stop.is_set():
+            while len(socks) < SLOW_BODIES:
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                    s.sendall(head)
+                except OSError:
+                    break
+                socks.append(s)
+            for s in list(socks):
+                try:
+                    s.settimeout(0.001)
+                    with contextlib.suppress(TimeoutError):
+                        if s.recv(100) == b"":
+                            raise OSError("closed")
+                    s.settimeout(2)
+                    s.sendall(b" ")
+                except OSError:
+                    socks.remove(s)
+                    s.close()
+            stop.wait(0.5)
+        close_all(socks)
+
+    with HttpServer(data_dir, tmp_path, max_files=MACOS_FILES) as srv:
+        assert srv.initialize() == 200
+        flood = threading.Thread(target=attacker, args=(srv.port,), daemon=True)
+        flood.start()
+        try:
+            time.sleep(1)  # let the flood fill the connections
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                try:
+                    results.append(srv.initialize())
+                except httpx2.HTTPError as exc:
+                    results.append(type(exc).__name__)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            flood.join(10)
+        log = srv.log()
+        assert srv.proc.poll() is None, log
+    assert results, "the real client sent nothing"
+    assert results == [200] * len(results), f"{results.count(200)} of {len(results)}: {results}"
+    assert "Traceback" not in log
+
+
+# -- refused messages: the answers stdio gives --------------------------------------------
+
+
+#: Bodies the framing rules refuse, and the HTTP status, id and code each is answered with.
+REFUSED: Final = {
+    "surrogate-id": (b'{"jsonrpc":"2.0","id":"\\ud83d","method":"ping"}', 200, "\ud83d", -32602),
+    "id-null": (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', 400, None, -32600),
+    "id-true": (b'{"jsonrpc":"2.0","id":true,"method":"ping"}', 400, None, -32600),
+    "id-object": (b'{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}', 400, None, -32600),
+    "id-float": (
+        b'{"jsonrpc":"2.0","id":1.5,"method":"tools/call",'
+        b'"params":{"name":"ingest","arguments":{"content":"float id write"}}}',
+        400,
+        None,
+        -32600,
+    ),
+    "batch": (b'[{"jsonrpc":"2.0","id":4,"method":"ping"}]', 400, None, -32600),
+    "not-json": (b'{"jsonrpc"', 400, None, -32700),
+}
+
+
+def test_refused_messages_get_the_answer_stdio_gives(tmp_path: Path, data_dir: Path) -> None:
+    """Before: a lone surrogate in the id got 500 and three tracebacks, a bad id 202 with no
+    body (and the call never ran), a batch a pydantic dump.  Now the JSON-RPC error of
+    framing.frame, the rule stdio answers with, and nothing runs."""
+    got, expected = {}, {}
+    with HttpServer(data_dir, tmp_path) as srv:
+        headers = {
+            **ACCEPT,
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {srv.token}",
+        }
+        for name, (body, status, rid, code) in REFUSED.items():
+            refusal = frame(body)
+            assert isinstance(refusal, Refusal)
+            assert "\n" not in refusal.message
+            reply = httpx2.post(srv.url, content=body, headers=headers, timeout=CALL_TIMEOUT_S)
+            got[name] = (reply.status_code, reply.json())
+            error = {"code": code, "message": refusal.message}
+            expected[name] = (status, {"jsonrpc": "2.0", "id": rid, "error": error})
+        assert srv.initialize() == 200  # still serving
+        log = srv.log()
+    assert got == expected
+    assert "Traceback" not in log
+    assert log.count("refused ") == len(REFUSED)
+    with Store.open(data_dir) as store:
+        assert list(store.iter_memories()) == []  # the float-id ingest did not run
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def test_live_sessions_are_capped_and_sigterm_still_stops_promptly(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """4,000 initialize requests used to keep 170 MB until the process ended: past
+    HTTP_MAX_SESSIONS a new session is refused with 503 until one ends, and a server full
+    of sessions still stops on SIGTERM as fast as an idle one."""
+    with HttpServer(data_dir, tmp_path) as srv:
+        headers = {**ACCEPT, "Authorization": f"Bearer {srv.token}"}
+        opened: list[str] = []
+        with httpx2.Client(headers=headers, timeout=CALL_TIMEOUT_S) as http:
+            for _ in range(HTTP_MAX_SESSIONS):
+                reply = http.post(srv.url, json=INIT)
+                assert reply.status_code == 200, reply.text
+                opened.append(reply.headers["mcp-session-id"])
+            refused = http.post(srv.url, json=INIT)
+            ended = http.delete(srv.url, headers={"mcp-session-id": opened[0]})
+            again = http.post(srv.url, json=INIT)
+        srv.proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = srv.proc.wait(30)
+        elapsed = time.monotonic() - began
+        log = srv.log()
+    assert refused.status_code == 503, refused.text
+    assert "Too many open sessions" in refused.text
+    assert ended.status_code == 200, ended.text
+    assert again.status_code == 200, again.text  # room again once one ended
+    assert code == 0, log
+    assert_within(
+        elapsed,
+        times=SHUTDOWN_TIMES_STARTUP,
+        baseline_s=startup_s(env=server_env(tmp_path)),
+        what=f"SIGTERM with {HTTP_MAX_SESSIONS} sessions open",
+    )
+    assert "Traceback" not in log

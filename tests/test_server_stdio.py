@@ -145,7 +145,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("ingest", {"content": ""}, "content"),
     ("ingest", {"content": "   \n "}, "content is empty"),
     ("ingest", {"content": "x" * 300_000 + "é" * 400_000}, "the limit is 1,000,000 bytes"),
-    ("ingest", {"content": 42}, "argument 'content' is 42: send a string"),
+    ("ingest", {"content": 42}, "argument 'content' is 42 (a whole number): send a string"),
     ("ingest", {}, "content"),
     ("ingest", {"content": "ok", "tags": "not-a-list"}, "tags"),
     ("ingest", {"content": "ok", "tags": [f"t{i}" for i in range(51)]}, "at most 50"),

@@ -58,6 +58,52 @@ def call_line(rid: int, name: str, arguments: str) -> bytes:
     ).encode()
 
 
+def test_a_lone_surrogate_in_the_id_is_answered_with_that_id(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The answer echoes the id escaped (``"\\ud83d"``), which is valid JSON in ASCII and
+    reads back as the very string the client sent; the server carries on."""
+    with ServerProcess(data_dir, home=tmp_path) as srv:
+        srv.initialize()
+        raw(srv, b'{"jsonrpc":"2.0","id":"\\ud83d","method":"ping"}')
+        line = srv._lines.get(timeout=CALL_TIMEOUT_S)
+        assert b'"id":"\\ud83d"' in line, line
+        answer = json.loads(line)
+        assert answer["id"] == "\ud83d"
+        assert answer["error"]["code"] == -32602
+        assert answer["error"]["message"].startswith("id holds a lone surrogate \\ud83d")
+        raw(srv, b'{"jsonrpc":"2.0","id":"x\\udc00y","method":"tools/call","params":{}}')
+        assert next_message(srv)["id"] == "x\udc00y"
+        assert srv.call_tool("ingest", {"content": "still here"})["isError"] is False
+        assert srv.proc.poll() is None
+        log = srv.stderr()
+    assert srv.proc.returncode == 0, log
+    assert "Traceback" not in log
+
+
+def test_a_malformed_tool_call_says_what_is_wrong(tmp_path: Path, data_dir: Path) -> None:
+    """The SDK answered each of these with "Invalid request parameters" and nothing more."""
+    calls = {
+        b'{"arguments":{}}': "params.name is missing: send the tool's name as a string",
+        b'{"name":5}': "params.name is a number, not a tool name",
+        b'{"name":"stats","arguments":[]}': "tools/call stats: params.arguments is a list: "
+        "send an object of named arguments ({} for none)",
+        b'["stats"]': "tools/call params is a list: send an object such as",
+    }
+    with ServerProcess(data_dir, home=tmp_path) as srv:
+        srv.initialize()
+        said = {}
+        for rid, params in enumerate(calls, start=50):
+            raw(srv, b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}' % (rid, params))
+            answer = next_message(srv)
+            assert (answer["id"], answer["error"]["code"]) == (rid, -32602), answer
+            said[params] = answer["error"]["message"]
+        assert srv.call_tool("stats", {})["isError"] is False
+    for params, expected in calls.items():
+        assert expected in said[params], said[params]
+        assert said[params].startswith("Invalid params: tools/call")
+
+
 def test_every_request_line_is_answered(tmp_path: Path, data_dir: Path) -> None:
     with ServerProcess(data_dir, home=tmp_path) as srv:
         srv.initialize()

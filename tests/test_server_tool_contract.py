@@ -122,10 +122,12 @@ def test_unknown_arguments_are_refused_with_the_likely_name(tmp_path: Path, data
     anyio.run(scenario)
 
 
+WHOLE = "argument 'limit' is {}: send a whole number from 1 to {}"
+TRUE_FALSE = "argument 'include_superseded' is {}: send true or false"
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("search", {"query": "x", "limit": 0}, "argument 'limit' is 0, below 1: send a whole number"),
     ("search", {"query": "x", "limit": 1000}, "above 100: send a whole number from 1 to 100"),
-    ("ingest", {"content": 42}, "argument 'content' is 42: send a string"),
+    ("ingest", {"content": 42}, "argument 'content' is 42 (a whole number): send a string"),
     ("ingest", {}, "argument 'content' is required: send a string"),
     ("ingest", {"content": ""}, "argument 'content' is empty: send a string"),
     ("ingest", {"content": "x", "tags": [f"t{i}" for i in range(51)]}, "more than 50"),
@@ -134,10 +136,29 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("smart_ingest", {"content": "x", "force_create": "maybe"}, "send true or false"),
     ("memory", {"action": "delete", "id": "abc"}, "To delete, call delete_memory"),
     ("memory", {"action": "get", "id": "no/such"}, "send a memory id of letters"),
-    ("memory_timeline", {"limit": "many"}, "argument 'limit' is 'many'"),
+    ("memory_timeline", {"limit": "many"}, "argument 'limit' is \"many\" (a string)"),
     ("memory_changelog", {"since_seq": -1}, "argument 'since_seq' is -1, below 0"),
     ("memory_undo", {"change_seq": 1.5}, "argument 'change_seq' is 1.5, not a whole number"),
     ("search", {"query": "x", "limit": 0, "detail_level": "all"}, "; argument 'detail_level'"),
+    # Strict types: the JSON type the schema names, nothing pydantic could coerce.
+    ("search", {"query": "x", "limit": "5"}, WHOLE.format('"5" (a string)', 100)),
+    ("search", {"query": "x", "limit": True}, WHOLE.format("true (a boolean)", 100)),
+    (
+        "search",
+        {"query": "x", "limit": 5.0},
+        WHOLE.format("5.0 (a number with a decimal point)", 100),
+    ),
+    ("memory_changelog", {"since_seq": True}, "argument 'since_seq' is true (a boolean): send"),
+    ("memory_changelog", {"before_seq": True}, "argument 'before_seq' is true (a boolean): send"),
+    ("search", {"query": "x", "include_superseded": "yes"}, TRUE_FALSE.format('"yes" (a string)')),
+    ("search", {"query": "x", "include_superseded": 1}, TRUE_FALSE.format("1 (a whole number)")),
+    ("search", {"query": "x", "min_retention": "0.5"}, 'is "0.5" (a string): send a number'),
+    ("search", {"query": "x", "min_retention": True}, "is true (a boolean): send a number"),
+    # Each error names the tool's own argument, whatever the store calls it.
+    ("memory_changelog", {"since_seq": 2**70}, "argument 'since_seq' is 1180591620717411303424"),
+    ("memory_undo", {"change_seq": 2**70}, "argument 'change_seq' is 1180591620717411303424"),
+    ("memory_changelog", {"kinds": ["created"] * 2}, "(a kind appears twice): send a list"),
+    ("memory_changelog", {"kinds": ["created"] * 14}, "a list of 14 items, more than 13"),
 ]
 
 
@@ -151,6 +172,46 @@ def test_bad_values_get_one_line_naming_the_argument_and_what_to_send(
                 assert expected in text, (name, args, text)
                 assert "send" in text, text
             assert (await ok(client, "stats", {}))["total_memories"] == 0
+
+    anyio.run(scenario)
+
+
+#: Calls the store refuses after the schema let them through, and what it says.
+STORE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    ("memory_timeline", {"start": "2999-01-01"}, "start '2999-01-01' is after now: the window"),
+    (
+        "memory_changelog",
+        {"since_seq": 10, "before_seq": 5},
+        "since_seq 10 is not below before_seq 5: no change is both after",
+    ),
+    ("memory_timeline", {"start": "y" * 64}, "start 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy'..."),
+]
+
+
+def test_errors_are_short_and_name_the_tools_arguments(tmp_path: Path, data_dir: Path) -> None:
+    """A 500,000-character start used to come back whole in a 500 KB error; store errors
+    named after_seq for since_seq, and a future start "after end 'now'"."""
+
+    async def scenario() -> None:
+        async with Client(stdio_params(data_dir, home=tmp_path)) as client:
+            text = await error(client, "memory_timeline", {"start": "y" * 500_000})
+            assert text.startswith("argument 'start' is \"yyyy"), text
+            assert "(500,000 characters), longer than 64 characters" in text
+            assert len(text) < 300, len(text)
+            for name, args, expected in STORE_REFUSALS:
+                text = await error(client, name, args)
+                assert expected in text, (name, args, text)
+                assert len(text.splitlines()[0]) < 200, text
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            for name, argument in (
+                ("memory_timeline", "start"),
+                ("memory_timeline", "end"),
+                ("memory_changelog", "since"),
+            ):
+                prop = listed[name].input_schema["properties"][argument]["anyOf"][0]
+                assert prop["maxLength"] == 64, (name, argument)
+            kinds = listed["memory_changelog"].input_schema["properties"]["kinds"]["anyOf"][0]
+            assert (kinds["maxItems"], kinds["uniqueItems"]) == (13, True)
 
     anyio.run(scenario)
 

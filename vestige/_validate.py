@@ -20,6 +20,18 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_TIMELINE_LIMIT: Final = 200
 ISO_HINT: Final = "Use ISO 8601, e.g. 2026-11-24 or 2026-11-24T10:00:00Z."
+#: Characters of a refused value quoted back in a message: a value can be megabytes long.
+SHOWN_CHARS: Final = 40
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to about SHOWN_CHARS characters, saying how long it was."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
+    if isinstance(value, list | tuple | dict) and len(value) > SHOWN_CHARS:
+        return f"a {type(value).__name__} of {len(value):,} items"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
 
 
 def content(value: Any) -> str:
@@ -51,7 +63,7 @@ def _utf8(value: str, name: str) -> bytes:
 def node_type(value: Any) -> str:
     if not isinstance(value, str) or not _NODE_TYPE.match(value):
         raise InvalidInput(
-            f"node_type {value!r} is not valid",
+            f"node_type {shown(value)} is not valid",
             hint="Use a short word such as fact, concept, decision, pattern, event or note "
             "(letters, digits, _ or -, at most 50 characters).",
         )
@@ -68,7 +80,9 @@ def tags(value: Any) -> list[str]:
     result: list[str] = []
     for item in value:
         if not isinstance(item, str):
-            raise InvalidInput(f"every tag must be a string; got {item!r} ({type(item).__name__})")
+            raise InvalidInput(
+                f"every tag must be a string; got {shown(item)} ({type(item).__name__})"
+            )
         tag = item.strip()
         _utf8(tag, "a tag")
         if not tag:
@@ -96,7 +110,7 @@ def source(value: Any) -> str | None:
 def memory_id(value: Any) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidInput(
-            f"{value!r} is not a memory id",
+            f"{shown(value)} is not a memory id",
             hint="Ids look like 7c9e6679-7425-40de-944b-e07fc1f90ae7; search lists them.",
         )
     return value
@@ -104,7 +118,7 @@ def memory_id(value: Any) -> str:
 
 def limit(value: Any, *, maximum: int = config.MAX_LIMIT, name: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+        raise InvalidInput(f"{name} must be a whole number, not {shown(value)}")
     if not 1 <= value <= maximum:
         raise InvalidInput(f"{name} is {value}; it must be between 1 and {maximum}")
     return value
@@ -113,7 +127,7 @@ def limit(value: Any, *, maximum: int = config.MAX_LIMIT, name: str = "limit") -
 def seq(value: Any, *, name: str) -> int:
     """A changelog sequence number (0 asks for everything after the start)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+        raise InvalidInput(f"{name} must be a whole number, not {shown(value)}")
     if not 0 <= value < 2**63:
         raise InvalidInput(
             f"{name} is {_short_number(value)}; change numbers run from 1 to 2**63-1",
@@ -132,12 +146,12 @@ def change_kinds(values: Any) -> frozenset[str] | None:
     if values is None:
         return None
     if isinstance(values, str) or not isinstance(values, list | tuple):
-        raise InvalidInput(f"kinds must be a list of kinds, not {values!r}")
+        raise InvalidInput(f"kinds must be a list of kinds, not {shown(values)}")
     known = {k.value for k in ChangeKind}
     unknown = [v for v in values if v not in known]
     if unknown:
         raise InvalidInput(
-            f"unknown change kind {unknown[0]!r}",
+            f"unknown change kind {shown(unknown[0])}",
             hint=f"Use some of: {', '.join(k.value for k in ChangeKind)}.",
         )
     return frozenset(values) or None
@@ -145,7 +159,7 @@ def change_kinds(values: Any) -> frozenset[str] | None:
 
 def fraction(value: Any, *, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise InvalidInput(f"{name} must be a number between 0 and 1, not {value!r}")
+        raise InvalidInput(f"{name} must be a number between 0 and 1, not {shown(value)}")
     if not 0.0 <= value <= 1.0:
         raise InvalidInput(f"{name} is {value}; it must be between 0 and 1")
     return float(value)
@@ -175,7 +189,7 @@ def timestamp(value: Any, *, name: str, end_of_day: bool = False) -> str | None:
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidInput(f"{name} {value!r} is not a date", hint=ISO_HINT) from None
+            raise InvalidInput(f"{name} {shown(value)} is not a date", hint=ISO_HINT) from None
     else:
         raise InvalidInput(f"{name} must be an ISO 8601 date string, not {type(value).__name__}")
     if parsed.tzinfo is None:
@@ -190,5 +204,5 @@ def timestamp(value: Any, *, name: str, end_of_day: bool = False) -> str | None:
 
 def out_of_range(name: str, value: Any) -> InvalidInput:
     return InvalidInput(
-        f"{name} {value!r} is out of range (years 1 to 9999, in UTC)", hint=ISO_HINT
+        f"{name} {shown(value)} is out of range (years 1 to 9999, in UTC)", hint=ISO_HINT
     )

@@ -7,11 +7,17 @@ what ``tools/list`` published:
 
     unknown argument 'forceCreate'; did you mean 'force_create'?
     argument 'limit' is 0, below 1: send a whole number from 1 to 100
+    argument 'limit' is "5" (a string): send a whole number from 1 to 100
+
+Values are quoted as JSON (the client sent JSON), and a value of the wrong JSON type says
+which type it was: the tools validate strictly, so ``"5"``, ``true`` and ``5.0`` are not
+taken for the whole number 5.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -103,12 +109,18 @@ PROBLEMS: Final = {
     "literal_error": ", not one of the choices",
     "enum": ", not one of the choices",
     "int_from_float": ", not a whole number",
+    "value_error": " ({error})",
 }
 
 
 def _problem(kind: str, value: Any, ctx: dict[str, Any]) -> str:
     if value == "":
         return ""  # "is empty" says it
+    if kind == "int_type" and isinstance(value, float) and not value.is_integer():
+        return PROBLEMS["int_from_float"]
+    if kind.endswith("_type"):
+        said = _json_type(value)
+        return f" ({said})" if said else ""
     try:
         return PROBLEMS.get(kind, "").format(**ctx)
     except (KeyError, ValueError):
@@ -158,11 +170,29 @@ def _bounds(low: int | None, high: int | None, unit: str) -> str:
 
 def _range(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
-        return f" from {low:g} to {high:g}"
+        return f" from {_number(low)} to {_number(high)}"
     if high is not None:
-        return f" at most {high:g}"
+        return f" at most {_number(high)}"
     if low is not None:
-        return f" of at least {low:g}"
+        return f" of at least {_number(low)}"
+    return ""
+
+
+def _number(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) and abs(bound) >= 10_000 else f"{bound:g}"
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a value sent where another was expected (lists, objects and null
+    say so in the value itself)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number with a decimal point"
     return ""
 
 
@@ -177,8 +207,12 @@ def _shown(value: Any) -> str:
     if not isinstance(value, str):
         return repr(value)
     if len(value) > SHOWN_CHARS:
-        return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
-    return repr(value) if value else "empty"
+        return f"{_quoted(value[:SHOWN_CHARS])}... ({len(value):,} characters)"
+    return _quoted(value) if value else "empty"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _non_null(prop: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,12 @@ and asyncio logged a traceback for every failed ``accept()``, thousands a second
   connect or from the first byte of a later request on the same connection; a connection
   that is too slow gets 408 (when nothing is in service yet) and is closed;
 - open connections are capped below the descriptor limit.  A new connection past the cap
-  closes the oldest connection with no request in service (an idle or silent one), so a
-  flood of idle connections cannot lock out a client that actually sends a request; only
-  when every connection is busy is the new one refused with 503;
+  closes the oldest connection with no request in service, so a flood of idle connections
+  cannot lock out a client that actually sends a request; only when every connection is
+  busy is the new one refused with 503.  A request is in service only once its head has
+  passed the token, Host and Origin checks (``head_ok``, the rule of
+  :mod:`vestige.server.http_gate`, asked as soon as the head is in): a connection with no
+  token that dribbles a body stays one the cap may close;
 - each kind of drop, asyncio's "out of system resource" accept error, and the SDK's
   traceback for a client gone before its body arrived, is logged at most once per interval
   with a count, never as a traceback per event.
@@ -32,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 log = logging.getLogger("vestige.server.http")
 
@@ -87,8 +90,15 @@ class ThrottledLog:
 class ConnectionGuard:
     """What every connection of one server shares: the open connections, oldest first."""
 
-    def __init__(self, max_connections: int, request_timeout_s: float, log_interval_s: float):
+    def __init__(
+        self,
+        max_connections: int,
+        request_timeout_s: float,
+        log_interval_s: float,
+        head_ok: Callable[[Iterable[tuple[bytes, bytes]]], bool] = lambda headers: True,
+    ) -> None:
         self.max_connections = max_connections
+        self.head_ok = head_ok
         self.request_timeout_s = request_timeout_s
         self.log = ThrottledLog(log_interval_s)
         self.open: dict[GuardedH11, None] = {}  # insertion order: oldest first
@@ -102,7 +112,7 @@ class ConnectionGuard:
         self.open[new] = None
         if len(self.open) <= self.max_connections:
             return True
-        victim = next((c for c in self.open if c is not new and c.idle()), None)
+        victim = next((c for c in self.open if c is not new and c.evictable()), None)
         if victim is None:
             del self.open[new]
             self.log.event(
@@ -151,6 +161,7 @@ class GuardedH11(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
+        self._serving = False
         if not self.guard.admit(self):
             self.connections.discard(self)
             transport.write(_BUSY)
@@ -167,12 +178,22 @@ class GuardedH11(H11Protocol):
         if self._deadline is None and self._awaiting_request():
             self._arm()
         super().data_received(data)
+        if not self._serving and not self.idle():  # a new head is in: judge it now
+            self._serving = self.guard.head_ok(self.cycle.scope["headers"])
         if not self._awaiting_request():
             self._disarm()
 
     def idle(self) -> bool:
-        """No request in service: nothing yet, or the last response is complete."""
+        """No request in progress: nothing yet, or the last response is complete."""
         return self.cycle is None or self.cycle.response_complete
+
+    def evictable(self) -> bool:
+        """No request in service: idle, or one whose head has not passed the checks."""
+        return self.idle() or not self._serving
+
+    def on_response_complete(self) -> None:
+        self._serving = False
+        super().on_response_complete()
 
     def drop(self) -> None:
         self._disarm()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import mcp_types as types
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,6 +54,21 @@ class Refusal:
         return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=self.request_id, error=error))
 
 
+def dump(message: types.JSONRPCMessage) -> bytes:
+    """A message as JSON in UTF-8, for either transport.
+
+    A refused request's id can hold a lone surrogate (``"id": "\\ud83d"``), which UTF-8
+    cannot carry, so pydantic cannot write the answer.  Such a message is written with every
+    non-ASCII character as its ``\\u`` escape: valid JSON, and the id the client reads back
+    is the very string it sent, so it can still match the answer to its request.
+    """
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    except PydanticSerializationError:
+        plain = message.model_dump(by_alias=True, exclude_unset=True)
+        return json.dumps(plain, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def frame(line: bytes) -> SessionMessage | Refusal | None:
     """One message (a line of stdin, an HTTP body) for the SDK, or its refusal (None: blank)."""
     line = line.strip()
@@ -68,15 +84,15 @@ def frame(line: bytes) -> SessionMessage | Refusal | None:
         return Refusal(
             "not-jsonrpc",
             types.INVALID_REQUEST,
-            "Invalid request: a line must hold one JSON-RPC 2.0 object with a method "
+            "Invalid request: a message must hold one JSON-RPC 2.0 object with a method "
             "(request, notification) or a result or error (response), and an id that is "
             "a string or an integer",
             request_id,
             answer=True,
         )
-    problem = _unusable_text(parsed, bad_byte)
-    if problem is not None:
-        return Refusal("bad-text", *problem, request_id, answer)
+    refused = _refused_content(parsed, bad_byte, request_id, answer)
+    if refused is not None:
+        return refused
     try:
         return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
     except ValidationError as exc:
@@ -89,6 +105,56 @@ def frame(line: bytes) -> SessionMessage | Refusal | None:
             request_id,
             answer,
         )
+
+
+def _refused_content(
+    parsed: dict[str, Any], bad_byte: int | None, request_id: types.RequestId | None, answer: bool
+) -> Refusal | None:
+    """Unusable text anywhere, or a tools/call the SDK would refuse without saying why."""
+    problem = _unusable_text(parsed, bad_byte)
+    if problem is not None:
+        return Refusal("bad-text", *problem, request_id, answer)
+    if answer and parsed.get("method") == "tools/call":
+        bad_call = _bad_tool_call(parsed.get("params"))
+        if bad_call is not None:
+            return Refusal("not-jsonrpc", types.INVALID_PARAMS, bad_call, request_id, answer)
+    return None
+
+
+def _bad_tool_call(params: object) -> str | None:
+    """What is wrong with a ``tools/call``'s params, said; the SDK says only "Invalid
+    request parameters"."""
+    if not isinstance(params, dict):
+        return (
+            f"Invalid params: tools/call params is {_json_kind(params)}: send an object "
+            'such as {"name": "search", "arguments": {"query": "..."}}'
+        )
+    name = params.get("name")
+    if not isinstance(name, str) or not name:
+        said = "missing" if "name" not in params else f"{_json_kind(name)}, not a tool name"
+        return (
+            f"Invalid params: tools/call params.name is {said}: send the tool's name as a "
+            "string (tools/list lists them)"
+        )
+    arguments = params.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        return (
+            f"Invalid params: tools/call {name}: params.arguments is {_json_kind(arguments)}: "
+            "send an object of named arguments ({} for none)"
+        )
+    return None
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _unusable_text(parsed: dict[str, Any], bad_byte: int | None) -> tuple[int, str] | None:

@@ -34,8 +34,9 @@ from pydantic import AnyHttpUrl
 
 from vestige.config import FILE_MODE, secure_file
 from vestige.errors import ConfigError
-from vestige.server import EXIT_ERROR, framing
+from vestige.server import EXIT_ERROR
 from vestige.server.connections import ConnectionGuard, DisconnectFilter
+from vestige.server.http_gate import RequestGate
 from vestige.server.options import (
     HTTP_BACKLOG,
     HTTP_FD_RESERVE,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from vestige.server.options import Options
 
@@ -66,6 +66,13 @@ MIN_CONNECTIONS: Final = 8
 SCOPE: Final = "vestige"
 #: Open streams (a client's GET event stream) are cut after this at shutdown.
 GRACEFUL_SHUTDOWN_S: Final = 0.5
+#: Live MCP sessions at most (each holds a server task and its streams, about 40 KB): a
+#: client that opens one more is answered 503 until one ends or expires.  4,000 initialize
+#: requests used to keep 170 MB until the process ended.
+HTTP_MAX_SESSIONS: Final = 256
+#: A session with no request in flight and no open stream for this long is closed; its
+#: client gets 404 and, as MCP says, initializes again.
+HTTP_SESSION_IDLE_S: Final = 600.0
 #: The SDK's logger for streamable HTTP requests.
 SDK_HTTP_LOGGER: Final = "mcp.server.streamable_http"
 _LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
@@ -77,8 +84,13 @@ class StaticToken:
     def __init__(self, token: str) -> None:
         self._token = token
 
+    def matches(self, token: bytes) -> bool:
+        return hmac.compare_digest(token, self._token.encode())
+
     async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token.encode()):
+        # The gate (http_gate) has checked the token on the request's head already; the
+        # SDK's own check is the same comparison.
+        if self.matches(token.encode()):
             return AccessToken(token=token, client_id="vestige-local", scopes=[SCOPE])
         return None
 
@@ -135,13 +147,16 @@ def auth_kwargs(opts: Options) -> dict[str, Any]:
     }
 
 
-def security(opts: Options) -> TransportSecuritySettings:
-    names = dict.fromkeys((*_LOOPBACK, *allowed_hosts(opts.host)))
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:*" for h in names],
-        allowed_origins=[f"http://{h}:*" for h in names],
-    )
+def security() -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding check is off: it matches Host and Origin by prefix
+    (``localhost:3928.evil.com`` passed) and case (``LOCALHOST`` failed), and runs only after
+    the body is read.  :class:`vestige.server.http_gate.RequestGate` checks them instead."""
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+def host_names(host: str) -> list[str]:
+    """Every name the Host and Origin headers may give: loopback, and the --host."""
+    return list(dict.fromkeys((*_LOOPBACK, *allowed_hosts(host))))
 
 
 def allowed_hosts(host: str) -> list[str]:
@@ -183,66 +198,6 @@ def connection_cap() -> int:
     return max(MIN_CONNECTIONS, min(HTTP_MAX_CONNECTIONS, room))
 
 
-class BadTextAnswers:
-    """ASGI middleware: a request the SDK refuses for its text gets an answer that says why.
-
-    The SDK answers a body with a lone surrogate with ``400`` and "Parse error: unexpected
-    end of hex escape", without the request's id.  The body is read here first (the SDK
-    reads it whole anyway); if :func:`framing.frame` finds unusable text, the SDK still
-    handles the request, so the token, Host and Origin checks run as always, and only its
-    400 is replaced: by the JSON-RPC error with the request's id, naming the argument.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self._app(scope, receive, send)
-            return
-        received: list[Message] = []
-        body = bytearray()
-        while len(body) <= framing.MAX_MESSAGE_BYTES:
-            message = await receive()
-            received.append(message)
-            body += message.get("body", b"")
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-        refusal = framing.frame(bytes(body)) if len(body) <= framing.MAX_MESSAGE_BYTES else None
-        replay = iter(received)
-
-        async def replayed() -> Message:
-            return next(replay, None) or await receive()
-
-        if not isinstance(refusal, framing.Refusal) or refusal.reason != "bad-text":
-            await self._app(scope, replayed, send)
-            return
-        replaced = False
-
-        async def answered(message: Message) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start" and message["status"] == 400:
-                # Logged only now: an unauthenticated client gets its 401 and no log line.
-                log.warning("refused %s from an HTTP client: %s", refusal.what, refusal.message)
-                replaced = True
-                return
-            if not replaced:
-                await send(message)
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                await _send_json(send, refusal)
-
-        await self._app(scope, replayed, answered)
-
-
-async def _send_json(send: Send, refusal: framing.Refusal) -> None:
-    """The refusal as the JSON-RPC answer to its request (200), or a bare 400 for the rest."""
-    body = refusal.reply().message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-    status = 200 if refusal.answer and refusal.request_id is not None else 400
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -256,13 +211,19 @@ class HttpTransport:
         self, mcp: MCPServer[Any], opts: Options, sock: socket.socket, on_end: Callable[..., None]
     ) -> None:
         app = mcp.streamable_http_app(
-            streamable_http_path=HTTP_PATH, transport_security=security(opts), host=opts.host
+            streamable_http_path=HTTP_PATH,
+            transport_security=security(),
+            host=opts.host,
+            session_idle_timeout=HTTP_SESSION_IDLE_S,
+            max_sessions=HTTP_MAX_SESSIONS,
         )
+        token = StaticToken(load_token(opts.data_dir.path))
+        gate = RequestGate(app, token, host_names(opts.host))
         self._guard = ConnectionGuard(
-            connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S
+            connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S, gate.admits
         )
         config = uvicorn.Config(
-            BadTextAnswers(app),
+            gate,
             http=self._guard.protocol(),
             log_level="warning",
             access_log=False,

@@ -39,6 +39,14 @@ RESPONSE_BUDGET_BYTES: Final = 1_048_576
 ENVELOPE_BYTES: Final = 4_096
 
 
+def content_read(detail: Detail) -> int | None:
+    """Characters of each text to read from the store for ``detail`` (None: all of it).
+
+    One more than a summary shows, so that ``content_truncated`` can still be told.
+    """
+    return {"brief": 0, "summary": SUMMARY_CONTENT_CHARS + 1, "full": None}[detail]
+
+
 def fit(items: Iterable[T], budget: int = RESPONSE_BUDGET_BYTES) -> tuple[list[T], bool]:
     """The leading items whose JSON fits in ``budget`` (at least one), and whether any were cut.
 
@@ -188,10 +196,7 @@ def fresh_wal(app: ServerApp, key: str, compute: Callable[[], dict[str, Any]]) -
 
 
 def stats(app: ServerApp) -> dict[str, Any]:
-    counts = dict.fromkeys(("active", "dormant", "silent", "unavailable"), 0)
-    for m in itertools.islice(app.store.iter_memories(), STATE_SAMPLE):
-        score = fsrs.accessibility(m.retention_strength, m.retrieval_strength, m.storage_strength)
-        counts[fsrs.memory_state(score)] += 1
+    counts = app.store.memory_states(STATE_SAMPLE)
     return {
         **app.store.stats().to_dict(),
         "state_distribution": counts,

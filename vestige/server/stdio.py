@@ -33,7 +33,7 @@ import mcp_types as types
 from mcp.shared.message import SessionMessage
 
 from vestige.server import EXIT_ERROR
-from vestige.server.framing import MAX_MESSAGE_BYTES, Refusal, frame
+from vestige.server.framing import MAX_MESSAGE_BYTES, Refusal, dump, frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -197,20 +197,7 @@ class StdioTransport:
 
 
 def _encode(message: SessionMessage) -> bytes:
-    text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-    try:
-        return text.encode("utf-8") + b"\n"
-    except UnicodeEncodeError:  # a lone surrogate reached a reply: answer with an error
-        request_id = getattr(message.message, "id", None)
-        log.warning("a reply to request %r held text that is not valid Unicode", request_id)
-        error = Refusal(
-            "bad-text",
-            types.INTERNAL_ERROR,
-            "the reply held text that is not valid Unicode",
-            request_id,
-            True,
-        ).reply()
-        return error.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+    return dump(message.message) + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -4,7 +4,9 @@ The SDK builds each tool's argument model from its signature with pydantic's def
 which ignores unknown keys: a misspelled ``tag`` stored an untagged memory, and the
 original Vestige's ``forceCreate`` reinforced where ``force_create`` would have created.
 ``strict_tool`` is the one place that changes this for every tool: the argument model
-forbids extra keys (``additionalProperties: false`` in the published schema), the
+forbids extra keys (``additionalProperties: false`` in the published schema) and validates
+strictly (pydantic would take ``"5"``, ``true`` or ``5.0`` for ``limit: 5``, and ``"yes"``
+or ``1`` for ``true``, against the published schema; a JSON integer is still a number), the
 description loses its docstring indentation, and ``StrictTool.run`` answers a bad call
 with ``argument_errors``' one line instead of "Error executing tool ...: <pydantic dump>".
 """
@@ -72,7 +74,7 @@ def strict_tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> StrictT
         raise TypeError(f"{tool.name}: Resolve(...) parameters are not supported here")
     loose = tool.fn_metadata.arg_model
     strict: type[ArgModelBase] = type(
-        loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid")}
+        loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid", strict=True)}
     )
     tool.fn_metadata.arg_model = strict
     tool.parameters = strict.model_json_schema(by_alias=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from mcp.server.mcpserver import Context  # noqa: TC002 (the SDK finds it at run time)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from vestige import config
 from vestige.changelog import ChangeKind
@@ -114,9 +114,32 @@ Reason = Annotated[str | None, Field(max_length=1000, description="Why (kept in 
 #: A changelog entry kind.  The store checks the value (one place for the rule); the schema
 #: lists the choices for the model.
 KindName = Annotated[str, Field(json_schema_extra={"enum": [k.value for k in ChangeKind]})]
+#: The largest seq SQLite can hold: a larger number is refused by its argument's name.
+MAX_SEQ: Final = 2**63 - 1
 ChangeSeq = Annotated[
-    int, Field(ge=1, description="A change's seq, as listed by memory_changelog.")
+    int, Field(ge=1, le=MAX_SEQ, description="A change's seq, as listed by memory_changelog.")
 ]
+#: Longer than any ISO 8601 date or time; a longer value is refused unread, not quoted back.
+MAX_TIME_CHARS: Final = 64
+
+
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) < len(values):
+        raise ValueError("a kind appears twice")
+    return values
+
+
+Kinds = Annotated[
+    Annotated[
+        list[KindName],
+        Field(max_length=len(ChangeKind), json_schema_extra={"uniqueItems": True}),
+        AfterValidator(_distinct),
+    ]
+    | None,
+    Field(description="Only changes of these kinds (each at most once)."),
+]
+
+When = Annotated[str | None, Field(max_length=MAX_TIME_CHARS)]
 
 
 def client_of(ctx: Context[Any, Any]) -> str | None:
@@ -388,6 +411,7 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
             node_type=node_type,
             tags=tags,
             include_superseded=include_superseded,
+            content_chars=results.content_read(detail_level),
         )
         return results.search(query, hits, detail_level)
 
@@ -428,23 +452,23 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
                 description="Only changes of this memory (deleted and purged ones too).",
             ),
         ] = None,
-        kinds: Annotated[
-            list[KindName] | None, Field(description="Only changes of these kinds.")
-        ] = None,
+        kinds: Kinds = None,
         since_seq: Annotated[
             int | None,
             Field(
                 ge=0,
+                le=MAX_SEQ,
                 description="Only changes after this seq (e.g. newest_seq of an earlier call).",
             ),
         ] = None,
         since: Annotated[
-            str | None, Field(description="Only changes after this ISO 8601 date or time.")
+            When, Field(description="Only changes after this ISO 8601 date or time.")
         ] = None,
         before_seq: Annotated[
             int | None,
             Field(
                 ge=1,
+                le=MAX_SEQ,
                 description="Only changes before this seq: to page back, pass the last seq "
                 "of the previous page.",
             ),
@@ -482,6 +506,7 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
             since=since,
             limit=limit,
             oldest_first=oldest_first,
+            after_name="since_seq",
         )
         return results.changelog(page, with_before=include_before)
 
@@ -489,11 +514,10 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
     async def memory_timeline(
         *,
         start: Annotated[
-            str | None, Field(description="ISO 8601 date or time; default: 7 days before end.")
+            When, Field(description="ISO 8601 date or time; default: 7 days before end.")
         ] = None,
         end: Annotated[
-            str | None,
-            Field(description="ISO 8601 date or time, not before start; default: now."),
+            When, Field(description="ISO 8601 date or time, not before start; default: now.")
         ] = None,
         node_type: NodeType | None = None,
         tags: Annotated[
@@ -513,7 +537,13 @@ def _reads_of(app: ServerApp, tool: Adder) -> None:
     ) -> TimelineResult:
         """Memories created in a time window, newest first, grouped by day (UTC)."""
         days = await app.run(
-            store.timeline, start=start, end=end, node_type=node_type, tags=tags, limit=limit
+            store.timeline,
+            start=start,
+            end=end,
+            node_type=node_type,
+            tags=tags,
+            limit=limit,
+            content_chars=results.content_read(detail_level),
         )
         return results.timeline(days, detail_level)
 

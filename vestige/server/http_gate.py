@@ -1,0 +1,180 @@
+"""Every HTTP request is judged on its head before a byte of its body is read.
+
+The SDK reads the whole body before it checks the token, Host or Origin.  A local process
+with no token could therefore hold a connection "in service" for as long as it dribbled a
+body (a byte every half second), and 130 such connections left a real client 117 times out
+of 148 with 503 (the connection cap cannot close a connection whose request is in service).
+So here, on the head alone:
+
+- a ``Content-Length`` over :data:`MAX_BODY_BYTES` gets 413 (a body without a length is
+  cut off there too);
+- a ``Host`` that is not loopback or the --host given gets 421, an ``Origin`` that is not
+  ``http(s)://`` one of those gets 403 (DNS rebinding), compared as whole names, case
+  aside: ``localhost:3928.evil.com`` and ``127.0.0.1:3928@evil.com`` are not loopback;
+- a missing or wrong bearer token gets 401 (compared in constant time).
+
+Each refusal closes the connection.  The connection guard asks :meth:`RequestGate.admits`
+as soon as a head is in: until it passes, its connection is one the cap may close.
+
+Then the body of a ``POST`` is read (up to the limit) and given to
+:func:`vestige.server.framing.frame`, the rules stdio uses.  A message it refuses (a lone
+surrogate, an id that is null, a bool, a float or an object, a batch, text that is not
+JSON) gets the same JSON-RPC error as over stdio, without the SDK seeing it: the SDK would
+answer 202 to a request whose id it cannot use (and never run it), a pydantic dump to a
+batch, or a 500 to an id it cannot write back.  Everything else goes to the SDK unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any, Final
+
+from vestige.server import framing
+from vestige.server.options import HTTP_PATH
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from vestige.server.http import StaticToken
+
+log = logging.getLogger("vestige.server.http")
+
+#: A request body longer than this is refused with 413 before it is read: the largest
+#: message stdio takes (a megabyte of content, every character escaped, fits).
+MAX_BODY_BYTES: Final = framing.MAX_MESSAGE_BYTES
+#: A Host header: a name or an IPv4 address, or an IPv6 address in brackets, and a port.
+_AUTHORITY: Final = r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?"
+_HOST: Final = re.compile(_AUTHORITY)
+_ORIGIN: Final = re.compile(r"https?://" + _AUTHORITY)
+
+
+def _plain(status: int, body: str, *extra: tuple[bytes, bytes]) -> list[Message]:
+    data = body.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(data)),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": data, "more_body": False},
+    ]
+
+
+_TOO_LARGE: Final = _plain(
+    413,
+    f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send smaller messages\n",
+)
+_BAD_HOST: Final = _plain(
+    421,
+    "the Host header does not name this server (loopback or its --host)\n",
+)
+_BAD_ORIGIN: Final = _plain(
+    403,
+    "the Origin header does not name this server (loopback or its --host)\n",
+)
+_NO_TOKEN: Final = _plain(
+    401,
+    "send Authorization: Bearer <token>; the token is VESTIGE_AUTH_TOKEN, else the "
+    "contents of <data-dir>/auth_token\n",
+    (b"www-authenticate", b'Bearer realm="vestige"'),
+)
+
+
+class RequestGate:
+    """ASGI middleware in front of the SDK's app: head checks, then the framing rules."""
+
+    def __init__(self, app: ASGIApp, token: StaticToken, hosts: Iterable[str]) -> None:
+        self._app = app
+        self._token = token
+        self._hosts = frozenset(h.lower() for h in hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        refusal = self.judge_head(scope["headers"])
+        if refusal is not None:
+            for message in refusal:
+                await send(message)
+            return
+        if scope["method"] != "POST" or scope["path"] != HTTP_PATH:
+            await self._app(scope, receive, send)
+            return
+        received, body = await _read_body(receive)
+        if body is None:
+            for message in _TOO_LARGE:
+                await send(message)
+            return
+        framed = framing.frame(body)
+        if isinstance(framed, framing.Refusal):
+            log.warning("refused %s from an HTTP client: %s", framed.what, framed.message)
+            await _send_refusal(send, framed)
+            return
+        replay = iter(received)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self._app(scope, replayed, send)
+
+    def admits(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        return self.judge_head(headers) is None
+
+    def judge_head(self, headers: Iterable[tuple[bytes, bytes]]) -> list[Message] | None:
+        """The refusal a request gets on its head alone, or None if it may go on."""
+        found: dict[bytes, bytes] = {}
+        for name, value in headers:
+            found.setdefault(name.lower(), value)
+        length = found.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _TOO_LARGE
+        if not self._names_us(_HOST, found.get(b"host")):
+            return _BAD_HOST
+        origin = found.get(b"origin")
+        if origin is not None and not self._names_us(_ORIGIN, origin):
+            return _BAD_ORIGIN
+        scheme, _, token = found.get(b"authorization", b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not self._token.matches(token.strip()):
+            return _NO_TOKEN
+        return None
+
+    def _names_us(self, form: re.Pattern[str], value: bytes | None) -> bool:
+        if value is None:
+            return False
+        matched = form.fullmatch(value.decode("latin-1").strip().lower())
+        return matched is not None and matched.group(1) in self._hosts
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
+    """The messages of a request body, and the body (None if it passed MAX_BODY_BYTES)."""
+    received: list[Message] = []
+    body = bytearray()
+    while True:
+        message = await receive()
+        received.append(message)
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY_BYTES:
+            return received, None
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return received, bytes(body)
+
+
+async def _send_refusal(send: Send, refusal: framing.Refusal) -> None:
+    """The refusal as the JSON-RPC answer to its request (200), or 400 when it has no id.
+
+    A notification or a response gets the error too, with ``id: null``: HTTP must answer
+    something, and 400 with the reason beats 202 for a message that was dropped.
+    """
+    message: Any = refusal.reply().message
+    if not refusal.answer:
+        message = message.model_copy(update={"id": None})
+    body = framing.dump(message)
+    status = 200 if refusal.answer and refusal.request_id is not None else 400
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
