@@ -266,3 +266,29 @@ def test_a_closed_stdout_is_noticed_and_the_exit_is_clean(
     )
     assert read_owners(data_dir) == []
     assert lock_state(data_dir) is LockState.FREE
+
+
+def test_requests_piped_then_stdin_closed_are_all_answered(tmp_path: Path, data_dir: Path) -> None:
+    """`printf ... | vestige-mcp`: stdin ends right after the requests; each gets its answer."""
+    lines = [
+        INIT,
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
+        b'{"jsonrpc":"2.0","id":2,"method":"ping"}',
+        call_line(3, "ingest", '{"content":"piped, then stdin closed"}'),
+        call_line(4, "stats", "{}"),
+    ]
+    done = subprocess.run(
+        server_command("--data-dir", str(data_dir)),
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        env=server_env(tmp_path),
+        cwd=tmp_path,
+        timeout=CALL_TIMEOUT_S * 3,
+        check=False,
+    )
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, done.stderr.decode()
+    assert sorted(a["id"] for a in answers) == [1, 2, 3, 4]  # concurrent: any order
+    assert all("error" not in a and not a["result"].get("isError") for a in answers[1:])
+    with Store.open(data_dir, create=False) as store:
+        assert store.stats().total_memories == 1

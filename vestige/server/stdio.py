@@ -18,6 +18,11 @@ copies for the wire and points fd 0 at the null device and fd 1 at stderr, so a 
 ``print`` cannot corrupt a frame.  It watches its copy of stdout, so a client that closes
 the server's stdout while keeping stdin open is noticed within :data:`STDOUT_POLL_S`, and
 the server shuts down cleanly with exit 0.
+
+End of input is not the end of the work: ``printf '...' | vestige-mcp`` closes stdin right
+after its requests.  The reader then waits, up to :data:`EOF_ANSWER_WAIT_S`, until every
+request it passed on has been answered, and only then lets the server loop end (which
+cancels what is still running).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ MAX_LINE_BYTES: Final = MAX_MESSAGE_BYTES
 STDOUT_POLL_S: Final = 0.25
 
 STDOUT_CLOSED: Final = "the client closed stdout"
+#: After stdin ends, how long the requests already read may take to be answered.
+EOF_ANSWER_WAIT_S: Final = 10.0
 
 
 class LineSplitter:
@@ -109,6 +116,8 @@ class StdioTransport:
         self._scope = anyio.CancelScope()
         self._writes = anyio.CapacityLimiter(1)
         self._pollable = sys.platform != "win32"
+        #: Ids of the requests passed to the server and not yet answered.
+        self._unanswered: set[str | int] = set()
 
     async def serve(self) -> None:
         stdin, stdout = _claim_standard_fds()
@@ -147,15 +156,26 @@ class StdioTransport:
                     await self._pass_on(line, to_server, to_client)
             for line in lines.end():
                 await self._pass_on(line, to_server, to_client)
+            with anyio.move_on_after(EOF_ANSWER_WAIT_S):
+                while self._unanswered:
+                    await anyio.sleep(0.01)
+            if self._unanswered:
+                log.warning(
+                    "stdin ended; %d request(s) still unanswered after %.0f s are cancelled",
+                    len(self._unanswered),
+                    EOF_ANSWER_WAIT_S,
+                )
 
-    @staticmethod
     async def _pass_on(
+        self,
         line: bytes | None,
         to_server: MemoryObjectSendStream[SessionMessage | Exception],
         to_client: MemoryObjectSendStream[SessionMessage],
     ) -> None:
         framed = _TOO_LONG if line is None else frame(line)
         if isinstance(framed, SessionMessage):
+            if isinstance(framed.message, types.JSONRPCRequest):
+                self._unanswered.add(framed.message.id)
             await to_server.send(framed)
         elif framed is not None:
             log.warning("refused %s from the client: %s", framed.what, framed.message)
@@ -184,6 +204,8 @@ class StdioTransport:
                     log.info("stdout is closed: the client stopped reading")
                     self._on_end(STDOUT_CLOSED)
                     return
+                if isinstance(message.message, types.JSONRPCResponse | types.JSONRPCError):
+                    self._unanswered.discard(message.message.id)  # answered, and written
 
     async def _watch_stdout(self, fd: int) -> None:
         """Notice a closed stdout now, not when the next answer fails to go out."""
