@@ -251,15 +251,33 @@ def _fold_case(text: str) -> str:
     ``lower``, not ``casefold``: case folding turns "ß" into "ss", and "Maße" (dimensions)
     into "Masse" (mass).
     """
+    lowered = text.lower()
+    if lowered == text:
+        return text  # nothing to fold
     runs = list(_RUN.finditer(text))
+    if len(lowered) != len(text):  # "İ" lowers to two characters: fold word by word
+        return _fold_runs(text, runs)
     out: list[str] = []
     last = 0
     for i, run in enumerate(runs):
-        out.append(text[last : run.start()])
+        start, end = run.span()
+        if lowered[start:end] != text[start:end] and _keeps_case(text, runs, i):
+            out.append(lowered[last:start])
+            out.append(text[start:end])
+            last = end
+    out.append(lowered[last:])
+    return "".join(out)
+
+
+def _fold_runs(text: str, runs: list[re.Match[str]]) -> str:
+    out: list[str] = []
+    last = 0
+    for i, run in enumerate(runs):
+        out.append(text[last : run.start()].lower())
         word = run.group()
         out.append(word if _keeps_case(text, runs, i) else word.lower())
         last = run.end()
-    out.append(text[last:])
+    out.append(text[last:].lower())
     return "".join(out)
 
 
