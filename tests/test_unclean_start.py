@@ -21,16 +21,14 @@ from tests.damage_helpers import checkpoint_away, overwrite_pages, pages_of
 from tests.server_helpers import ServerProcess
 from vestige.errors import CorruptionError
 from vestige.owner import read_owners
-from vestige.store import Store
+from vestige.store import UNCLEAN_STOP_CHECK_WAIT_S, Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 MEMORIES: Final = 200
 STARTS: Final = 3
 #: An unclean start may take this much longer than a clean one (ratio of the medians).
-START_RATIO: Final = 1.5
-#: ... plus this, for the noise of a loaded 2-core machine around a ~1 s start.
-START_MARGIN_S: Final = 0.4
+START_RATIO: Final = 2.0
 
 
 def _fill(data_dir: Path) -> None:
@@ -106,13 +104,13 @@ def test_an_undamaged_database_after_kill_9_starts_about_as_fast(tmp_path: Path)
     _fill(data_dir)
     clean: list[float] = []
     unclean: list[float] = []
-    for _ in range(STARTS):
-        srv, seconds = _started(data_dir, home)
-        clean.append(seconds)
-        srv.stop()  # stdin closed: a clean stop, its metadata removed
-        assert read_owners(data_dir) == []
+    # Clean and unclean starts alternate, so load that comes and goes hits both alike.
     srv, _ = _started(data_dir, home)
     for i in range(STARTS):
+        srv.stop()  # stdin closed: a clean stop, its metadata removed
+        assert read_owners(data_dir) == []
+        srv, seconds = _started(data_dir, home)
+        clean.append(seconds)
         failed, text = _tool(srv, "ingest", {"content": f"written before kill number {i}"})
         assert not failed, text
         _kill_9(srv)
@@ -125,12 +123,14 @@ def test_an_undamaged_database_after_kill_9_starts_about_as_fast(tmp_path: Path)
     assert "stopped uncleanly" in log, log
     assert "check after the unclean stop: ok" in log, log
     clean_s, unclean_s = statistics.median(clean), statistics.median(unclean)
-    bound = clean_s * START_RATIO + START_MARGIN_S
+    # The design adds at most its check's wait (UNCLEAN_STOP_CHECK_WAIT_S) to a start, and
+    # SQLite's recovery of the WAL: the bound allows that wait on top of a ratio.
+    bound = clean_s * START_RATIO + UNCLEAN_STOP_CHECK_WAIT_S
     print(f"start after a clean stop {clean}, after kill -9 {unclean}")
     assert unclean_s <= bound, (
         f"median start after kill -9 {unclean_s:.2f} s > {bound:.2f} s "
-        f"({START_RATIO} x the clean start's {clean_s:.2f} s + {START_MARGIN_S} s); "
-        f"clean {clean}, unclean {unclean}"
+        f"({START_RATIO} x the clean start's {clean_s:.2f} s + the check's wait of "
+        f"{UNCLEAN_STOP_CHECK_WAIT_S} s); clean {clean}, unclean {unclean}"
     )
 
 
