@@ -318,14 +318,16 @@ def test_a_request_is_refused_on_its_head_without_waiting_for_the_body(
         elapsed = time.monotonic() - began
         assert srv.initialize() == 200
         log = srv.log()
-    statuses = {name: answer.split(b"\r\n", 1)[0] for name, answer in answers.items()}
+    # The status codes (Python 3.13 names 413 "Content Too Large", older ones "Request
+    # Entity Too Large").
+    statuses = {name: answer.split(b" ", 2)[1] for name, answer in answers.items()}
     assert statuses == {
-        "no-token": b"HTTP/1.1 401 Unauthorized",
-        "wrong-token": b"HTTP/1.1 401 Unauthorized",
-        "foreign-host": b"HTTP/1.1 421 Misdirected Request",
-        "foreign-origin": b"HTTP/1.1 403 Forbidden",
-        "too-large": b"HTTP/1.1 413 Request Entity Too Large",
-        "too-large-with-token": b"HTTP/1.1 413 Request Entity Too Large",
+        "no-token": b"401",
+        "wrong-token": b"401",
+        "foreign-host": b"421",
+        "foreign-origin": b"403",
+        "too-large": b"413",
+        "too-large-with-token": b"413",
     }, answers
     assert b"www-authenticate: Bearer" in answers["no-token"].lower().replace(b"bearer", b"Bearer")
     assert b"larger than 33,554,432 bytes" in answers["too-large"]
