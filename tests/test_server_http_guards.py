@@ -8,6 +8,7 @@ cannot starve real clients or flood the log.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import sys
@@ -42,24 +43,47 @@ MACOS_FILES: Final = 256
 IDLE_CONNECTIONS: Final = 300
 #: Unauthenticated connections that dribble a body, more than the cap under MACOS_FILES.
 SLOW_BODIES: Final = 130
+#: How long the server may take to deal with the idle flood before the test gives up
+#: (a hang guard, not a bound on speed: nothing is timed against it).
+FLOOD_LIMIT_S: Final = 60.0
 
 
-def settled(pid: int, *, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
-    """Wait until the server's open descriptors stop changing for ``quiet_s``.
+def absorbed(port: int, idle: list[socket.socket]) -> bool:
+    """Whether the flood is over: no idle connection still retrying its handshake, and none
+    waiting in the server's accept queue.
 
-    On a loaded machine the server takes longer than any fixed pause to drain its accept
-    queue; a request timed before that would wait out TCP retries behind the flood.
+    300 connects at once overflow the queue; the dropped ones retry after 1 s, 3 s, 7 s...
+    and a request sent meanwhile waits behind them.  A pause in the server's activity does
+    not say the flood is over: on a loaded machine the retries come in waves seconds apart.
+    (Some handshakes complete only on the client's side, through SYN cookies; the server
+    never hears of them until they send a byte, which idle ones never do.)
     """
-    proc = psutil.Process(pid)
-    end = time.monotonic() + limit_s
-    last, since = proc.num_fds(), time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        now = proc.num_fds()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
+    ours = {s.getsockname()[1] for s in idle}
+    retrying = any(
+        c.laddr.port in ours and c.status == psutil.CONN_SYN_SENT
+        for c in psutil.Process().net_connections(kind="tcp")
+    )
+    return not retrying and accept_queue(port) == 0
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting for the listener on 127.0.0.1:``port`` to accept them (Linux:
+    the receive queue of a LISTEN socket in /proc/net/tcp is its accept queue)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return int(queues.split(":")[1], 16)
+    raise AssertionError(f"no listener on port {port} in /proc/net/tcp")
+
+
+def held(server_pid: int, port: int) -> int:
+    """Client connections the server holds open on ``port``."""
+    return sum(
+        1
+        for c in psutil.Process(server_pid).net_connections(kind="tcp")
+        if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
 
 
 def open_idle(port: int, count: int) -> list[socket.socket]:
@@ -141,32 +165,50 @@ def test_short_or_empty_tokens_are_refused_at_start(
 def test_idle_connections_cannot_starve_real_clients(tmp_path: Path, data_dir: Path) -> None:
     """300 silent connections under macOS's 256-file limit: a real client is still served,
     and the log says so in a few lines, not a traceback per refused accept()."""
+
+    def five() -> tuple[list[int], float]:
+        began = time.monotonic()
+        statuses = [srv.initialize() for _ in range(5)]
+        return statuses, time.monotonic() - began
+
     with HttpServer(data_dir, tmp_path, max_files=MACOS_FILES) as srv:
         assert srv.initialize() == 200
-        began = time.monotonic()
-        assert [srv.initialize() for _ in range(5)] == [200] * 5
-        quiet = time.monotonic() - began  # the same 5 requests, before the flood
+        before, quiet_before = five()
+        cap = int(re.findall(r"at most (\d+) connections", srv.log())[0])
         idle = open_idle(srv.port, IDLE_CONNECTIONS)
         try:
-            settled(srv.proc.pid)  # let the server accept what it will
-            began = time.monotonic()
-            statuses = [srv.initialize() for _ in range(5)]
-            under_attack = time.monotonic() - began
+            assert wait_for(lambda: absorbed(srv.port, idle), FLOOD_LIMIT_S, 0.1), (
+                f"{IDLE_CONNECTIONS} idle connections still queued or retrying after "
+                f"{FLOOD_LIMIT_S} s"
+            )
+            open_under_flood = held(srv.proc.pid, srv.port)
+            statuses, under_attack = five()
         finally:
             close_all(idle)
+        after, quiet_after = five()
         log = srv.log()
         assert srv.proc.poll() is None, log
+    assert before == after == [200] * 5
+    # The cap holds: before, a connection closed to make room stayed counted until the loop's
+    # next turn and was picked again by the rest of the burst (152 open under a cap of 100).
+    assert open_under_flood <= cap, f"{open_under_flood} connections open; the cap is {cap}"
     assert statuses == [200] * 5, f"{statuses} after {under_attack:.1f} s"
     # Served at once, not after a TCP retry (1 s, 3 s...) into a full accept queue: about as
-    # fast as the same requests before the flood (a retry would add whole seconds).
-    assert under_attack <= 5 * quiet, (
-        f"5 requests under attack took {under_attack * 1000:.0f} ms; bound 5 x the same 5 "
-        f"requests before the flood ({quiet * 1000:.0f} ms) = {5 * quiet * 1000:.0f} ms"
+    # fast as the same requests without the flood, before and after it (the slower of the
+    # two, so one lucky moment does not set the bar).
+    assert_within(
+        under_attack,
+        times=5,
+        baseline_s=max(quiet_before, quiet_after),
+        what="5 requests beside 300 idle connections",
+        baseline_what="the same 5 requests without them, the slower of before and after",
     )
     assert srv.proc.returncode == 0
     assert "Traceback" not in log
     assert "could not accept" not in log  # the cap keeps descriptors to spare
-    assert len(log.splitlines()) < 20, log
+    # A few lines, not one per connection (each of the 16 initializes logs its session).
+    about_connections = [line for line in log.splitlines() if "session ID" not in line]
+    assert len(about_connections) < 20, log
 
 
 def test_accept_errors_are_logged_a_few_times_not_per_attempt(
@@ -298,6 +340,9 @@ def test_a_request_is_refused_on_its_head_without_waiting_for_the_body(
         auth = f"Authorization: Bearer {srv.token}\r\n"
         post = "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\n"
         began = time.monotonic()
+        assert [srv.initialize() for _ in range(6)] == [200] * 6
+        six_served = time.monotonic() - began
+        began = time.monotonic()
         answers = {
             "no-token": head_only(srv.port, f"{post}{host}Content-Length: 100\r\n\r\n{{"),
             "wrong-token": head_only(
@@ -331,9 +376,15 @@ def test_a_request_is_refused_on_its_head_without_waiting_for_the_body(
     }, answers
     assert b"www-authenticate: Bearer" in answers["no-token"].lower().replace(b"bearer", b"Bearer")
     assert b"larger than 33,554,432 bytes" in answers["too-large"]
-    # Each was answered, and the connection closed, without waiting for the body: the six
-    # together took far less than one request deadline (30 s).
-    assert elapsed < 15, f"six refusals took {elapsed:.1f} s; a wait for a body takes 30 s"
+    # Each was answered, and the connection closed, without waiting for the body (the wait
+    # would last the request deadline, 30 s): about as fast as six requests served whole.
+    assert_within(
+        elapsed,
+        times=5,
+        baseline_s=six_served,
+        what="six refusals",
+        baseline_what="six requests served whole, same test",
+    )
     assert "Traceback" not in log
 
 

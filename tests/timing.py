@@ -47,6 +47,7 @@ def assert_within(
     what: str,
     plus_s: float = 0.0,
     plus_why: str = "",
+    baseline_what: str = "`python -c` start-up, same test",
 ) -> None:
     """``elapsed_s <= times x baseline_s + plus_s``, with every figure in the failure message.
 
@@ -56,6 +57,6 @@ def assert_within(
     plus = f" + {plus_s * 1000:.0f} ms ({plus_why})" if plus_s else ""
     assert elapsed_s <= bound, (
         f"{what} took {elapsed_s * 1000:.0f} ms; bound {times:g} x baseline "
-        f"{baseline_s * 1000:.0f} ms (`python -c` start-up, same test){plus} "
+        f"{baseline_s * 1000:.0f} ms ({baseline_what}){plus} "
         f"= {bound * 1000:.0f} ms"
     )

@@ -196,6 +196,14 @@ class GuardedH11(H11Protocol):
         super().on_response_complete()
 
     def drop(self) -> None:
+        """Close this connection to make room, and stop counting it at once.
+
+        The transport closes on the loop's next turn; until then a connection still counted
+        would be picked as the victim again by every connection accepted in the same burst,
+        so one close made room for many and the cap held nothing (300 idle connections left
+        152 open under a cap of 100, and the process ran out of descriptors under load).
+        """
+        self.guard.open.pop(self, None)
         self._disarm()
         self.transport.close()
 
