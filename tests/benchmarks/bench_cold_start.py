@@ -10,7 +10,8 @@ writes ``initialize`` at once (the pipe holds it until the server reads), then
 JSON-RPC lines over the pipes, so no client library is timed.  Each run is a new process
 on the same small store, stopped cleanly (stdin EOF) before the next: a cold process, not a
 new database.  One warm-up run per side first creates the store and writes the bytecode
-caches, as any installed server has them.
+caches, as any installed server has them.  Each run also reports the CPU time the server
+process used from start to exit (``server_cpu``), which load from elsewhere barely moves.
 
 ``--baseline`` runs another checkout side by side, alternating runs so load from elsewhere
 falls on both alike: a checkout directory (run by this interpreter with the checkout first
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,7 +51,7 @@ TOOL_ARGUMENTS: Final[dict[str, dict[str, Any]]] = {
     "stats": {},
     "ingest": {"content": "a memory written by the cold start benchmark"},
 }
-STAGES: Final = ("spawn_to_initialize", "spawn_to_first_result")
+STAGES: Final = ("spawn_to_initialize", "spawn_to_first_result", "server_cpu")
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Side:
     data_dir: Path
     to_initialize: list[float] = field(default_factory=list)
     to_result: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
 
 def side_for(name: str, where: Path, work: Path) -> Side:
@@ -91,8 +94,10 @@ def side_for(name: str, where: Path, work: Path) -> Side:
     return Side(name, [*command, "--data-dir", str(data_dir)], env, data_dir)
 
 
-def one_run(side: Side, tool: str) -> tuple[float, float]:
-    """Spawn, initialize, call ``tool``, stop; seconds from spawn to the two answers."""
+def one_run(side: Side, tool: str) -> tuple[float, float, float]:
+    """Spawn, initialize, call ``tool``, stop: seconds from spawn to the two answers, and the
+    CPU seconds the server used in all (start to exit; load from elsewhere barely moves it)."""
+    cpu_before = _children_cpu()
     started = time.monotonic()
     proc = subprocess.Popen(
         side.command,
@@ -138,7 +143,12 @@ def one_run(side: Side, tool: str) -> tuple[float, float]:
                 stream.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{side.name}: exit {proc.returncode}: {stderr}")
-    return initialized - started, answered - started
+    return initialized - started, answered - started, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children only
+    return usage.ru_utime + usage.ru_stime
 
 
 def _send(stdin: IO[bytes], rid: int, method: str, params: dict[str, Any]) -> None:
@@ -192,9 +202,10 @@ def main() -> int:
             one_run(side, "ingest")
         for i in range(args.runs):
             for side in sides if i % 2 == 0 else sides[::-1]:
-                to_initialize, to_result = one_run(side, args.tool)
+                to_initialize, to_result, cpu = one_run(side, args.tool)
                 side.to_initialize.append(to_initialize)
                 side.to_result.append(to_result)
+                side.cpu.append(cpu)
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -213,6 +224,7 @@ def main() -> int:
                 ),
                 "spawn_to_initialize": figures(s.to_initialize),
                 "spawn_to_first_result": figures(s.to_result),
+                "server_cpu": figures(s.cpu),
             }
             for s in sides
         },
@@ -236,7 +248,8 @@ def main() -> int:
         report["goal"] = {"first_result_ratio_at_most": GOAL_RATIO, "verdict": verdict}
         print(
             f"\nthis / baseline, p50: initialize {ratios['spawn_to_initialize']:.2f}, "
-            f"first result {ratios['spawn_to_first_result']:.2f}"
+            f"first result {ratios['spawn_to_first_result']:.2f}, "
+            f"server CPU {ratios['server_cpu']:.2f}"
         )
         print(f"goal: first result <= {GOAL_RATIO} x baseline: {verdict}")
     if args.json:
