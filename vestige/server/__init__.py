@@ -103,11 +103,15 @@ def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signa
         # Only now, with the lock held: the SDK and pydantic cost most of the start-up time.
         # They build ~95k objects that all live as long as the server; the cyclic collector
         # would walk them again and again while they are built (~15% of the start-up's CPU).
-        # lifecycle.run freezes them and turns the collector back on once the server is built.
+        # lifecycle.run freezes them and turns the collector back on once the server is built
+        # (and the finally does, should it return: a start-up failure).
         gc.disable()
-        from vestige.server import lifecycle  # noqa: PLC0415
+        try:
+            from vestige.server import lifecycle  # noqa: PLC0415
 
-        return lifecycle.run(lock, opts, sock)
+            return lifecycle.run(lock, opts, sock)
+        finally:
+            gc.enable()
     except KeyboardInterrupt:  # a stop signal before the event loop took over signals
         return EXIT_OK
     finally:
