@@ -19,6 +19,7 @@ Shutdown then runs in a fixed order, each step bounded by one deadline:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -37,7 +38,6 @@ from vestige.server import (
     EXIT_OK,
     EXIT_STORE,
     STOP_SIGNALS,
-    http,
     resources,
     tools,
 )
@@ -105,6 +105,7 @@ def run(lock: OwnerLock, opts: Options, sock: socket.socket | None) -> int:
     code = EXIT_ERROR
     try:
         mcp = _build(app)
+        _startup_built()
         anyio.run(_serve, app, mcp, sock)  # _serve leaves through _exit
     except KeyboardInterrupt:
         code = EXIT_OK
@@ -134,8 +135,23 @@ def _check_after_unclean_stop(store: Store, lock: OwnerLock) -> None:
     )
 
 
+def _startup_built() -> None:
+    """Keep what start-up built out of every later collection, then collect as usual.
+
+    ``vestige.server`` turned the collector off before the imports.  Frozen objects are
+    never scanned again, so no full collection walks them in the middle of a tool call;
+    the few hundred cycles start-up left unreachable stay (a few hundred KB at most).
+    """
+    gc.freeze()
+    gc.enable()
+
+
 def _build(app: ServerApp) -> MCPServer[Any]:
-    extra = http.auth_kwargs(app.options) if app.options.transport == "http" else {}
+    extra: dict[str, Any] = {}
+    if app.options.transport == "http":
+        from vestige.server import http  # noqa: PLC0415 - stdio never loads the HTTP stack
+
+        extra = http.auth_kwargs(app.options)
     mcp: MCPServer[Any] = MCPServer(
         "vestige",
         version=__version__,
@@ -161,6 +177,8 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
             transport: Any = StdioTransport(mcp, stop)
             tg.start_soon(_watch_parent, app.options.parent_pid, stop)
         else:
+            from vestige.server import http  # noqa: PLC0415
+
             transport = http.HttpTransport(mcp, app.options, sock, stop)
         tg.start_soon(transport.serve)
         tg.start_soon(app.upkeep.run)
