@@ -27,7 +27,9 @@ Per size:
    here with plain SQL: bm25 of every match (superseded memories left out), scaled to 0..1
    by the best match, blended with retention by ``vestige.search.combined_score``.  A hit
    counts if its exhaustive score is at least the exhaustive 10th best (ties count).
-3. ``vestige stats`` and ``vestige doctor`` as real CLI processes: wall time, spawn to exit.
+3. ``vestige stats`` and ``vestige doctor`` as real CLI processes: wall time, spawn to exit,
+   measured once every store is built, the sizes taking turns round by round (the goals are
+   ratios between sizes).
 4. The ``search`` tool over MCP stdio: a real ``vestige-mcp --data-dir COPY``, raw JSON-RPC
    lines, request written to response parsed.
 5. ``smart_ingest`` on the copy: new texts, every fifth one a memory the store already has.
@@ -327,26 +329,33 @@ def child_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def bench_cli(data_dir: Path, home: Path, result: SizeResult, runs: int) -> None:
+def bench_cli(stores: dict[int, Path], home: Path, results: list[SizeResult], runs: int) -> None:
+    """``vestige stats`` and ``vestige doctor`` on every size, round after round.
+
+    The sizes and the two commands take turns within each round, so load that comes and
+    goes on the machine falls on all of them alike: the goals are ratios between sizes.
+    """
     cli = str(Path(sys.executable).with_name("vestige"))
-    walls: dict[str, list[float]] = {"stats": [], "doctor": []}
+    walls: dict[tuple[int, str], list[float]] = {}
     for r in range(runs):
-        for command in ("stats", "doctor") if r % 2 == 0 else ("doctor", "stats"):
-            t0 = time.perf_counter()
-            done = subprocess.run(
-                [cli, command, "--data-dir", str(data_dir)],
-                capture_output=True,
-                env=child_env(home),
-                cwd=home,
-                check=False,
-            )
-            walls[command].append(time.perf_counter() - t0)
-            if command == "stats" and done.returncode != 0:
-                raise RuntimeError(f"vestige stats exited {done.returncode}: {done.stderr!r}")
-            if command == "doctor":
-                result.doctor_exit.append(done.returncode)
-    result.stats_ms = statistics.median(walls["stats"]) * 1000
-    result.doctor_ms = statistics.median(walls["doctor"]) * 1000
+        for size in stores if r % 2 == 0 else reversed(list(stores)):
+            for command in ("stats", "doctor") if r % 2 == 0 else ("doctor", "stats"):
+                t0 = time.perf_counter()
+                done = subprocess.run(
+                    [cli, command, "--data-dir", str(stores[size])],
+                    capture_output=True,
+                    env=child_env(home),
+                    cwd=home,
+                    check=False,
+                )
+                walls.setdefault((size, command), []).append(time.perf_counter() - t0)
+                if command == "stats" and done.returncode != 0:
+                    raise RuntimeError(f"vestige stats exited {done.returncode}: {done.stderr!r}")
+                if command == "doctor":
+                    next(x for x in results if x.size == size).doctor_exit.append(done.returncode)
+    for result in results:
+        result.stats_ms = statistics.median(walls[result.size, "stats"]) * 1000
+        result.doctor_ms = statistics.median(walls[result.size, "doctor"]) * 1000
 
 
 # -- 4, 6, cold start: MCP stdio -------------------------------------------------------
@@ -888,6 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         script, reference_note = reference_available(cache)
     results: list[SizeResult] = []
+    stores: dict[int, Path] = {}
     with tempfile.TemporaryDirectory(prefix="vestige-bench-scale-") as tmp:
         work = Path(tmp)
         for size in sizes:
@@ -903,8 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("  library search and ranking quality ...", flush=True)
             bench_library(data_dir, result, args)
-            print("  vestige stats / doctor ...", flush=True)
-            bench_cli(data_dir, work, result, args.cli_runs)
+            stores[size] = data_dir
             copy = work / f"copy-{size}"
             copy.mkdir()
             with Store.open(data_dir) as store:
@@ -932,6 +941,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"load {result.load_after}",
                 flush=True,
             )
+        print(f"\nvestige stats / doctor, {args.cli_runs} rounds over every size ...", flush=True)
+        bench_cli(stores, work, results, args.cli_runs)
         print(f"\ncold start, {args.cold_rounds} rounds ...", flush=True)
         cold = cold_start(work, args.cold_rounds, args.baseline_venv, script)
 
