@@ -22,7 +22,8 @@ cached store is only read: smart_ingest and the MCP server run on a copy made wi
 
 Per size:
 
-1. ``Store.search`` (limit 10) in this process: one-word and four-word queries, p50/p99.
+1. ``Store.search`` (limit 10) in this process: one-word and four-word queries, p50/p99,
+   once every store is built, the sizes taking turns query by query.
 2. Ranking quality: the top 10 of ``Store.search`` against the exhaustive ranking computed
    here with plain SQL: bm25 of every match (superseded memories left out), scaled to 0..1
    by the best match, blended with retention by ``vestige.search.combined_score``.  A hit
@@ -286,17 +287,36 @@ def overlap(conn: apsw.Connection, store: Store, query: str) -> float | None:
     return min(want, sum(1 for mid in got if scores.get(mid, -1.0) >= floor)) / want
 
 
-def bench_library(data_dir: Path, result: SizeResult, args: argparse.Namespace) -> None:
+def bench_search(
+    stores: dict[int, Path], results: list[SizeResult], args: argparse.Namespace
+) -> None:
+    """``Store.search`` on every size, query after query, the sizes taking turns.
+
+    One-word and four-word queries alternate too: load that comes and goes on the machine
+    falls on every size and kind alike, so the growth from 10k to 100k is measured under
+    the same conditions.
+    """
     one = corpus.queries(args.queries, 1, seed=args.seed)
     four = corpus.queries(args.queries, 4, seed=args.seed)
+    with contextlib.ExitStack() as stack:
+        opened = {size: stack.enter_context(Store.open(path)) for size, path in stores.items()}
+        for store in opened.values():
+            time_searches(store, one[:20] + four[:20])  # warm the page cache
+        times: dict[tuple[int, int], list[float]] = {}
+        sizes = list(opened)
+        for i, (a, b) in enumerate(zip(one, four, strict=True)):
+            turn = i % len(sizes)
+            for size in sizes[turn:] + sizes[:turn]:
+                times.setdefault((size, 1), []).extend(time_searches(opened[size], [a]))
+                times.setdefault((size, 4), []).extend(time_searches(opened[size], [b]))
+    for result in results:
+        result.search_1w = Timing.of(times[result.size, 1])
+        result.search_4w = Timing.of(times[result.size, 4])
+
+
+def bench_quality(data_dir: Path, result: SizeResult, args: argparse.Namespace) -> None:
+    """The ranking-quality figure of one size (see ``overlap``)."""
     with Store.open(data_dir) as store:
-        time_searches(store, one[:20] + four[:20])  # warm the page cache
-        t1: list[float] = []
-        t4: list[float] = []
-        for a, b in zip(one, four, strict=True):  # interleaved: load falls on both alike
-            t1 += time_searches(store, [a])
-            t4 += time_searches(store, [b])
-        result.search_1w, result.search_4w = Timing.of(t1), Timing.of(t4)
         conn = apsw.Connection(str(data_dir / "vestige.db"), flags=apsw.SQLITE_OPEN_READONLY)
         try:
             found = {
@@ -627,7 +647,7 @@ def print_table(results: list[SizeResult]) -> None:
         ("store: memories (superseded)", [f"{r.memories:,} ({r.superseded})" for r in results]),
         ("store: database size, MB", [f"{r.db_mb:.1f}" for r in results]),
         (
-            "load average (1 min) before / after",
+            "load average (1 min), size start / end",
             [f"{r.load_before} / {r.load_after}" for r in results],
         ),
         ("Store.search 1 word, p50 / p99 ms", [pair(r.search_1w) for r in results]),
@@ -685,9 +705,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def goals(
-    results: list[SizeResult], cold: dict[str, list[float]], reference_note: str
-) -> list[Goal]:
+def goals(results: list[SizeResult], cold: dict[str, list[float]]) -> list[Goal]:
     by = {r.size: r for r in results}
     big, ten, one = by.get(GOAL_SIZE), by.get(10_000), by.get(1_000)
     out: list[Goal] = []
@@ -787,7 +805,6 @@ def goals(
         out.append(
             Goal("cold start, this / baseline (medians)", "<= 0.5x", "-", "n/a (no baseline)")
         )
-    del reference_note
     return out
 
 
@@ -903,17 +920,26 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             print(f"\n== {size:,} memories (load average {load_average()})", flush=True)
             data_dir, info = build_store(cache, size, args.seed)
-            result = SizeResult(
-                size=size,
-                memories=int(info["memories"]),
-                build_s=float(info["build_s"]),
-                db_mb=(data_dir / "vestige.db").stat().st_size / 1e6,
-                superseded=int(info["superseded"]),
-                load_before=load_average(),
-            )
-            print("  library search and ranking quality ...", flush=True)
-            bench_library(data_dir, result, args)
             stores[size] = data_dir
+            results.append(
+                SizeResult(
+                    size=size,
+                    memories=int(info["memories"]),
+                    build_s=float(info["build_s"]),
+                    db_mb=(data_dir / "vestige.db").stat().st_size / 1e6,
+                    superseded=int(info["superseded"]),
+                    load_before=load_average(),
+                )
+            )
+        print(
+            f"\nStore.search, {args.queries} queries of each kind over every size ...", flush=True
+        )
+        bench_search(stores, results, args)
+        for result in results:
+            size, data_dir = result.size, stores[result.size]
+            print(f"\n== {size:,} memories (load average {load_average()})", flush=True)
+            print("  ranking quality ...", flush=True)
+            bench_quality(data_dir, result, args)
             copy = work / f"copy-{size}"
             copy.mkdir()
             with Store.open(data_dir) as store:
@@ -934,7 +960,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result.reference_note = "skipped"
             result.load_after = load_average()
-            results.append(result)
             print(
                 f"  done: search 1w {pair(result.search_1w)} ms, 4w {pair(result.search_4w)} ms, "
                 f"MCP {pair(result.mcp_search)} ms, smart_ingest {pair(result.smart_ingest)} ms, "
@@ -948,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print_table(results)
     print_cold(cold, reference_note)
-    table = goals(results, cold, reference_note)
+    table = goals(results, cold)
     print_goals(table)
     print(f"load average at the end: {load_average()}")
     if args.json:
