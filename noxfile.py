@@ -40,9 +40,19 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures (not tests): store throughput, gate fairness, server RTT."""
+    """Benchmarks that print figures (not tests): store throughput and gate fairness, then
+    search, smart_ingest, stats, doctor and cold start at 1k, 10k and 100k memories.
+
+    Arguments before ``--scale`` go to bench_store.py, those after it to bench_scale.py:
+    ``nox -s bench -- --quick --scale --size 1000000 --baseline-venv ../main/.venv/bin``.
+    The scale benchmark's stores are built once (100k: minutes) and cached under
+    ``~/.cache/vestige-bench`` (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
+    """
     session.install("-e", ".")
-    session.run("python", "tests/benchmarks/bench_store.py", *session.posargs)
+    args = list(session.posargs)
+    split = args.index("--scale") if "--scale" in args else len(args)
+    session.run("python", "tests/benchmarks/bench_store.py", *args[:split])
+    session.run("python", "tests/benchmarks/bench_scale.py", *args[split + 1 :])
 
 
 @nox.session
