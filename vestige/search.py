@@ -32,10 +32,11 @@ MAX_TERM_CHARS: Final = 64
 KEYWORD_WEIGHT: Final = 0.75
 RETENTION_WEIGHT: Final = 0.25
 
-#: A term in at least this many rows is common: it neither finds nor ranks while the query
-#: has rarer terms.  Absolute, not a fraction of the store, so that what a query reads and
-#: ranks stays bounded as the store grows; a store smaller than this ranks exhaustively.
-COMMON_ROWS: Final = 1_000
+#: The rows a query's rare terms may have between them; its other terms are common.  A
+#: common term neither finds nor ranks while the query has rarer terms.  Absolute, not a
+#: fraction of the store, so that what a query reads and ranks stays bounded as the store
+#: grows; a store smaller than this ranks exhaustively.
+COMMON_ROWS: Final = 4_000
 #: How many of the newest rows tell whether a common term is in most rows.
 SAMPLE_ROWS: Final = 1_000
 #: A query of common terms only ranks at most this many of the newest rows that match it.
@@ -78,10 +79,20 @@ def quoted(words: list[str], *, joiner: str = "OR") -> str | None:
 def split_common(
     words: list[str], rows_with: Callable[[str], int], *, common: int
 ) -> tuple[list[str], list[str]]:
-    """``words`` as (rare, common), each rarest first; ``rows_with`` counts up to ``common``."""
+    """``words`` as (rare, common), each rarest first; ``rows_with`` counts up to ``common``.
+
+    The rare ones are the rarest whose rows add up to less than ``common``: what a query
+    finds and ranks through them stays bounded however many terms it has.
+    """
     counts = {w: rows_with(w) for w in words}
     ordered = sorted(words, key=lambda w: counts[w])  # stable: ties keep the query's order
-    return [w for w in ordered if counts[w] < common], [w for w in ordered if counts[w] >= common]
+    total = rare = 0
+    for word in ordered:
+        total += counts[word]
+        if total >= common:
+            break
+        rare += 1
+    return ordered[:rare], ordered[rare:]
 
 
 def keyword_scores(ranks: list[float]) -> list[float]:
