@@ -307,13 +307,14 @@ def common_store(store: Store) -> Store:
 def test_rare_terms_first_ranks_exactly_as_exhaustive(
     common_store: Store, query: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exhaustive = _ranked(common_store, query, limit=8)
+    exhaustive = _ranked(common_store, query, limit=40)
     monkeypatch.setattr("vestige.search.COMMON_ROWS", 10)  # alpha, beta, gamma ... are common
-    monkeypatch.setattr("vestige.search.SAMPLE_ROWS", 1_000)
     ranked = _ranked(common_store, query, limit=8)
-    assert [i for i, _ in ranked] == [i for i, _ in exhaustive]
-    # A term in most rows is left out: FTS5 floors its idf at 1e-6, so it weighs ~nothing.
-    assert [k for _, k in ranked] == pytest.approx([k for _, k in exhaustive], abs=1e-5)
+    # A term in most rows is left out of the scoring: FTS5 floors its idf at 1e-6, so it
+    # weighs ~nothing, and only rows within that of each other may swap places.
+    every = dict(exhaustive)
+    assert [k for _, k in ranked] == pytest.approx([k for _, k in exhaustive[:8]], abs=1e-5)
+    assert [every[i] for i, _ in ranked] == pytest.approx([k for _, k in ranked], abs=1e-5)
 
 
 def test_only_common_terms_still_return_as_many_as_asked(

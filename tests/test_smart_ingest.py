@@ -1193,7 +1193,7 @@ def test_a_correction_finds_its_memory_among_many_with_the_same_common_words(
     Candidates chosen by the common words ("deploy", "server", "config") with a LIMIT would
     be the fillers, and the correction would be stored beside the memory it corrects.
     """
-    monkeypatch.setattr("vestige.search.COMMON_ROWS", common_rows)
+    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", common_rows)
     target = store.ingest("the deploy server config uses port 8080 on the zorblat host")
     for i in range(40):
         store.ingest(f"deploy server config deploy server config {'config ' * (i % 3)}")
@@ -1208,7 +1208,7 @@ def test_stop_words_alone_never_select_a_candidate(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A memory that shares only function words with the new text is not looked at."""
-    monkeypatch.setattr("vestige.search.COMMON_ROWS", 2)
+    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", 2)
     for _ in range(5):
         store.ingest("it is what it is for the team")
     seen: list[str] = []

@@ -2,11 +2,11 @@
 
 Rare terms first (issue 12).  FTS5 ranks by computing bm25 for every row that matches, and
 counts each term's rows to weigh it: a query with "the" or "user" in it cost time in
-proportion to the store.  A term found in at least ``COMMON_ROWS`` rows is *common*; how
-many rows a term is in is counted only up to that bound, so the count costs the same in any
-store.  ``split_common`` then keeps the rare terms for the query that finds and ranks:
-a row that has one of them outranks, almost always, one that has common terms only (a
-common term's idf is small; in more than half the rows, nil).  Only when a query has no
+proportion to the store.  How many rows a term is in is counted only up to ``COMMON_ROWS``,
+so the count costs the same in any store; the rarest terms whose rows add up to less than
+that are *rare*, the others *common*.  ``split_common`` keeps the rare terms for the queries
+that find and rank: a row that has one of them mostly outranks one with common terms only
+(a common term's idf is small; in more than half the rows, nil).  Only when a query has no
 rare term, or the rare ones find fewer rows than asked for, do the common terms find rows,
 and then a bounded number of them (see ``vestige.store`` and docs/ARCHITECTURE.md).
 
@@ -44,6 +44,9 @@ COMMON_WINDOW: Final = 300
 #: smart_ingest looks for similar memories by at most this many of the new text's rarest
 #: content words: a repeat, an extension or a correction shares most of them.
 DISTINCTIVE_TERMS: Final = 8
+#: smart_ingest's ``COMMON_ROWS``: lower, as it counts every content word of the new text
+#: and needs only the top 20 candidates.
+DISTINCTIVE_ROWS: Final = 1_000
 #: When every content word is common, candidates must have all of this many rarest ones.
 COMMON_TERMS_ALL: Final = 3
 

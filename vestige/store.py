@@ -1184,7 +1184,7 @@ def _distinctive_query(conn: apsw.Connection, text: similarity.Text) -> str | No
     A repeat, an extension or a correction shares most of its content words with the
     memory it is about, so it shares some of the rarest; function words never select
     (issue 12: an OR of every word, "the" included, matched nearly every row).  The words
-    are counted up to ``COMMON_ROWS``: of the rare ones, the rarest
+    are counted up to ``DISTINCTIVE_ROWS``: of the rare ones, the rarest
     ``DISTINCTIVE_TERMS``.  If all are common (a large store, a text of everyday words),
     a candidate must have all of the ``COMMON_TERMS_ALL`` rarest: an OR of common words
     would rank most of the store, and a memory that shares none of those three is seldom
@@ -1195,7 +1195,7 @@ def _distinctive_query(conn: apsw.Connection, text: similarity.Text) -> str | No
     if not words:
         return None
     rare, common = search.split_common(
-        words, _rows_with(conn, search.COMMON_ROWS), common=search.COMMON_ROWS
+        words, _rows_with(conn, search.DISTINCTIVE_ROWS), common=search.DISTINCTIVE_ROWS
     )
     if rare:
         return search.quoted(rare[: search.DISTINCTIVE_TERMS])
@@ -1291,21 +1291,20 @@ def _search_rows(
         words, _rows_with(conn, search.COMMON_ROWS), common=search.COMMON_ROWS
     )
     # A term in most rows weighs nothing in bm25 (its idf is floored at 1e-6), but FTS5
-    # would still count all its rows to find that out: leave it out of both queries.
-    if common:
-        in_most = _in_most_rows(conn)
-        common = [w for w in common if not in_most(w)] or common
+    # would still count all its rows to find that out: it only finds, and only if needed.
+    in_most = _in_most_rows(conn) if common else None
+    weighty = [w for w in common if in_most is not None and not in_most(w)]
     rows: list[tuple[object, ...]] = []
     if rare:
         sql = _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH
         only = search.quoted(rare)
         rows = conn.execute(sql, (only, *filters, window)).fetchall()
-        if common:
+        if weighty:
             # FTS5 scores only the phrases of its query, and a query with the common
             # terms as alternatives would read all their rows.  Rows with a rare AND a
             # common term get their full score here; rows with rare terms only have it
             # already.  Together: the exact top of every row with a rare term.
-            both = f"({only}) AND ({search.quoted(common)})"
+            both = f"({only}) AND ({search.quoted(weighty)})"
             full = {r[0]: r for r in conn.execute(sql, (both, *filters, window)).fetchall()}
             rows = [full.pop(r[0], r) for r in rows] + list(full.values())
             rows.sort(key=lambda r: _window_order(r, include_superseded))
@@ -1315,10 +1314,11 @@ def _search_rows(
     seen = {row[0] for row in rows}
     more: list[tuple[object, ...]] = []
     sql = _SEARCH_NEWEST if include_superseded else _SEARCH_NEWEST_LIVE
-    joiners = ("AND", "OR") if len(common) > 1 else ("OR",)
-    for joiner in joiners:
+    # Rows with all the weighty common terms first; failing enough, rows with any term.
+    tries = [search.quoted(weighty or common, joiner="AND"), search.quoted(common)]
+    for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
-        found = conn.execute(sql, (search.quoted(common, joiner=joiner), *filters, bound))
+        found = conn.execute(sql, (match, *filters, bound))
         more = [row for row in found.fetchall() if row[0] not in seen]
         if len(rows) + len(more) >= window:
             break
