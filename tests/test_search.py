@@ -275,3 +275,82 @@ def test_superseded_memories_do_not_crowd_out_the_live_ones(store: Store) -> Non
 def test_below_successors(ranked: str, links: dict[str, str], expected: str) -> None:
     out = below_successors(list(ranked), key=str, successor=links.get)
     assert "".join(out) == expected
+
+
+# -- rare terms first (issue 12) -----------------------------------------------------------------
+# The split is absolute (COMMON_ROWS rows), so a small test store lowers it to make its words
+# common; the exhaustive ranking to compare with is the same store with the bound out of reach.
+
+
+def _ranked(store: Store, query: str, **kwargs: Any) -> list[tuple[str, float]]:
+    return [(h.memory.id, h.keyword_score) for h in store.search(query, **kwargs)]
+
+
+@pytest.fixture
+def common_store(store: Store) -> Store:
+    """40 rows where "alpha" and "beta" are common, and a few rows with rare words."""
+    rng = random.Random(12)
+    fillers = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    for i in range(40):
+        words = ["alpha", "beta", *rng.choices(fillers, k=rng.randint(2, 12))]
+        if i % 7 == 0:
+            words.append("zircon")
+        if i % 11 == 0:
+            words += ["quartz", "quartz"]
+        store.ingest(" ".join(words), tags=["kept"] if i < 3 else None)
+    return store
+
+
+@pytest.mark.parametrize(
+    "query", ["zircon alpha", "quartz beta alpha", "zircon quartz gamma", "alpha zircon"]
+)
+def test_rare_terms_first_ranks_exactly_as_exhaustive(
+    common_store: Store, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exhaustive = _ranked(common_store, query, limit=40)
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 10)  # alpha, beta, gamma ... are common
+    ranked = _ranked(common_store, query, limit=8)
+    # A term in most rows is left out of the scoring: FTS5 floors its idf at 1e-6, so it
+    # weighs ~nothing, and only rows within that of each other may swap places.
+    every = dict(exhaustive)
+    assert [k for _, k in ranked] == pytest.approx([k for _, k in exhaustive[:8]], abs=1e-5)
+    assert [every[i] for i, _ in ranked] == pytest.approx([k for _, k in ranked], abs=1e-5)
+
+
+def test_only_common_terms_still_return_as_many_as_asked(
+    common_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 10)
+    monkeypatch.setattr("vestige.search.COMMON_WINDOW", 5)
+    assert len(common_store.search("alpha beta", limit=20)) == 20
+    assert len(common_store.search("alpha", limit=50)) == 40
+
+
+def test_a_filter_finds_old_rows_beyond_the_common_window(
+    common_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The three tagged rows are the oldest: outside the newest window, but not lost."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 10)
+    monkeypatch.setattr("vestige.search.COMMON_WINDOW", 5)
+    kept = found(common_store, "alpha", tags=["kept"], limit=10)
+    assert len(kept) == 3
+    # A rare term that no tagged row has leaves the common terms to find them.
+    assert sorted(found(common_store, "quartz alpha", tags=["kept"], limit=10)) == sorted(kept)
+    old = common_store.ingest("alpha beta", node_type="note")
+    for _ in range(30):
+        common_store.ingest("alpha beta gamma")
+    assert found(common_store, "alpha beta", node_type="note") == [old.id]
+
+
+def test_superseded_rules_hold_for_common_terms(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 3)
+    old = store.ingest("the deploy target is staging east")
+    new = store.smart_ingest("actually the deploy target is staging west")
+    assert new.superseded_id == old.id
+    for _ in range(10):
+        store.ingest("deploy target notes")
+    assert old.id not in found(store, "deploy target", limit=50)
+    with_old = found(store, "deploy target", limit=50, include_superseded=True)
+    assert with_old.index(old.id) == with_old.index(new.memory.id) + 1

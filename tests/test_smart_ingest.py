@@ -6,6 +6,7 @@ row; a test checks that the two agree, so the documentation says what the tests 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
@@ -1178,3 +1179,52 @@ def test_the_content_hash_keeps_what_case_and_punctuation_say(text: str, other: 
     """Rule 1 reinforces on an equal hash and text: it must tell these apart as rule 2 does."""
     assert similarity.normalize(text) != similarity.normalize(other)
     assert similarity.content_hash(text) != similarity.content_hash(other)
+
+
+# -- candidates by their rarest words (issue 12) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("common_rows", [config.MAX_LIMIT, 5])
+def test_a_correction_finds_its_memory_among_many_with_the_same_common_words(
+    store: Store, common_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty short rows outrank the target on its everyday words; its rare ones find it.
+
+    Candidates chosen by the common words ("deploy", "server", "config") with a LIMIT would
+    be the fillers, and the correction would be stored beside the memory it corrects.
+    """
+    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", common_rows)
+    target = store.ingest("the deploy server config uses port 8080 on the zorblat host")
+    for i in range(40):
+        store.ingest(f"deploy server config deploy server config {'config ' * (i % 3)}")
+    result = store.smart_ingest(
+        "actually the deploy server config uses port 9090 on the zorblat host"
+    )
+    assert result.decision is Decision.SUPERSEDE
+    assert result.superseded_id == target.id
+
+
+def test_stop_words_alone_never_select_a_candidate(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A memory that shares only function words with the new text is not looked at."""
+    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", 2)
+    for _ in range(5):
+        store.ingest("it is what it is for the team")
+    seen: list[str] = []
+    real = store._db.read
+
+    @contextlib.contextmanager
+    def traced() -> Any:
+        with real() as conn:
+            conn.exec_trace = lambda _c, sql, bindings: seen.append(str(bindings)) or True
+            try:
+                yield conn
+            finally:
+                conn.exec_trace = None
+
+    monkeypatch.setattr(store._db, "read", traced)
+    store.smart_ingest("it is what the kestrel tracker does for the team")
+    matched = [b for b in seen if '"' in b]
+    assert matched
+    assert all('"it"' not in b and '"the"' not in b for b in matched)

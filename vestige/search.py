@@ -1,5 +1,15 @@
 """Turning any text a person types into a safe FTS5 query, and ranking what it finds.
 
+Rare terms first (issue 12).  FTS5 ranks by computing bm25 for every row that matches, and
+counts each term's rows to weigh it: a query with "the" or "user" in it cost time in
+proportion to the store.  How many rows a term is in is counted only up to ``COMMON_ROWS``,
+so the count costs the same in any store; the rarest terms whose rows add up to less than
+that are *rare*, the others *common*.  ``split_common`` keeps the rare terms for the queries
+that find and rank: a row that has one of them mostly outranks one with common terms only
+(a common term's idf is small; in more than half the rows, nil).  Only when a query has no
+rare term, or the rare ones find fewer rows than asked for, do the common terms find rows,
+and then a bounded number of them (see ``vestige.store`` and docs/ARCHITECTURE.md).
+
 FTS5 has its own query language (quotes, ``*``, ``AND``/``OR``/``NOT``, ``-``, ``NEAR``,
 parentheses, ``column:``).  User text is never passed through: it is split into words and
 each word becomes a quoted string, joined with OR.  So ``"unbalanced (paren`` or ``-x AND``
@@ -22,6 +32,24 @@ MAX_TERM_CHARS: Final = 64
 KEYWORD_WEIGHT: Final = 0.75
 RETENTION_WEIGHT: Final = 0.25
 
+#: The rows a query's rare terms may have between them; its other terms are common.  A
+#: common term neither finds nor ranks while the query has rarer terms.  Absolute, not a
+#: fraction of the store, so that what a query reads and ranks stays bounded as the store
+#: grows; a store smaller than this ranks exhaustively.
+COMMON_ROWS: Final = 4_000
+#: How many of the newest rows tell whether a common term is in most rows.
+SAMPLE_ROWS: Final = 1_000
+#: A query of common terms only ranks at most this many of the newest rows that match it.
+COMMON_WINDOW: Final = 300
+#: smart_ingest looks for similar memories by at most this many of the new text's rarest
+#: content words: a repeat, an extension or a correction shares most of them.
+DISTINCTIVE_TERMS: Final = 8
+#: smart_ingest's ``COMMON_ROWS``: lower, as it counts every content word of the new text
+#: and needs only the top 20 candidates.
+DISTINCTIVE_ROWS: Final = 1_000
+#: When every content word is common, candidates must have all of this many rarest ones.
+COMMON_TERMS_ALL: Final = 3
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 T = TypeVar("T")
@@ -42,8 +70,32 @@ def fts_query(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> str | None:
         return None
     if len(words) > max_terms:
         words = sorted(words, key=len, reverse=True)[:max_terms]
+    return quoted(words)
+
+
+def quoted(words: list[str], *, joiner: str = "OR") -> str | None:
+    """An FTS5 MATCH expression of ``words`` (from ``terms``) joined by OR or AND."""
     # Inside double quotes FTS5 takes everything literally; \w+ never contains a quote.
-    return " OR ".join(f'"{w}"' for w in words)
+    return f" {joiner} ".join(f'"{w}"' for w in words) or None
+
+
+def split_common(
+    words: list[str], rows_with: Callable[[str], int], *, common: int
+) -> tuple[list[str], list[str]]:
+    """``words`` as (rare, common), each rarest first; ``rows_with`` counts up to ``common``.
+
+    The rare ones are the rarest whose rows add up to less than ``common``: what a query
+    finds and ranks through them stays bounded however many terms it has.
+    """
+    counts = {w: rows_with(w) for w in words}
+    ordered = sorted(words, key=lambda w: counts[w])  # stable: ties keep the query's order
+    total = rare = 0
+    for word in ordered:
+        total += counts[word]
+        if total >= common:
+            break
+        rare += 1
+    return ordered[:rare], ordered[rare:]
 
 
 def keyword_scores(ranks: list[float]) -> list[float]:

@@ -397,7 +397,8 @@ class Store:
             exact = _same_text(conn, new)
             if exact is not None:
                 return Decision.REINFORCE, exact, 1.0, "same content"
-            query = search.fts_query(new.content)
+            text = similarity.read(new.content)
+            query = _distinctive_query(conn, text) or search.fts_query(new.content)
             rows = (
                 conn.execute(_CANDIDATES, (query, new.node_type, SMART_CANDIDATES)).fetchall()
                 if query
@@ -405,7 +406,6 @@ class Store:
             )
         if not rows:
             return Decision.CREATE, None, 0.0, "nothing similar"
-        text = similarity.read(new.content)
         return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
 
     def delete(self, memory_id: str) -> int:
@@ -757,14 +757,15 @@ class Store:
         floor = _validate.fraction(min_retention, name="min_retention")
         kind = _validate.node_type(node_type) if node_type is not None else None
         wanted = json.dumps(_validate.tags(tags))
-        match = search.fts_query(text)
-        if match is None:
+        words = search.terms(text)
+        if not words:
             return []  # only punctuation: nothing can match
+        if len(words) > search.MAX_QUERY_TERMS:
+            words = sorted(words, key=len, reverse=True)[: search.MAX_QUERY_TERMS]
+        window = min(n * 3, config.MAX_LIMIT)
         with self._db.read() as conn:
-            rows = conn.execute(
-                _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH,
-                (match, floor, kind, kind, wanted, min(n * 3, config.MAX_LIMIT)),
-            ).fetchall()
+            filters = (floor, kind, kind, wanted)
+            rows = _search_rows(conn, words, filters, window, include_superseded)
             keyword = search.keyword_scores([as_float(r[-1], "rank") for r in rows])
             ranked = [
                 _Candidate(
@@ -1177,6 +1178,30 @@ def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
     return None
 
 
+def _distinctive_query(conn: apsw.Connection, text: similarity.Text) -> str | None:
+    """Candidates for rules 2 to 5: rows with any of the new text's rarest content words.
+
+    A repeat, an extension or a correction shares most of its content words with the
+    memory it is about, so it shares some of the rarest; function words never select
+    (issue 12: an OR of every word, "the" included, matched nearly every row).  The words
+    are counted up to ``DISTINCTIVE_ROWS``: of the rare ones, the rarest
+    ``DISTINCTIVE_TERMS``.  If all are common (a large store, a text of everyday words),
+    a candidate must have all of the ``COMMON_TERMS_ALL`` rarest: an OR of common words
+    would rank most of the store, and a memory that shares none of those three is seldom
+    about the same thing.  A text without content words gives None: the caller then
+    matches all its words, as before.
+    """
+    words = search.terms(" ".join(text.content))
+    if not words:
+        return None
+    rare, common = search.split_common(
+        words, _rows_with(conn, search.DISTINCTIVE_ROWS), common=search.DISTINCTIVE_ROWS
+    )
+    if rare:
+        return search.quoted(rare[: search.DISTINCTIVE_TERMS])
+    return search.quoted(common[: search.COMMON_TERMS_ALL], joiner="AND")
+
+
 _N_COLUMNS: Final = ", ".join(f"n.{c}" for c in MEMORY_COLUMNS)
 _CANDIDATES: Final = (
     f"SELECT {_N_COLUMNS} FROM knowledge_fts f JOIN knowledge_nodes n ON n.seq = f.rowid "
@@ -1201,6 +1226,104 @@ _SEARCH: Final = f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rank LI
 _SEARCH_WITH_SUPERSEDED: Final = (
     f"{_SEARCH_FROM} ORDER BY n.superseded_by IS NOT NULL, f.rank LIMIT ?"
 )
+#: The newest matches, in the order FTS5 reads them (no sort): only their bm25 is computed.
+_SEARCH_NEWEST: Final = f"{_SEARCH_FROM} ORDER BY f.rowid DESC LIMIT ?"
+_SEARCH_NEWEST_LIVE: Final = (
+    f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rowid DESC LIMIT ?"
+)
+#: The seq before the newest rows: a sample of the store that costs the same in any size.
+_SAMPLE_FROM: Final = (
+    "SELECT coalesce(min(seq), 0) - 1 FROM "
+    "(SELECT seq FROM knowledge_nodes ORDER BY seq DESC LIMIT ?)"
+)
+_ROWS_SINCE: Final = "SELECT count(*) FROM knowledge_nodes WHERE seq > ?"
+_ROWS_WITH_SINCE: Final = (
+    "SELECT count(*) FROM knowledge_fts WHERE knowledge_fts MATCH ? AND rowid > ?"
+)
+#: How many rows have a term, counted up to a bound: it stops there, whatever the store.
+_ROWS_WITH: Final = (
+    "SELECT count(*) FROM (SELECT 1 FROM knowledge_fts WHERE knowledge_fts MATCH ? LIMIT ?)"
+)
+
+
+def _window_order(row: tuple[object, ...], include_superseded: bool) -> tuple[bool, float]:
+    """Live memories first when superseded ones are in (as ``_SEARCH_WITH_SUPERSEDED``)."""
+    return include_superseded and row[3] is not None, as_float(row[-1], "rank")
+
+
+def _in_most_rows(conn: apsw.Connection) -> Callable[[str], bool]:
+    """Whether a word is in more than half the newest ``SAMPLE_ROWS`` rows (an estimate)."""
+    since = as_int(scalar(conn, _SAMPLE_FROM, (search.SAMPLE_ROWS,)), "seq")
+    rows = as_int(scalar(conn, _ROWS_SINCE, (since,)), "count")
+
+    def test(word: str) -> bool:
+        found = as_int(scalar(conn, _ROWS_WITH_SINCE, (search.quoted([word]), since)), "count")
+        return found * 2 > rows
+
+    return test
+
+
+def _rows_with(conn: apsw.Connection, up_to: int) -> Callable[[str], int]:
+    def count(word: str) -> int:
+        (found,) = conn.execute(_ROWS_WITH, (search.quoted([word]), up_to)).fetchone() or (0,)
+        return as_int(found, "count")
+
+    return count
+
+
+def _search_rows(
+    conn: apsw.Connection,
+    words: list[str],
+    filters: tuple[float, str | None, str | None, str],
+    window: int,
+    include_superseded: bool,
+) -> list[tuple[object, ...]]:
+    """The best ``window`` matches by bm25, as (seq, id, retention, successor, rank).
+
+    The rare terms find and rank exhaustively; FTS5 reads only their rows.  Common terms
+    find rows only when the rare ones found fewer than the window: then the newest
+    ``COMMON_WINDOW`` rows with all of them (failing that, any), beyond those already
+    found, ranked by their bm25 under that query and placed after the rare-term rows.  A
+    filter runs inside each query, before its LIMIT, so a filter never leaves out a match
+    that the window had room for.
+    """
+    rare, common = search.split_common(
+        words, _rows_with(conn, search.COMMON_ROWS), common=search.COMMON_ROWS
+    )
+    # A term in most rows weighs nothing in bm25 (its idf is floored at 1e-6), but FTS5
+    # would still count all its rows to find that out: it only finds, and only if needed.
+    in_most = _in_most_rows(conn) if common else None
+    weighty = [w for w in common if in_most is not None and not in_most(w)]
+    rows: list[tuple[object, ...]] = []
+    if rare:
+        sql = _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH
+        only = search.quoted(rare)
+        rows = conn.execute(sql, (only, *filters, window)).fetchall()
+        if weighty:
+            # FTS5 scores only the phrases of its query, and a query with the common
+            # terms as alternatives would read all their rows.  Rows with a rare AND a
+            # common term get their full score here; rows with rare terms only have it
+            # already.  Together: the exact top of every row with a rare term.
+            both = f"({only}) AND ({search.quoted(weighty)})"
+            full = {r[0]: r for r in conn.execute(sql, (both, *filters, window)).fetchall()}
+            rows = [full.pop(r[0], r) for r in rows] + list(full.values())
+            rows.sort(key=lambda r: _window_order(r, include_superseded))
+            rows = rows[:window]
+    if len(rows) >= window or not common:
+        return rows
+    seen = {row[0] for row in rows}
+    more: list[tuple[object, ...]] = []
+    sql = _SEARCH_NEWEST if include_superseded else _SEARCH_NEWEST_LIVE
+    # Rows with all the weighty common terms first; failing enough, rows with any term.
+    tries = [search.quoted(weighty or common, joiner="AND"), search.quoted(common)]
+    for match in dict.fromkeys(tries):  # one word: the same query
+        bound = max(search.COMMON_WINDOW, window) + len(seen)
+        found = conn.execute(sql, (match, *filters, bound))
+        more = [row for row in found.fetchall() if row[0] not in seen]
+        if len(rows) + len(more) >= window:
+            break
+    more.sort(key=lambda r: _window_order(r, include_superseded))
+    return rows + more[: window - len(rows)]
 
 
 @dataclass(frozen=True, slots=True)
