@@ -68,7 +68,6 @@ from vestige import (
     migrations,
     search,
     similarity,
-    transfer,
 )
 from vestige._database import Database
 from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
@@ -102,8 +101,12 @@ if TYPE_CHECKING:
 
     import apsw
 
+    from vestige import transfer
     from vestige._rows import Bindings
 
+#: _TRANSFER_LAZY: vestige.transfer (export, import, backup, salvage hints) is imported by
+#: the methods that use it, not with the store: it was a fifth of `vestige stats`'s start-up
+#: and of every command that never moves a file (issue 12).
 #: Rule 3: content-word overlap at which a correction or a negation is about that memory.
 SUPERSEDE_CORRECTION_AT: Final = 0.60
 #: Rule 4: content-word overlap at which new text replaces a demoted memory.
@@ -946,6 +949,8 @@ class Store:
         return "running"
 
     def _refuse_writes_damaged(self, found: str) -> None:
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         reason = CorruptionError(
             f"{self.path} is damaged (quick_check after an unclean stop: {found}); writes are "
             "refused so that nothing more is written to it, and reads go on",
@@ -995,6 +1000,8 @@ class Store:
         counts at 0 and a warning that says so.
         """
         import apsw  # noqa: PLC0415 - only for the version string
+
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
 
         warnings: list[str] = []
         try:
@@ -1051,6 +1058,8 @@ class Store:
 
     def iter_memories(self) -> Iterator[Memory]:
         """Every memory, oldest first, read in short snapshots (a long one pins the WAL)."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.iter_memories(self._db)
 
     # -- backup, export, import ------------------------------------------------------
@@ -1063,10 +1072,14 @@ class Store:
         ``target`` is a new file, or a folder (default: ``backups/``) where the file is named
         ``<prefix>-<UTC time>.db``, with ``-2``, ``-3``... when that name is taken.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.backup(self._db, self.data_dir, target, prefix=prefix)
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write every memory as one JSON object per line; return how many."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.export(self._db, out)
 
     def export(
@@ -1082,6 +1095,8 @@ class Store:
         The changelog follows the memories unless ``with_changelog`` is false.  Returns the
         number of memories.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         if isinstance(out, str | os.PathLike):
             return transfer.export_file(
                 self._db, out, fmt=fmt, progress=progress, with_changelog=with_changelog
@@ -1095,12 +1110,16 @@ class Store:
 
         Every line is checked before anything is written: one bad line imports nothing.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.import_jsonl(self._db, source, actor=self.actor)
 
     def import_checked(
         self, checked: transfer.ImportFile, *, progress: transfer.Progress | None = None
     ) -> ImportReport:
         """Import a file that ``transfer.read_import`` read and checked, in short batches."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.import_rows(self._db, checked, actor=self.actor, progress=progress)
 
     def record_restore(self, source: str, kept: str | None, *, previous_newest_seq: int) -> None:

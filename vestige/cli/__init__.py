@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from vestige import __version__
 from vestige.cli._exit import ExitCode, exit_code_for
 from vestige.cli._options import data_dir_option, resolved_data_dir
 from vestige.errors import CorruptionError, VestigeError
@@ -92,8 +91,26 @@ class VestigeGroup(click.Group):
             fail(f"{exc.strerror or exc}{where}", None, ExitCode.ERROR)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """click.version_option's output, with the version read only when asked for."""
+    if not value or ctx.resilient_parsing:
+        return
+    from vestige import __version__  # noqa: PLC0415 - reads the package metadata
+
+    click.echo(f"vestige, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=VestigeGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="vestige")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @data_dir_option
 def cli() -> None:
     """Vestige: a local memory for AI agents, kept in one SQLite file.
