@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import apsw
 
-from vestige import config, migrations, transfer
+from vestige import config, migrations
 from vestige._database import FULL_DISK_MARGIN_BYTES, free_bytes
 from vestige.doctor._report import Report, Status
 from vestige.errors import DataDirError, MigrationError
@@ -68,6 +68,8 @@ def _size(path: Path) -> int:
 def _restore_hint(report: Report, scan: Scan) -> str:
     # The live file is damaged: salvage reads what it can (export would stop at the first
     # damaged page), and restore must set it aside instead of backing it up.
+    from vestige import transfer  # noqa: PLC0415 - only a damaged file needs it (issue 12)
+
     return transfer.rescue_hint(report.data_dir, scan)
 
 
