@@ -24,6 +24,7 @@ from vestige.migrations import LATEST_VERSION, MIGRATIONS
 from vestige.restore import restore
 
 if TYPE_CHECKING:
+    from tests.process_helpers import WorkerPool
     from vestige.models import Stats
 
 
@@ -312,3 +313,31 @@ def apply(store: Store, op: tuple[Any, ...], target: str) -> None:
         hours = op[2]
         when = None if hours is None else (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
         set_rows(store, "UPDATE knowledge_nodes SET next_review = ? WHERE id = ?", when, target)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_processes_upgrading_a_version_5_database_at_once_fill_it_once(
+    data_dir: Path, worker_pool: WorkerPool
+) -> None:
+    """Migration 6 runs under the write gate: one process fills the figures, the others find
+    version 6 and write through the triggers, so no memory is counted twice or missed."""
+    now = datetime.now(UTC).isoformat()
+    rows = [
+        (f"m{i}", f"old {i}", "fact", now, now, now, 0.5, 1.0, 0.5, now, f"h{i}") for i in range(40)
+    ]
+    _v5_database(data_dir, rows)
+    workers = [
+        worker_pool.spawn("open-new", f"opener{k}", data_dir=str(data_dir)) for k in range(3)
+    ]
+    worker_pool.wait_ready()
+    worker_pool.release()
+    worker_pool.join(deadline_s=60)
+    assert [w.result()["schema_version"] for w in workers] == [LATEST_VERSION] * 3
+    with Store.open(data_dir) as store:
+        with store._db.read() as conn:
+            versions = conn.execute("SELECT version FROM schema_version ORDER BY rowid").fetchall()
+        assert [v[0] for v in versions] == [1, 2, 3, 4, 5, 6]
+        assert_exact(store)
+        assert store.stats().total_memories == 43
