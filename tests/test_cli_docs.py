@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pty
@@ -12,14 +13,51 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.cli_helpers import CLI, cli_json, run_cli
-from vestige.cli import cli
+from vestige.cli import COMMAND_MODULES, cli
 from vestige.cli._exit import ExitCode
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
-COMMANDS = sorted(cli.commands)
+COMMANDS = cli.list_commands(click.Context(cli))
+
+
+def command(name: str) -> click.Command:
+    found = cli.get_command(click.Context(cli), name)
+    assert found is not None, name
+    return found
+
+
+def test_each_command_is_loaded_from_the_module_that_defines_it() -> None:
+    """The lazy table (COMMAND_MODULES) names every command of every module, and no other."""
+    defined = {
+        c.name: module
+        for module in set(COMMAND_MODULES.values())
+        for c in importlib.import_module(f"vestige.cli.{module}").COMMANDS
+    }
+    assert defined == COMMAND_MODULES
+    for name in COMMANDS:
+        assert command(name).name == name
+
+
+def test_stats_does_not_import_the_process_scan() -> None:
+    """A reading command loads its own module only (issue 12: CLI start-up)."""
+    probe = (
+        "import sys\n"
+        "from vestige.cli import main\n"
+        "try:\n"
+        "    main(['stats', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('psutil', 'vestige.processes', 'vestige.doctor') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_every_command_is_documented_with_its_options() -> None:
@@ -30,7 +68,7 @@ def test_every_command_is_documented_with_its_options() -> None:
     ]  # fmt: skip
     for name in COMMANDS:
         assert re.search(rf"^##+ `vestige {name}\b", docs, re.M), name
-        for param in cli.commands[name].params:
+        for param in command(name).params:
             for opt in param.opts:
                 if opt.startswith("--") and opt not in ("--data-dir", "--json"):
                     assert re.search(rf"`[^`]*{re.escape(opt)}\b[^`]*`", docs), (name, opt)

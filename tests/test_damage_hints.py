@@ -26,7 +26,9 @@ def test_stats_and_health_on_a_damaged_database_name_salvage(data_dir: Path) -> 
             store.ingest(f"memory {i}: " + "the quick brown fox jumps over the lazy dog " * 12)
     db = data_dir / "vestige.db"
     leaves = pages_of(db, "knowledge_nodes")
-    overwrite_pages(db, leaves[1:-1])
+    # stats reads kept figures (migration 6), not every row: damage them too, so that
+    # stats meets the damage as health's quick_check does.
+    overwrite_pages(db, leaves[1:-1] + pages_of(db, "memory_totals"))
     salvage = f"vestige salvage --data-dir {data_dir} -o rescue.jsonl"
     stats = run_cli("stats", data_dir=data_dir)
     assert stats.returncode == ExitCode.UNHEALTHY, stats.stderr

@@ -143,7 +143,7 @@ def test_doctor_names_a_rescue_that_works(
     damaged: tuple[Path, dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
     data_dir, before = damaged
-    result = run_cli("doctor", "--json", data_dir=data_dir)
+    result = run_cli("doctor", "--json", "--deep", data_dir=data_dir)  # reads every page
     assert result.returncode == ExitCode.UNHEALTHY
     hints = [c["hint"] for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
     assert hints, result.stdout

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from tests import cli_helpers
+from tests import cli_helpers, damage_helpers
 from tests.cli_helpers import cli_json, damage, plain_holder, run_cli
+from vestige import Store
 from vestige.config import DATA_DIR_ENV
 from vestige.migrations import LATEST_VERSION
 
@@ -66,17 +67,23 @@ def test_a_healthy_idle_store_exits_0_and_doctor_changes_nothing(data_dir: Path)
     assert report["owner_lock"]["state"] == "free"
     assert report["processes"]["holders"] == []
     assert report["database"]["journal_mode"] == "wal"
-    assert report["database"]["quick_check"] == ["ok"]
+    assert report["deep"] is False
+    assert report["database"]["integrity_check"] is None  # not run without --deep
     assert report["database"]["schema_version"] == report["database"]["latest_schema_version"]
     assert {c["name"] for c in report["checks"]} >= {
         "data-dir", "sqlite-version", "filesystem", "permissions", "owner-lock",
-        "processes", "journal-mode", "quick-check", "schema", "wal-size",
+        "processes", "journal-mode", "integrity-check", "schema", "wal-size",
     }  # fmt: skip
     assert snapshot(data_dir) == before  # no file created, removed or written
     text = run_cli("doctor", data_dir=data_dir)
     assert text.returncode == 0
     assert f"{data_dir} (chosen by --data-dir)" in text.stdout
-    assert text.stdout.splitlines()[-1].startswith("Healthy")
+    summary, not_checked, how = text.stdout.splitlines()[-3:]
+    assert summary.startswith("Healthy")
+    assert (not_checked.startswith("Not checked: "), how) == (
+        True,
+        "Run `vestige doctor --deep` to check the whole file.",
+    )
 
 
 def test_it_says_which_rule_chose_the_data_dir(tmp_path: Path, data_dir: Path) -> None:
@@ -145,7 +152,8 @@ def test_a_killed_owner_leaves_a_free_lock_and_stale_metadata(
     assert f"{meta} (pid {pid} no longer exists)" in stale["detail"]
     assert f"remove only these files: rm {meta}" in stale["hint"]
     assert meta.exists()  # doctor changed nothing on its own
-    assert check(report, "quick-check")["status"] == "ok"  # SQLite recovers the WAL
+    assert check(report, "schema")["status"] == "ok"  # read through the WAL
+    assert check(doctor(data_dir, "--deep")[1], "integrity-check")["status"] == "ok"
     code, fixed = doctor(data_dir, "--remove-stale")
     assert code == 0
     assert fixed["removed_stale"] == [str(meta)]
@@ -198,16 +206,19 @@ def test_a_damaged_database_fails_and_points_at_the_newest_backup(data_dir: Path
     cli_json("ingest", "soon damaged", data_dir=data_dir)
     backup = cli_json("backup", data_dir=data_dir)["path"]
     damage(data_dir / "vestige.db")
-    code, report = doctor(data_dir)
+    code, report = doctor(data_dir, "--deep")
     assert code == UNHEALTHY
-    assert failing(report) == ["quick-check"]
-    assert "found damage" in check(report, "quick-check")["detail"]
-    hint = check(report, "quick-check")["hint"]
+    assert failing(report) == ["integrity-check"]
+    assert "found damage" in check(report, "integrity-check")["detail"]
+    hint = check(report, "integrity-check")["hint"]
     assert f"vestige salvage --data-dir {data_dir} -o rescue.jsonl" in hint
     assert f"vestige restore --data-dir {data_dir} {backup} --move-damaged" in hint
-    code, deep = doctor(data_dir, "--deep")
-    assert code == UNHEALTHY
-    assert failing(deep) == ["integrity-check"]
+    # The routine doctor reads no page of the table, so it cannot see this damage; it says
+    # that it did not look instead of calling the file verified.
+    code, fast = doctor(data_dir)
+    assert code == 0
+    assert check(fast, "integrity-check")["status"] == "skipped"
+    assert "--deep" in check(fast, "integrity-check")["hint"]
 
 
 def test_a_file_that_is_not_a_database_fails(data_dir: Path) -> None:
@@ -272,3 +283,48 @@ def test_processes_it_may_not_inspect_are_counted_not_ignored(data_dir: Path) ->
     assert found["status"] == "warn"
     assert "could not be inspected (access denied" in found["detail"]
     assert "authoritative" in found["hint"]
+
+
+def test_the_fast_doctor_says_what_it_did_not_check(data_dir: Path) -> None:
+    """Without --deep no page of the file is read, and both outputs say so."""
+    cli_json("ingest", "checked lightly", data_dir=data_dir)
+    code, report = doctor(data_dir)
+    assert code == 0
+    assert report["deep"] is False
+    (not_checked,) = report["not_checked"]
+    assert "pages, indexes and rows were not read" in not_checked
+    skipped = check(report, "integrity-check")
+    assert skipped["status"] == "skipped"
+    assert skipped["detail"] == f"not run: {not_checked}"
+    text = run_cli("doctor", data_dir=data_dir)
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    assert any(line.startswith("skip") and "integrity-check" in line for line in lines)
+    assert lines[-2] == f"Not checked: {not_checked}."
+    assert lines[-1] == "Run `vestige doctor --deep` to check the whole file."
+    code, deep = doctor(data_dir, "--deep")
+    assert (code, deep["deep"], "not_checked" in deep) == (0, True, False)
+    assert check(deep, "integrity-check")["status"] == "ok"
+    assert deep["database"]["integrity_check"] == ["ok"]
+    deep_text = run_cli("doctor", "--deep", data_dir=data_dir).stdout
+    assert "Not checked" not in deep_text
+    assert "skip" not in deep_text
+
+
+def test_deep_finds_damage_in_an_index_the_fast_doctor_does_not_read(data_dir: Path) -> None:
+    """Random bytes over the leaves of an index: only --deep reads them, and it fails."""
+    with Store.open(data_dir) as store:  # closed before a byte is damaged
+        for i in range(300):
+            store.ingest(f"memory {i} spread over many pages " + "words " * 40)
+    db = data_dir / "vestige.db"
+    damage_helpers.checkpoint_away(db)
+    damage_helpers.overwrite_pages(db, damage_helpers.pages_of(db, "idx_nodes_created")[:1])
+    code, fast = doctor(data_dir)
+    assert code == 0
+    assert check(fast, "integrity-check")["status"] == "skipped"
+    code, deep = doctor(data_dir, "--deep")
+    assert code == UNHEALTHY
+    # A page this damaged stops integrity_check itself: SQLite reports it as corrupt.
+    assert failing(deep) == ["integrity"]
+    assert "is damaged or is not a database" in check(deep, "integrity")["detail"]
+    assert "vestige salvage" in check(deep, "integrity")["hint"]

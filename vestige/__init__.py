@@ -7,7 +7,6 @@ faces over :class:`Store`.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from vestige.config import DataDir, DataDirSource, Durability, resolve_data_dir
@@ -29,10 +28,7 @@ if TYPE_CHECKING:
     from vestige.models import Decision, Memory, SearchHit
     from vestige.store import Store
 
-try:
-    __version__ = version("vestige")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+    __version__: str
 
 #: Imported on first use: a refused `vestige-mcp` launch must exit before paying for APSW
 #: and the store (the owner check only needs config and errors).
@@ -45,10 +41,26 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vestige' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def _version() -> str:
+    """Read from the installed metadata on first use, as stamina does: importing
+    importlib.metadata and finding the distribution was a third of `import vestige`
+    (issue 12: `vestige stats` start-up), and most commands never show the version."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    global __version__  # noqa: PLW0603 - computed once, then an ordinary attribute
+    try:
+        __version__ = version("vestige")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        __version__ = "0+unknown"
+    return __version__
 
 
 __all__ = [

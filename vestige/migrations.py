@@ -205,6 +205,123 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         INSERT INTO knowledge_fts(knowledge_fts, rank) VALUES ('secure-delete', 1);
         """,
     ),
+    Migration(
+        6,
+        "stats kept by triggers, not counted by scanning every memory",
+        """
+        -- What `vestige stats` reports, kept up to date by triggers in the transaction of
+        -- every change to knowledge_nodes (so no write path can forget it: ingest, edit,
+        -- decay, import, undo, purge, delete), and filled here from the rows already there.
+        -- Stats then costs the same at 100k memories as at 1k (issue 12).  The strength sums
+        -- are REAL: each change adds (NEW - OLD), which drifts by about one rounding error
+        -- per change, some 1e-12 of an average after a million decay updates.
+        CREATE TABLE memory_totals (
+            id            INTEGER PRIMARY KEY CHECK (id = 1),
+            memories      INTEGER NOT NULL,
+            retention_sum REAL NOT NULL,
+            storage_sum   REAL NOT NULL,
+            retrieval_sum REAL NOT NULL,
+            high          INTEGER NOT NULL,  -- retention_strength >= 0.7
+            medium        INTEGER NOT NULL,  -- 0.4 <= retention_strength < 0.7
+            low           INTEGER NOT NULL   -- retention_strength < 0.4
+        );
+        INSERT INTO memory_totals
+        SELECT 1, COUNT(*), COALESCE(SUM(retention_strength), 0.0),
+               COALESCE(SUM(storage_strength), 0.0), COALESCE(SUM(retrieval_strength), 0.0),
+               COALESCE(SUM(retention_strength >= 0.7), 0),
+               COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0),
+               COALESCE(SUM(retention_strength < 0.4), 0)
+        FROM knowledge_nodes;
+
+        -- Memories per node_type, and per hour of next_review (its first 13 characters,
+        -- 'YYYY-MM-DDTHH'): the due count is the hours before this one from here plus the
+        -- rows of this hour from idx_nodes_next_review.  A count that reaches 0 is deleted.
+        CREATE TABLE memory_counts (
+            figure TEXT NOT NULL,  -- 'node_type' or 'review_hour'
+            key    TEXT NOT NULL,
+            n      INTEGER NOT NULL,
+            PRIMARY KEY (figure, key)
+        ) WITHOUT ROWID;
+        INSERT INTO memory_counts(figure, key, n)
+        SELECT 'node_type', node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type;
+        INSERT INTO memory_counts(figure, key, n)
+        SELECT 'review_hour', substr(next_review, 1, 13), COUNT(*) FROM knowledge_nodes
+        WHERE next_review IS NOT NULL GROUP BY substr(next_review, 1, 13);
+
+        CREATE TRIGGER memory_totals_ai AFTER INSERT ON knowledge_nodes BEGIN
+            UPDATE memory_totals SET
+                memories = memories + 1,
+                retention_sum = retention_sum + NEW.retention_strength,
+                storage_sum = storage_sum + NEW.storage_strength,
+                retrieval_sum = retrieval_sum + NEW.retrieval_strength,
+                high = high + (NEW.retention_strength >= 0.7),
+                medium = medium
+                    + (NEW.retention_strength >= 0.4 AND NEW.retention_strength < 0.7),
+                low = low + (NEW.retention_strength < 0.4)
+            WHERE id = 1;
+            INSERT INTO memory_counts(figure, key, n) VALUES ('node_type', NEW.node_type, 1)
+            ON CONFLICT(figure, key) DO UPDATE SET n = n + 1;
+            INSERT INTO memory_counts(figure, key, n)
+            SELECT 'review_hour', substr(NEW.next_review, 1, 13), 1
+            WHERE NEW.next_review IS NOT NULL
+            ON CONFLICT(figure, key) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER memory_totals_ad AFTER DELETE ON knowledge_nodes BEGIN
+            UPDATE memory_totals SET
+                memories = memories - 1,
+                retention_sum = retention_sum - OLD.retention_strength,
+                storage_sum = storage_sum - OLD.storage_strength,
+                retrieval_sum = retrieval_sum - OLD.retrieval_strength,
+                high = high - (OLD.retention_strength >= 0.7),
+                medium = medium
+                    - (OLD.retention_strength >= 0.4 AND OLD.retention_strength < 0.7),
+                low = low - (OLD.retention_strength < 0.4)
+            WHERE id = 1;
+            UPDATE memory_counts SET n = n - 1
+            WHERE figure = 'node_type' AND key = OLD.node_type;
+            UPDATE memory_counts SET n = n - 1
+            WHERE figure = 'review_hour' AND key = substr(OLD.next_review, 1, 13);
+            DELETE FROM memory_counts WHERE figure = 'node_type' AND key = OLD.node_type AND n = 0;
+            DELETE FROM memory_counts
+            WHERE figure = 'review_hour' AND key = substr(OLD.next_review, 1, 13) AND n = 0;
+        END;
+        -- A decay pass updates every row: these fire only for the columns they count.
+        CREATE TRIGGER memory_totals_au_strengths
+        AFTER UPDATE OF retention_strength, storage_strength, retrieval_strength
+        ON knowledge_nodes BEGIN
+            UPDATE memory_totals SET
+                retention_sum = retention_sum + (NEW.retention_strength - OLD.retention_strength),
+                storage_sum = storage_sum + (NEW.storage_strength - OLD.storage_strength),
+                retrieval_sum = retrieval_sum
+                    + (NEW.retrieval_strength - OLD.retrieval_strength),
+                high = high + (NEW.retention_strength >= 0.7) - (OLD.retention_strength >= 0.7),
+                medium = medium
+                    + (NEW.retention_strength >= 0.4 AND NEW.retention_strength < 0.7)
+                    - (OLD.retention_strength >= 0.4 AND OLD.retention_strength < 0.7),
+                low = low + (NEW.retention_strength < 0.4) - (OLD.retention_strength < 0.4)
+            WHERE id = 1;
+        END;
+        CREATE TRIGGER memory_totals_au_type AFTER UPDATE OF node_type ON knowledge_nodes
+        WHEN OLD.node_type IS NOT NEW.node_type BEGIN
+            UPDATE memory_counts SET n = n - 1
+            WHERE figure = 'node_type' AND key = OLD.node_type;
+            DELETE FROM memory_counts WHERE figure = 'node_type' AND key = OLD.node_type AND n = 0;
+            INSERT INTO memory_counts(figure, key, n) VALUES ('node_type', NEW.node_type, 1)
+            ON CONFLICT(figure, key) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER memory_totals_au_review AFTER UPDATE OF next_review ON knowledge_nodes
+        WHEN substr(OLD.next_review, 1, 13) IS NOT substr(NEW.next_review, 1, 13) BEGIN
+            UPDATE memory_counts SET n = n - 1
+            WHERE figure = 'review_hour' AND key = substr(OLD.next_review, 1, 13);
+            DELETE FROM memory_counts
+            WHERE figure = 'review_hour' AND key = substr(OLD.next_review, 1, 13) AND n = 0;
+            INSERT INTO memory_counts(figure, key, n)
+            SELECT 'review_hour', substr(NEW.next_review, 1, 13), 1
+            WHERE NEW.next_review IS NOT NULL
+            ON CONFLICT(figure, key) DO UPDATE SET n = n + 1;
+        END;
+        """,
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

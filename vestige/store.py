@@ -68,7 +68,6 @@ from vestige import (
     migrations,
     search,
     similarity,
-    transfer,
 )
 from vestige._database import Database
 from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
@@ -102,8 +101,12 @@ if TYPE_CHECKING:
 
     import apsw
 
+    from vestige import transfer
     from vestige._rows import Bindings
 
+#: _TRANSFER_LAZY: vestige.transfer (export, import, backup, salvage hints) is imported by
+#: the methods that use it, not with the store: it was a fifth of `vestige stats`'s start-up
+#: and of every command that never moves a file (issue 12).
 #: Rule 3: content-word overlap at which a correction or a negation is about that memory.
 SUPERSEDE_CORRECTION_AT: Final = 0.60
 #: Rule 4: content-word overlap at which new text replaces a demoted memory.
@@ -132,6 +135,32 @@ _SELECT_BY_ID: Final = f"SELECT {SELECT_MEMORY} FROM knowledge_nodes WHERE id = 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+#: memory_counts keys a review time by its first 13 characters: 'YYYY-MM-DDTHH' (migration 6).
+_REVIEW_HOUR_CHARS: Final = 13
+
+
+def _due_count(conn: apsw.Connection, now: str) -> int:
+    """Memories whose next_review <= now, without counting them one by one.
+
+    For any two strings, a prefix that sorts before another's prefix of the same length
+    sorts the whole string before it: every hour before now's is due in full (kept in
+    memory_counts), every hour after it not at all, and now's own hour is counted from
+    idx_nodes_next_review (the rows from the hour's start to now).
+    """
+    hour = now[:_REVIEW_HOUR_CHARS]
+    before = scalar(
+        conn,
+        "SELECT COALESCE(SUM(n), 0) FROM memory_counts WHERE figure = 'review_hour' AND key < ?",
+        (hour,),
+    )
+    this_hour = scalar(
+        conn,
+        "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review >= ? AND next_review <= ?",
+        (hour, now),
+    )
+    return as_int(before, "memory_counts.n") + as_int(this_hour, "COUNT(*)")
 
 
 class Store:
@@ -829,47 +858,51 @@ class Store:
         return [TimelineDay(day, tuple(ms)) for day, ms in days.items()]
 
     def stats(self) -> Stats:
+        """The figures come from ``memory_totals`` and ``memory_counts``, which triggers keep
+        in every write's transaction (migration 6), and from index lookups: no scan of the
+        memories, so stats costs the same at 100k as at 1k."""
         now = now_iso()
         with self._db.read() as conn:
-            total, avg_ret, avg_sto, avg_rtr, oldest, newest = one(
+            total, ret_sum, sto_sum, rtr_sum, high, medium, low = one(
                 conn,
-                "SELECT COUNT(*), COALESCE(AVG(retention_strength), 0.0), "
-                "COALESCE(AVG(storage_strength), 0.0), COALESCE(AVG(retrieval_strength), 0.0), "
-                "MIN(created_at), MAX(created_at) FROM knowledge_nodes",
+                "SELECT memories, retention_sum, storage_sum, retrieval_sum, high, medium, low "
+                "FROM memory_totals WHERE id = 1",
             )
-            # next_review is when recall falls to 0.9 (fsrs.next_review); NULL is never.
-            due = scalar(
-                conn, "SELECT COUNT(*) FROM knowledge_nodes WHERE next_review <= ?", (now,)
+            # Two subqueries: SQLite answers a lone MIN or MAX from idx_nodes_created.
+            oldest, newest = one(
+                conn,
+                "SELECT (SELECT MIN(created_at) FROM knowledge_nodes), "
+                "(SELECT MAX(created_at) FROM knowledge_nodes)",
             )
+            due = _due_count(conn, now)
             types = {
-                as_str(node_type, "node_type"): as_int(count, "COUNT(*)")
+                as_str(node_type, "node_type"): as_int(count, "memory_counts.n")
                 for node_type, count in conn.execute(
-                    "SELECT node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type "
-                    "ORDER BY 2 DESC"
+                    "SELECT key, n FROM memory_counts WHERE figure = 'node_type' "
+                    "ORDER BY n DESC, key"
                 ).fetchall()
             }
-            high, medium, low = one(
-                conn,
-                "SELECT COALESCE(SUM(retention_strength >= 0.7), 0), "
-                "COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0), "
-                "COALESCE(SUM(retention_strength < 0.4), 0) FROM knowledge_nodes",
-            )
             page_count = as_int(scalar(conn, "PRAGMA page_count"), "page_count")
             page_size = as_int(scalar(conn, "PRAGMA page_size"), "page_size")
             version = migrations.current_version(conn)
+        count = as_int(total, "memory_totals.memories")
+
+        def average(total_sum: object, name: str) -> float:
+            return round(as_float(total_sum, name) / count, 4) if count else 0.0
+
         return Stats(
-            total_memories=as_int(total, "COUNT(*)"),
-            due_for_review=as_int(due, "COUNT(*)"),
-            average_retention=round(as_float(avg_ret, "retention_strength"), 4),
-            average_storage_strength=round(as_float(avg_sto, "storage_strength"), 4),
-            average_retrieval_strength=round(as_float(avg_rtr, "retrieval_strength"), 4),
+            total_memories=count,
+            due_for_review=due,
+            average_retention=average(ret_sum, "memory_totals.retention_sum"),
+            average_storage_strength=average(sto_sum, "memory_totals.storage_sum"),
+            average_retrieval_strength=average(rtr_sum, "memory_totals.retrieval_sum"),
             oldest_memory=as_opt_str(oldest, "created_at"),
             newest_memory=as_opt_str(newest, "created_at"),
             node_types=types,
             retention_bands={
-                "high": as_int(high, "retention_strength"),
-                "medium": as_int(medium, "retention_strength"),
-                "low": as_int(low, "retention_strength"),
+                "high": as_int(high, "memory_totals.high"),
+                "medium": as_int(medium, "memory_totals.medium"),
+                "low": as_int(low, "memory_totals.low"),
             },
             database_bytes=page_count * page_size,
             wal_bytes=self.wal_bytes(),
@@ -917,6 +950,8 @@ class Store:
         return "running"
 
     def _refuse_writes_damaged(self, found: str) -> None:
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         reason = CorruptionError(
             f"{self.path} is damaged (quick_check after an unclean stop: {found}); writes are "
             "refused so that nothing more is written to it, and reads go on",
@@ -966,6 +1001,8 @@ class Store:
         counts at 0 and a warning that says so.
         """
         import apsw  # noqa: PLC0415 - only for the version string
+
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
 
         warnings: list[str] = []
         try:
@@ -1022,6 +1059,8 @@ class Store:
 
     def iter_memories(self) -> Iterator[Memory]:
         """Every memory, oldest first, read in short snapshots (a long one pins the WAL)."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.iter_memories(self._db)
 
     # -- backup, export, import ------------------------------------------------------
@@ -1034,10 +1073,14 @@ class Store:
         ``target`` is a new file, or a folder (default: ``backups/``) where the file is named
         ``<prefix>-<UTC time>.db``, with ``-2``, ``-3``... when that name is taken.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.backup(self._db, self.data_dir, target, prefix=prefix)
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write every memory as one JSON object per line; return how many."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.export(self._db, out)
 
     def export(
@@ -1053,6 +1096,8 @@ class Store:
         The changelog follows the memories unless ``with_changelog`` is false.  Returns the
         number of memories.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         if isinstance(out, str | os.PathLike):
             return transfer.export_file(
                 self._db, out, fmt=fmt, progress=progress, with_changelog=with_changelog
@@ -1066,12 +1111,16 @@ class Store:
 
         Every line is checked before anything is written: one bad line imports nothing.
         """
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.import_jsonl(self._db, source, actor=self.actor)
 
     def import_checked(
         self, checked: transfer.ImportFile, *, progress: transfer.Progress | None = None
     ) -> ImportReport:
         """Import a file that ``transfer.read_import`` read and checked, in short batches."""
+        from vestige import transfer  # noqa: PLC0415 - see _TRANSFER_LAZY
+
         return transfer.import_rows(self._db, checked, actor=self.actor, progress=progress)
 
     def record_restore(self, source: str, kept: str | None, *, previous_newest_seq: int) -> None:

@@ -9,14 +9,14 @@ on stderr with the exit code from ``vestige.cli._exit``, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from vestige import __version__, transfer
 from vestige.cli._exit import ExitCode, exit_code_for
 from vestige.cli._options import data_dir_option, resolved_data_dir
 from vestige.errors import CorruptionError, VestigeError
@@ -25,6 +25,18 @@ if TYPE_CHECKING:
     from types import FrameType
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+#: Which module defines each command: a command imports its own module only, so `vestige
+#: stats` does not pay for doctor's process scan (psutil) nor for the other commands'
+#: modules (issue 12).  tests/test_cli_docs.py checks it against each module's COMMANDS.
+COMMAND_MODULES: Final[dict[str, str]] = {
+    **dict.fromkeys(("stats", "search", "health", "ingest"), "memory"),
+    **dict.fromkeys(("log", "undo", "edit", "delete", "purge"), "history"),
+    **dict.fromkeys(
+        ("backup", "restore", "export", "salvage", "import", "consolidate"), "safekeeping"
+    ),
+    "doctor": "doctor",
+}
 
 
 def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
@@ -37,6 +49,19 @@ def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
 class VestigeGroup(click.Group):
     """The command group; turns library errors into a message and a named exit code."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        if cmd_name not in self.commands:
+            loaded = importlib.import_module(f"vestige.cli.{module}")
+            for command in loaded.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         ctx.ensure_object(dict)  # shared with the command's context: its --data-dir shows here
         try:
@@ -46,6 +71,8 @@ class VestigeGroup(click.Group):
             if hint == CorruptionError.default_hint:
                 # The library's generic words; the CLI knows the data directory, so it
                 # names the rescue that works (salvage, then restore or a new database).
+                from vestige import transfer  # noqa: PLC0415 - only on this rare path
+
                 with contextlib.suppress(VestigeError):
                     hint = transfer.rescue_hint(resolved_data_dir())
             fail(exc.message, hint, exit_code_for(exc))
@@ -64,8 +91,26 @@ class VestigeGroup(click.Group):
             fail(f"{exc.strerror or exc}{where}", None, ExitCode.ERROR)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """click.version_option's output, with the version read only when asked for."""
+    if not value or ctx.resilient_parsing:
+        return
+    from vestige import __version__  # noqa: PLC0415 - reads the package metadata
+
+    click.echo(f"vestige, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=VestigeGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="vestige")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @data_dir_option
 def cli() -> None:
     """Vestige: a local memory for AI agents, kept in one SQLite file.
@@ -73,17 +118,6 @@ def cli() -> None:
     Every command works while vestige-mcp servers run on the same data directory.
     Run `vestige doctor` first when something looks wrong.
     """
-
-
-def _register() -> None:
-    from vestige.cli import doctor, history, memory, safekeeping  # noqa: PLC0415 - after cli
-
-    for module in (memory, history, safekeeping, doctor):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def _exit_on_terminate(signum: int, frame: FrameType | None) -> NoReturn:

@@ -36,11 +36,13 @@ __all__ = ["CheckResult", "Report", "Status", "run"]
 def run(data_dir: DataDir, *, deep: bool = False, remove_stale: bool = False) -> Report:
     """Run every check on ``data_dir``; problems become results, never exceptions.
 
-    :param deep: integrity_check instead of quick_check (slower: O(N log N)).
+    :param deep: also read the whole file (integrity_check, O(N log N)); without it the
+        report says what it did not check (a ``skipped`` result and ``not_checked``).
     :param remove_stale: delete holder metadata whose process is provably gone.
     """
     started = time.perf_counter()
     report = Report(data_dir)
+    report.facts["deep"] = deep
     report.facts.update(
         vestige_version=__version__,
         python=platform.python_version(),

@@ -17,6 +17,7 @@ class Status(StrEnum):
     OK = "ok"
     WARN = "warn"  # worth knowing; nothing is broken yet
     FAIL = "fail"  # a problem: doctor exits non-zero
+    SKIPPED = "skipped"  # not checked this time (the detail says what, the hint how)
 
 
 @dataclass(frozen=True, slots=True)
