@@ -79,7 +79,7 @@ def test_a_healthy_idle_store_exits_0_and_doctor_changes_nothing(data_dir: Path)
     assert text.returncode == 0
     assert f"{data_dir} (chosen by --data-dir)" in text.stdout
     summary, not_checked, how = text.stdout.splitlines()[-3:]
-    assert summary.startswith("Healthy")
+    assert summary.startswith("No problem found in what was checked")
     assert (not_checked.startswith("Not checked: "), how) == (
         True,
         "Run `vestige doctor --deep` to check the whole file.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -15,7 +16,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import apsw
 import pytest
@@ -1193,7 +1194,7 @@ def test_a_correction_finds_its_memory_among_many_with_the_same_common_words(
     Candidates chosen by the common words ("deploy", "server", "config") with a LIMIT would
     be the fillers, and the correction would be stored beside the memory it corrects.
     """
-    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", common_rows)
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", common_rows)
     target = store.ingest("the deploy server config uses port 8080 on the zorblat host")
     for i in range(40):
         store.ingest(f"deploy server config deploy server config {'config ' * (i % 3)}")
@@ -1208,7 +1209,7 @@ def test_stop_words_alone_never_select_a_candidate(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A memory that shares only function words with the new text is not looked at."""
-    monkeypatch.setattr("vestige.search.DISTINCTIVE_ROWS", 2)
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 2)
     for _ in range(5):
         store.ingest("it is what it is for the team")
     seen: list[str] = []
@@ -1228,3 +1229,57 @@ def test_stop_words_alone_never_select_a_candidate(
     matched = [b for b in seen if '"' in b]
     assert matched
     assert all('"it"' not in b and '"the"' not in b for b in matched)
+
+
+#: Memories of one template, four slots of four values: every content word is in many rows.
+_SLOTS: Final = (
+    ("dark", "light", "blue", "green"),
+    ("editor", "browser", "shell", "chat"),
+    ("laptop", "desktop", "tablet", "phone"),
+    ("work", "home", "travel", "school"),
+)
+_TARGET: Final = ("dark", "editor", "laptop", "work")
+
+
+def _templated(choice: tuple[str, ...]) -> str:
+    return "the user prefers {} mode in the {} on the {} at {}".format(*choice)
+
+
+@pytest.mark.parametrize(
+    ("text", "decision"),
+    [
+        (
+            "Actually, the user still prefers dark mode in the editor on the laptop at work",
+            Decision.REINFORCE,
+        ),
+        (
+            "The user no longer prefers dark mode in the editor on the laptop at work",
+            Decision.SUPERSEDE,
+        ),
+        (
+            "the user prefers dark mode in the editor on the laptop at work and in the terminal",
+            Decision.UPDATE,
+        ),
+    ],
+    ids=["still", "no-longer", "extension"],
+)
+def test_the_memory_a_text_is_about_is_found_among_many_that_share_most_of_its_words(
+    store: Store, monkeypatch: pytest.MonkeyPatch, text: str, decision: Decision
+) -> None:
+    """A hostile test of issue 12's first try: candidates ranked on the text's few rarest
+    words were rows sharing only those, and "no longer ... laptop at work" superseded
+    "... tablet at work" (a true memory hidden, the contradicted one left first).  Ranked on
+    all its content words, the memory it is about comes first.  COMMON_ROWS is lowered so
+    that 600 rows behave as a large store does (every word here is in 150 rows or more)."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 200)
+    rng = random.Random(2)
+    others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
+    for _ in range(500):
+        store.ingest(_templated(rng.choice(others)))
+    target = store.ingest(_templated(_TARGET))
+    for _ in range(100):
+        store.ingest(_templated(rng.choice(others)))
+    result = store.smart_ingest(text)
+    assert result.decision is decision, result.reason
+    touched = result.superseded_id if decision is Decision.SUPERSEDE else result.memory.id
+    assert touched == target.id

@@ -341,3 +341,27 @@ def test_processes_upgrading_a_version_5_database_at_once_fill_it_once(
         assert [v[0] for v in versions] == [1, 2, 3, 4, 5, 6]
         assert_exact(store)
         assert store.stats().total_memories == 43
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("storage_strength", 1e17),
+        ("storage_strength", -1.0),
+        ("retention_strength", 1.5),
+        ("retrieval_strength", -0.1),
+    ],
+)
+def test_an_import_of_a_strength_out_of_range_is_refused_and_the_figures_stay_exact(
+    store: Store, field: str, value: float
+) -> None:
+    """A hostile test imported storage_strength 1e17 beside three memories and deleted it:
+    the kept sum had lost the three (1 + 1e17 - 1e17 = 0), for good.  Now such a row is
+    refused with the range, nothing is imported, and the figures are those of a scan."""
+    for i in range(3):
+        store.ingest(f"memory {i} about sqlite")
+    row = {"id": str(uuid.uuid4()), "content": "huge", field: value}
+    with pytest.raises(InvalidInput, match=f"{field} must be between"):
+        store.import_jsonl(io.StringIO(json.dumps(row) + "\n"))
+    assert store.stats().total_memories == 3
+    assert_exact(store)

@@ -85,10 +85,11 @@ class CorruptionError(StoreError):
     """Raised when SQLite reports the database file as damaged or not a database."""
 
     default_hint = (
-        "Stop every process that uses this data directory and run `vestige doctor`, which "
-        "names the next steps: `vestige salvage -o rescue.jsonl` reads what is still "
-        "readable, then `vestige restore BACKUP --move-damaged` and `vestige import "
-        "rescue.jsonl` bring back a backup and what came after it."
+        "Stop every process that uses this data directory and run `vestige doctor --deep`, "
+        "which reads the whole file and names the next steps: `vestige salvage -o "
+        "rescue.jsonl` reads what is still readable, then `vestige restore BACKUP "
+        "--move-damaged` and `vestige import rescue.jsonl` bring back a backup and what came "
+        "after it."
     )
 
 

@@ -41,14 +41,6 @@ COMMON_ROWS: Final = 4_000
 SAMPLE_ROWS: Final = 1_000
 #: A query of common terms only ranks at most this many of the newest rows that match it.
 COMMON_WINDOW: Final = 300
-#: smart_ingest looks for similar memories by at most this many of the new text's rarest
-#: content words: a repeat, an extension or a correction shares most of them.
-DISTINCTIVE_TERMS: Final = 8
-#: smart_ingest's ``COMMON_ROWS``: lower, as it counts every content word of the new text
-#: and needs only the top 20 candidates.
-DISTINCTIVE_ROWS: Final = 1_000
-#: When every content word is common, candidates must have all of this many rarest ones.
-COMMON_TERMS_ALL: Final = 3
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -427,15 +427,10 @@ class Store:
             if exact is not None:
                 return Decision.REINFORCE, exact, 1.0, "same content"
             text = similarity.read(new.content)
-            query = _distinctive_query(conn, text) or search.fts_query(new.content)
-            rows = (
-                conn.execute(_CANDIDATES, (query, new.node_type, SMART_CANDIDATES)).fetchall()
-                if query
-                else []
-            )
-        if not rows:
+            candidates = _candidates(conn, text, new)
+        if not candidates:
             return Decision.CREATE, None, 0.0, "nothing similar"
-        return _choose(text, [_match(text, m) for m in map(Memory.from_row, rows)])
+        return _choose(text, [_match(text, m) for m in candidates])
 
     def delete(self, memory_id: str) -> int:
         """Delete a memory; return the changelog entry's seq (the tombstone, for undo).
@@ -1227,36 +1222,29 @@ def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
     return None
 
 
-def _distinctive_query(conn: apsw.Connection, text: similarity.Text) -> str | None:
-    """Candidates for rules 2 to 5: rows with any of the new text's rarest content words.
+def _candidates(conn: apsw.Connection, text: similarity.Text, new: Memory) -> list[Memory]:
+    """Candidates for rules 2 to 5: the current memories of the new text's type that rank
+    best on its content words, the way a search for them would rank (``_search_rows``).
 
     A repeat, an extension or a correction shares most of its content words with the
-    memory it is about, so it shares some of the rarest; function words never select
-    (issue 12: an OR of every word, "the" included, matched nearly every row).  The words
-    are counted up to ``DISTINCTIVE_ROWS``: of the rare ones, the rarest
-    ``DISTINCTIVE_TERMS``.  If all are common (a large store, a text of everyday words),
-    a candidate must have all of the ``COMMON_TERMS_ALL`` rarest: an OR of common words
-    would rank most of the store, and a memory that shares none of those three is seldom
-    about the same thing.  A text without content words gives None: the caller then
-    matches all its words, as before.
+    memory it is about.  Ranked on all of them, that memory comes first; ranked on a few
+    rare ones only, rows that share just those crowd it out of the top 20, and the new text
+    would hide the wrong memory or be stored beside the right one (issue 12's first try).
+    Function words never select (an OR of every word, "the" included, ranked nearly every
+    row); a text without content words matches on all its words, as before.
     """
-    words = search.terms(" ".join(text.content))
+    words = search.terms(" ".join(text.content)) or search.terms(new.content)
     if not words:
-        return None
-    rare, common = search.split_common(
-        words, _rows_with(conn, search.DISTINCTIVE_ROWS), common=search.DISTINCTIVE_ROWS
-    )
-    if rare:
-        return search.quoted(rare[: search.DISTINCTIVE_TERMS])
-    return search.quoted(common[: search.COMMON_TERMS_ALL], joiner="AND")
+        return []
+    if len(words) > search.MAX_QUERY_TERMS:
+        words = sorted(words, key=len, reverse=True)[: search.MAX_QUERY_TERMS]
+    filters = (0.0, new.node_type, new.node_type, "[]")
+    found = _search_rows(conn, words, filters, SMART_CANDIDATES, include_superseded=False)
+    seqs = [as_int(row[0], "seq") for row in found]
+    by_seq = _memories_by_seq(conn, seqs, None)
+    return [by_seq[seq] for seq in seqs if seq in by_seq]
 
 
-_N_COLUMNS: Final = ", ".join(f"n.{c}" for c in MEMORY_COLUMNS)
-_CANDIDATES: Final = (
-    f"SELECT {_N_COLUMNS} FROM knowledge_fts f JOIN knowledge_nodes n ON n.seq = f.rowid "
-    "WHERE knowledge_fts MATCH ? AND n.node_type = ? AND n.superseded_by IS NULL "
-    "ORDER BY f.rank LIMIT ?"
-)
 #: Every tag of the bound JSON array is among the row's tags.
 _HAS_TAGS: Final = (
     "NOT EXISTS (SELECT 1 FROM json_each(?) w "

@@ -1542,6 +1542,15 @@ _NUMBERS: Final = {
     "sentiment_magnitude": 0.0,
     "adjustment": 0.0,  # promotes and demotes (vestige.fsrs); older exports have none
 }
+#: What the strengths can be.  The store keeps their sums for `stats` (migration 6), and one
+#: imported 1e17 beside values near 1 wiped out their sum for good once deleted again.
+#: Storage strength is capped at fsrs.MAX_STORAGE_STRENGTH here; other tools' exports may
+#: count higher, so the bound is wide but finite.
+_STRENGTH_RANGES: Final = {
+    "retention_strength": (0.0, 1.0),
+    "retrieval_strength": (0.0, 1.0),
+    "storage_strength": (0.0, 1e6),
+}
 _INTEGERS: Final = {"reps": 0, "lapses": 0, "scheduled_days": 0}
 #: SQLite's INTEGER range; a larger value would fail at insert, after earlier batches.
 _INT_MIN: Final = -(2**63)
@@ -1591,6 +1600,11 @@ def _row_from_json(data: object, now: str) -> MemoryRow | Change:
     }
     for name, default in _NUMBERS.items():
         values[name] = _number(data, name, default)
+        low, high = _STRENGTH_RANGES.get(name, (-math.inf, math.inf))
+        if not low <= values[name] <= high:
+            raise InvalidInput(
+                f"{name} must be between {low:g} and {high:g}, not {_short(data[name])}"
+            )
     for name, default_int in _INTEGERS.items():
         values[name] = _integer(data, name, default_int)
     for name in _OPTIONAL_TEXT:
