@@ -29,6 +29,7 @@ import pytest
 from tests import cli_helpers
 from tests.cli_helpers import CLI, CLI_DEADLINE_S, cli_json, run_cli, server_command
 from tests.fs_helpers import MOUNT_DEADLINE_S, small_tmpfs
+from vestige.migrations import MIGRATIONS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -142,6 +143,32 @@ def test_a_new_data_dir_on_a_read_only_mount_is_refused_by_name(tmp_path: Path) 
         result.stderr
     )
     assert "chmod" not in result.stderr
+
+
+def test_an_older_database_on_a_read_only_mount_says_how_to_upgrade_it(tmp_path: Path) -> None:
+    """A database of the previous schema cannot be read there (it must be upgraded first):
+    the hint must not send the user to read or back it up there, which both fail."""
+    with small_tmpfs(tmp_path / "mnt") as mount:
+        data_dir = mount / "data"
+        data_dir.mkdir(mode=0o700)
+        conn = apsw.Connection(str(data_dir / "vestige.db"))
+        with conn:
+            for migration in MIGRATIONS[:-1]:
+                for _ in conn.execute(migration.sql):
+                    pass
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, '2026-01-01T00:00:00+00:00')",
+                    (migration.version, migration.description),
+                )
+        conn.close()
+        with read_only(mount):
+            result = run_cli("stats", data_dir=data_dir)
+    assert result.returncode == USAGE, result.stderr
+    assert "the database must be upgraded first" in result.stderr
+    assert "must be upgraded once before this version can read it" in result.stderr
+    assert f"mount -o remount,rw {mount}" in result.stderr
+    assert "Reading works there" not in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- a vestige.db that root made in the user's own directory ---------------------------------------

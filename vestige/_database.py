@@ -236,7 +236,9 @@ class Database:
             with self._writer_lock:
                 needed = self._setup_needed(needs_init)
                 if read_only and needed:
-                    raise config.read_only_filesystem(path, "the database must be upgraded first")
+                    raise config.read_only_filesystem(
+                        path, "the database must be upgraded first", upgrade=True
+                    )
                 if not read_only:
                     config.secure_file(path)  # ours (checked above): keep it private
                 if needed:

@@ -442,14 +442,29 @@ def _mount_point(path: Path) -> Path:
     return path
 
 
-def read_only_filesystem(path: Path, what: str) -> DataDirError:
-    """One message for a write refused because ``path``'s filesystem is mounted read-only."""
+def read_only_filesystem(path: Path, what: str, *, upgrade: bool = False) -> DataDirError:
+    """One message for a write refused because ``path``'s filesystem is mounted read-only.
+
+    ``upgrade``: the database has an older schema, which this version can neither read
+    nor upgrade there, so the usual advice (read there, or back it up elsewhere) would fail.
+    """
     mount = _mount_point(path)
+    remount = f"mount -o remount,rw {shell_arg(mount)}"
+    if upgrade:
+        hint = (
+            f"This database was written by an older vestige and must be upgraded once before "
+            f"this version can read it. Remount the filesystem read-write ({remount}) and run "
+            f"any vestige command on it, or copy the whole data directory to a writable disk "
+            f"(cp -a {shell_arg(path.parent)} DEST) and use --data-dir DEST."
+        )
+    else:
+        hint = (
+            f"Reading works there (search, stats, export, doctor). To write, remount it "
+            f"read-write ({remount}), or choose a --data-dir on a writable disk (vestige "
+            "backup PATH copies the memory there)."
+        )
     return DataDirError(
-        f"the filesystem holding {path} is mounted read-only ({mount}): {what}",
-        hint=f"Reading works there (search, stats, export, doctor). To write, remount it "
-        f"read-write (mount -o remount,rw {shell_arg(mount)}), or choose a --data-dir on a "
-        "writable disk (vestige backup PATH copies the memory there).",
+        f"the filesystem holding {path} is mounted read-only ({mount}): {what}", hint=hint
     )
 
 
