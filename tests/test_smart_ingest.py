@@ -1194,7 +1194,7 @@ def test_a_correction_finds_its_memory_among_many_with_the_same_common_words(
     Candidates chosen by the common words ("deploy", "server", "config") with a LIMIT would
     be the fillers, and the correction would be stored beside the memory it corrects.
     """
-    monkeypatch.setattr("vestige.search.COMMON_ROWS", common_rows)
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", common_rows)
     target = store.ingest("the deploy server config uses port 8080 on the zorblat host")
     for i in range(40):
         store.ingest(f"deploy server config deploy server config {'config ' * (i % 3)}")
@@ -1209,7 +1209,7 @@ def test_stop_words_alone_never_select_a_candidate(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A memory that shares only function words with the new text is not looked at."""
-    monkeypatch.setattr("vestige.search.COMMON_ROWS", 2)
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", 2)
     for _ in range(5):
         store.ingest("it is what it is for the team")
     seen: list[str] = []
@@ -1263,21 +1263,23 @@ def _templated(choice: tuple[str, ...]) -> str:
     ],
     ids=["still", "no-longer", "extension"],
 )
+@pytest.mark.parametrize("budget", [200, 50], ids=["one-rare-word", "all-common"])
 def test_the_memory_a_text_is_about_is_found_among_many_that_share_most_of_its_words(
-    store: Store, monkeypatch: pytest.MonkeyPatch, text: str, decision: Decision
+    store: Store, monkeypatch: pytest.MonkeyPatch, text: str, decision: Decision, budget: int
 ) -> None:
     """A hostile test of issue 12's first try: candidates ranked on the text's few rarest
     words were rows sharing only those, and "no longer ... laptop at work" superseded
     "... tablet at work" (a true memory hidden, the contradicted one left first).  Ranked on
-    all its content words, the memory it is about comes first.  COMMON_ROWS is lowered so
-    that 600 rows behave as a large store does (every word here is in 150 rows or more)."""
-    monkeypatch.setattr("vestige.search.COMMON_ROWS", 200)
+    all its content words, the memory it is about comes first.  CANDIDATE_ROWS is lowered
+    so that 700 rows behave as a large store does (every word here is in 150 rows or more):
+    one slot's word is rare, the rest common; or every word is common."""
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", budget)
     rng = random.Random(2)
     others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
-    for _ in range(500):
+    for _ in range(300):
         store.ingest(_templated(rng.choice(others)))
     target = store.ingest(_templated(_TARGET))
-    for _ in range(100):
+    for _ in range(400):  # more than COMMON_WINDOW (300) newer rows
         store.ingest(_templated(rng.choice(others)))
     result = store.smart_ingest(text)
     assert result.decision is decision, result.reason

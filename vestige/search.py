@@ -37,6 +37,11 @@ RETENTION_WEIGHT: Final = 0.25
 #: fraction of the store, so that what a query reads and ranks stays bounded as the store
 #: grows; a store smaller than this ranks exhaustively.
 COMMON_ROWS: Final = 4_000
+#: smart_ingest's ``COMMON_ROWS``: lower, since it ranks on every content word of a text
+#: (often 20 or more, each scored on every row its rare ones find) and needs only the top
+#: 20.  A memory that shares only common words with the new text is found by the
+#: all-common-words query instead, which a lower bound reaches more often.
+CANDIDATE_ROWS: Final = 1_000
 #: How many of the newest rows tell whether a common term is in most rows.
 SAMPLE_ROWS: Final = 1_000
 #: A query of common terms only ranks at most this many of the newest rows that match it.

@@ -1239,7 +1239,9 @@ def _candidates(conn: apsw.Connection, text: similarity.Text, new: Memory) -> li
     if len(words) > search.MAX_QUERY_TERMS:
         words = sorted(words, key=len, reverse=True)[: search.MAX_QUERY_TERMS]
     filters = (0.0, new.node_type, new.node_type, "[]")
-    found = _search_rows(conn, words, filters, SMART_CANDIDATES, include_superseded=False)
+    found = _search_rows(
+        conn, words, filters, SMART_CANDIDATES, False, common_rows=search.CANDIDATE_ROWS
+    )
     seqs = [as_int(row[0], "seq") for row in found]
     by_seq = _memories_by_seq(conn, seqs, None)
     return [by_seq[seq] for seq in seqs if seq in by_seq]
@@ -1314,6 +1316,8 @@ def _search_rows(
     filters: tuple[float, str | None, str | None, str],
     window: int,
     include_superseded: bool,
+    *,
+    common_rows: int | None = None,
 ) -> list[tuple[object, ...]]:
     """The best ``window`` matches by bm25, as (seq, id, retention, successor, rank).
 
@@ -1324,9 +1328,8 @@ def _search_rows(
     filter runs inside each query, before its LIMIT, so a filter never leaves out a match
     that the window had room for.
     """
-    rare, common = search.split_common(
-        words, _rows_with(conn, search.COMMON_ROWS), common=search.COMMON_ROWS
-    )
+    budget = search.COMMON_ROWS if common_rows is None else common_rows
+    rare, common = search.split_common(words, _rows_with(conn, budget), common=budget)
     # A term in most rows weighs nothing in bm25 (its idf is floored at 1e-6), but FTS5
     # would still count all its rows to find that out: it only finds, and only if needed.
     in_most = _in_most_rows(conn) if common else None
@@ -1356,10 +1359,15 @@ def _search_rows(
     for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
         found = conn.execute(sql, (match, *filters, bound))
-        more = [row for row in found.fetchall() if row[0] not in seen]
+        tier = [row for row in found.fetchall() if row[0] not in seen]
+        # Each try's rows after the last's: the rows with all the terms stay first, even
+        # when there are too few of them (they were once replaced by the any-term rows, and
+        # the one memory with every word of a correction was lost among the newest).
+        tier.sort(key=lambda r: _window_order(r, include_superseded))
+        more += tier
+        seen.update(row[0] for row in tier)
         if len(rows) + len(more) >= window:
             break
-    more.sort(key=lambda r: _window_order(r, include_superseded))
     return rows + more[: window - len(rows)]
 
 
