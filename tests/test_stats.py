@@ -365,3 +365,27 @@ def test_an_import_of_a_strength_out_of_range_is_refused_and_the_figures_stay_ex
         store.import_jsonl(io.StringIO(json.dumps(row) + "\n"))
     assert store.stats().total_memories == 3
     assert_exact(store)
+
+
+def test_a_decay_pass_and_a_restore_put_wrong_kept_figures_right(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A hostile test restored a backup whose rows and totals were crafted (strengths of
+    1e300, a count of 1000 for 9 rows) and was told "Restored 1000 memories"; deleting the
+    huge rows then left sums wrong for good.  A restore recounts, and so does every decay
+    pass (it reads every row anyway)."""
+    with Store.open(data_dir) as store:
+        for i in range(9):
+            store.ingest(f"memory {i} about sqlite")
+        backup = store.backup(tmp_path / "crafted.db")
+        set_rows(store, "UPDATE memory_totals SET retention_sum = 1e300, memories = 1000")
+        assert store.stats().total_memories == 1000  # wrong, as a crafted file could say
+        store.decay()
+        assert_exact(store)
+    crafted = apsw.Connection(str(backup))
+    crafted.execute("UPDATE memory_totals SET memories = 1000, retention_sum = -5")
+    crafted.close()
+    result = restore(config.resolve_data_dir(data_dir), backup)
+    assert result.memories == 9
+    with Store.open(data_dir) as store:
+        assert_exact(store)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from vestige import _leases, changelog, config, fsrs
+from vestige import _leases, changelog, config, fsrs, migrations
 from vestige._rows import as_float, as_int, as_opt_str, as_str, scalar
 from vestige.errors import StoreError
 from vestige.models import DecayReport, Lease, LeaseHeld, as_instant
@@ -86,6 +86,7 @@ def run(
         duration_ms = int((time.monotonic() - started) * 1000)
 
         def finish(conn: apsw.Connection) -> None:
+            migrations.recount_kept_stats(conn)  # the pass read every row: no drift outlives it
             conn.execute(
                 "INSERT INTO decay_runs(completed_at, duration_ms, nodes_processed, "
                 "decay_applied, holder) VALUES (?, ?, ?, ?, ?)",

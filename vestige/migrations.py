@@ -31,6 +31,38 @@ class Migration:
     sql: str
 
 
+#: How migration 6 fills the kept stats from the rows; ``recount_kept_stats`` refills them.
+_FILL_TOTALS: Final = """
+        INSERT INTO memory_totals
+        SELECT 1, COUNT(*), COALESCE(SUM(retention_strength), 0.0),
+               COALESCE(SUM(storage_strength), 0.0), COALESCE(SUM(retrieval_strength), 0.0),
+               COALESCE(SUM(retention_strength >= 0.7), 0),
+               COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0),
+               COALESCE(SUM(retention_strength < 0.4), 0)
+        FROM knowledge_nodes;
+"""
+_FILL_COUNTS: Final = """
+        INSERT INTO memory_counts(figure, key, n)
+        SELECT 'node_type', node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type;
+        INSERT INTO memory_counts(figure, key, n)
+        SELECT 'review_hour', substr(next_review, 1, 13), COUNT(*) FROM knowledge_nodes
+        WHERE next_review IS NOT NULL GROUP BY substr(next_review, 1, 13);
+"""
+
+
+def recount_kept_stats(conn: apsw.Connection) -> None:
+    """Refill the kept stats (migration 6) from the rows, in the caller's write transaction.
+
+    Triggers keep them exact on every write, but the strength sums are REAL: a huge value
+    added and later subtracted takes the small ones with it, and a restored backup brings
+    whatever its own tables say.  The decay pass, which reads every row anyway, and a
+    restore call this, so no error outlives the next pass.
+    """
+    sql = "DELETE FROM memory_totals; DELETE FROM memory_counts;" + _FILL_TOTALS + _FILL_COUNTS
+    for _ in conn.execute(sql):  # every statement runs as the cursor is read through
+        pass
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -225,13 +257,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             medium        INTEGER NOT NULL,  -- 0.4 <= retention_strength < 0.7
             low           INTEGER NOT NULL   -- retention_strength < 0.4
         );
-        INSERT INTO memory_totals
-        SELECT 1, COUNT(*), COALESCE(SUM(retention_strength), 0.0),
-               COALESCE(SUM(storage_strength), 0.0), COALESCE(SUM(retrieval_strength), 0.0),
-               COALESCE(SUM(retention_strength >= 0.7), 0),
-               COALESCE(SUM(retention_strength >= 0.4 AND retention_strength < 0.7), 0),
-               COALESCE(SUM(retention_strength < 0.4), 0)
-        FROM knowledge_nodes;
+        """
+        + _FILL_TOTALS
+        + """
 
         -- Memories per node_type, and per hour of next_review (its first 13 characters,
         -- 'YYYY-MM-DDTHH'): the due count is the hours before this one from here plus the
@@ -242,11 +270,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             n      INTEGER NOT NULL,
             PRIMARY KEY (figure, key)
         ) WITHOUT ROWID;
-        INSERT INTO memory_counts(figure, key, n)
-        SELECT 'node_type', node_type, COUNT(*) FROM knowledge_nodes GROUP BY node_type;
-        INSERT INTO memory_counts(figure, key, n)
-        SELECT 'review_hour', substr(next_review, 1, 13), COUNT(*) FROM knowledge_nodes
-        WHERE next_review IS NOT NULL GROUP BY substr(next_review, 1, 13);
+        """
+        + _FILL_COUNTS
+        + """
 
         CREATE TRIGGER memory_totals_ai AFTER INSERT ON knowledge_nodes BEGIN
             UPDATE memory_totals SET

@@ -181,13 +181,12 @@ def restore(
                 store.record_restore(
                     str(backup.path), str(kept) if kept else None, previous_newest_seq=newest
                 )
+                restored = store.stats().total_memories  # counted again by record_restore
         if health.quick_check != "ok":
             raise CorruptionError(f"the restored database failed quick_check: {health.quick_check}")
     finally:
         lock.release()
-    return RestoreResult(
-        backup.path, previous, moved, health.total_memories, health.schema_version, "ok"
-    )
+    return RestoreResult(backup.path, previous, moved, restored, health.schema_version, "ok")
 
 
 def _take_owner_lock(data_dir: DataDir) -> owner.OwnerLock:

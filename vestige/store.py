@@ -1131,6 +1131,7 @@ class Store:
         def tx(conn: apsw.Connection) -> None:
             changelog.continue_after(conn, previous_newest_seq)
             self._record(conn, ChangeKind.RESTORED, detail=detail)
+            migrations.recount_kept_stats(conn)  # a backup's own totals are only its claim
 
         self._db.write(tx)
 
