@@ -1285,3 +1285,27 @@ def test_the_memory_a_text_is_about_is_found_among_many_that_share_most_of_its_w
     assert result.decision is decision, result.reason
     touched = result.superseded_id if decision is Decision.SUPERSEDE else result.memory.id
     assert touched == target.id
+
+
+def test_an_extension_with_rare_words_finds_the_memory_that_lacks_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second hostile round: 30 rows with "solarized" filled the 20 candidates its rare
+    words ranked, so "... at work with solarized colors" never met the memory it extends
+    (create: one memory too many).  Rows with all its common words are looked at too
+    (SMART_ALL_COMMON)."""
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", 200)
+    rng = random.Random(3)
+    others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
+    for _ in range(300):
+        store.ingest(_templated(rng.choice(others)))
+    target = store.ingest(_templated(_TARGET))
+    for i in range(30):
+        store.ingest(f"the build server uses solarized colors for job {i}")
+    for _ in range(400):
+        store.ingest(_templated(rng.choice(others)))
+    result = store.smart_ingest(
+        "the user prefers dark mode in the editor on the laptop at work with solarized colors"
+    )
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == target.id

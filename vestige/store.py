@@ -118,6 +118,9 @@ EXTEND_MIN_ADDED: Final = 2
 #: counts as demoted: three demotes (odds / 8), not two (/ 4), as retrieval < 0.3 was before.
 DEMOTED_BELOW: Final = math.log(0.2)
 SMART_CANDIDATES: Final = 20
+#: Candidates with all the new text's common words, beyond the 20 its rare words rank: the
+#: memory a text corrects may share every word with it but its rare ones.
+SMART_ALL_COMMON: Final = 5
 #: How long ``check_after_unclean_stop`` waits for its quick_check before the caller goes on
 #: (a server then starts serving): a failover follows every kill -9 and must stay fast.  A
 #: check that takes longer (a large database) finishes in the background, and refuses
@@ -1241,7 +1244,13 @@ def _candidates(conn: apsw.Connection, text: similarity.Text, new: Memory) -> li
         words = sorted(words, key=len, reverse=True)[: search.MAX_QUERY_TERMS]
     filters = (0.0, new.node_type, new.node_type, "[]")
     found = _search_rows(
-        conn, words, filters, SMART_CANDIDATES, False, common_rows=search.CANDIDATE_ROWS
+        conn,
+        words,
+        filters,
+        SMART_CANDIDATES,
+        False,
+        common_rows=search.CANDIDATE_ROWS,
+        with_all_common=SMART_ALL_COMMON,
     )
     seqs = [as_int(row[0], "seq") for row in found]
     by_seq = _memories_by_seq(conn, seqs, None)
@@ -1319,6 +1328,7 @@ def _search_rows(
     include_superseded: bool,
     *,
     common_rows: int | None = None,
+    with_all_common: int = 0,
 ) -> list[tuple[object, ...]]:
     """The best ``window`` matches by bm25, as (seq, id, retention, successor, rank).
 
@@ -1328,6 +1338,10 @@ def _search_rows(
     found, ranked by their bm25 under that query and placed after the rare-term rows.  A
     filter runs inside each query, before its LIMIT, so a filter never leaves out a match
     that the window had room for.
+
+    ``with_all_common``: when the rare terms fill the window, up to this many rows with
+    all the common terms are still added after it (smart_ingest: the memory a correction is
+    about may share none of its rare words, "... because of solarized").
     """
     budget = search.COMMON_ROWS if common_rows is None else common_rows
     rare, common = search.split_common(words, _rows_with(conn, budget), common=budget)
@@ -1350,13 +1364,15 @@ def _search_rows(
             rows = [full.pop(r[0], r) for r in rows] + list(full.values())
             rows.sort(key=lambda r: _window_order(r, include_superseded))
             rows = rows[:window]
-    if len(rows) >= window or not common:
+    if not common or (len(rows) >= window and not with_all_common):
         return rows
+    every = search.quoted(weighty or common, joiner="AND")
+    # Rows with all the weighty common terms first; failing enough, rows with any term.
+    tries = [every, search.quoted(common)] if len(rows) < window else [every]
+    room = max(window - len(rows), with_all_common)
     seen = {row[0] for row in rows}
     more: list[tuple[object, ...]] = []
     sql = _SEARCH_NEWEST if include_superseded else _SEARCH_NEWEST_LIVE
-    # Rows with all the weighty common terms first; failing enough, rows with any term.
-    tries = [search.quoted(weighty or common, joiner="AND"), search.quoted(common)]
     for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
         found = conn.execute(sql, (match, *filters, bound))
@@ -1367,9 +1383,9 @@ def _search_rows(
         tier.sort(key=lambda r: _window_order(r, include_superseded))
         more += tier
         seen.update(row[0] for row in tier)
-        if len(rows) + len(more) >= window:
+        if len(more) >= room:
             break
-    return rows + more[: window - len(rows)]
+    return rows + more[:room]
 
 
 @dataclass(frozen=True, slots=True)
