@@ -856,7 +856,10 @@ def test_the_ci_bounds_catch_a_slow_write_path(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stdout[-4000:]
     failed = {c["name"] for c in run["checks"] if not c["ok"] and not c["excused"]}
-    assert {"latency: write p50", "latency: write p99"} <= failed, proc.stdout[-4000:]
+    # The median: 20 ms in every write moves it whatever the machine does.  The p99 is set
+    # by the tail, and on a slow machine stalls that hit reads as well (a read p99 of 279 ms
+    # in one CI run) can keep the bound above it: it may fail, it need not.
+    assert "latency: write p50" in failed, proc.stdout[-4000:]
     # The external writer polls for the lock (SQLite's busy handler, no gate): writes that
     # each hold it 20 ms longer may starve it past its busy_timeout.  The same slow path.
     assert failed <= {
