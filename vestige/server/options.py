@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 SHARED_WRITERS_ENV: Final = "VESTIGE_SHARED_WRITERS"
 CONSOLIDATION_INTERVAL_ENV: Final = "VESTIGE_CONSOLIDATION_INTERVAL_HOURS"
 LOG_LEVEL_ENV: Final = "VESTIGE_LOG_LEVEL"
+ATTACH_ENV: Final = "VESTIGE_ATTACH"
+#: The ``params._meta`` key of a ``tools/call`` that carries its request key: a write sent
+#: again with the same key (a proxy's retry after its owner died) gets the first answer and
+#: changes nothing.  Tool input schemas refuse unknown arguments, so it cannot be one.
+REQUEST_KEY_META: Final = "vestige/request-key"
 DEFAULT_CONSOLIDATION_INTERVAL_H: Final = 6.0
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 3928  # the Rust original's HTTP port
