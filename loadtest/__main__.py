@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from loadtest import report, spawn
+from loadtest import attach, report, spawn
 from loadtest.profiles import (
     DEFAULT_PROFILE,
     PROFILES,
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     try:
         for naive in (False, True) if args.baseline else (False,):
-            label = "naive" if naive else "shared"
+            label = "naive" if naive else "attach" if base.profile.attach else "shared"
             if args.tmp is not None:
                 args.tmp.mkdir(parents=True, exist_ok=True)
             workdir = Path(tempfile.mkdtemp(prefix=f"vestige-loadtest-{label}-", dir=args.tmp))
@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"loadtest: {label} run, profile {p.name}: {p.servers} servers, "
                 f"{p.duration_s:g} s, faults {', '.join(p.faults.enabled()) or 'none'}"
                 + (
+                    f", {len(p.attach.owner_kills_at)} owner kills (--attach clients)"
+                    if p.attach is not None
+                    else ""
+                )
+                + (
                     f", injected write delay {config.write_delay_ms:g} ms"
                     if config.write_delay_ms
                     else ""
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             try:
-                result = anyio.run(execute, config)
+                run = attach.execute if p.attach is not None else execute
+                result = anyio.run(run, config)
             except SetupError as exc:
                 print(f"loadtest: could not start: {exc}", file=sys.stderr)
                 print(f"loadtest: logs kept in {workdir}", file=sys.stderr)

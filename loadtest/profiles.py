@@ -10,6 +10,7 @@ cores shared with other jobs, and an unpaced loop measures CPU queueing, not the
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -112,6 +113,37 @@ class Faults:
 
 
 @dataclass(frozen=True, slots=True)
+class AttachPlan:
+    """The ``attach`` profiles (loadtest/attach.py): every client launches
+    ``vestige-mcp --attach``, and the detached owner behind their proxies is killed -9.
+
+    Times are fractions of the run's duration, as for ``Faults``.  Between two kills, and
+    ``cold_starts_before`` times before the load, a direct ``vestige-mcp`` is cold-started
+    on a data directory of its own: the same run's baseline for the failover bound.
+    """
+
+    #: When the current owner (found with ``vestige doctor --json``) is killed -9.
+    owner_kills_at: tuple[float, ...] = (0.15, 0.4, 0.65, 0.9)
+    #: Two ``vestige-mcp --attach`` launched within ``duplicate_gap_ms``, both used.
+    duplicate_spawn_at: tuple[float, ...] = (0.3,)
+    #: One ``vestige-mcp --attach`` that answers ``initialize`` and exits at once.
+    probe_at: tuple[float, ...] = (0.55,)
+    duplicate_gap_ms: float = 10.0
+    cold_starts_before: int = 2
+    #: The goal: failover p99 <= the same run's direct cold start p50 + this.
+    failover_room_s: float = 0.5
+
+    def schedule(self, duration_s: float) -> list[tuple[float, str]]:
+        """``(seconds into the load, event)``, in order; a cold start between two kills."""
+        kills = sorted(self.owner_kills_at)
+        events = [(at * duration_s, "kill-owner") for at in kills]
+        events += [((a + b) / 2 * duration_s, "cold-start") for a, b in itertools.pairwise(kills)]
+        events += [(at * duration_s, "duplicate-spawn") for at in self.duplicate_spawn_at]
+        events += [(at * duration_s, "probe") for at in self.probe_at]
+        return sorted(events)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadProfile:
     name: str
     description: str
@@ -156,6 +188,9 @@ class LoadProfile:
     #: baseline that relative bounds are judged against.
     idle_probe_calls: int = 40
     seed: int = 20_240_601
+    #: Set for the ``attach`` profiles: proxies to one detached owner instead of shared
+    #: writers, no external writer, and the owner killed instead of the ``faults``.
+    attach: AttachPlan | None = None
 
     def with_overrides(self, **changes: Any) -> LoadProfile:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -220,6 +255,41 @@ PROFILES: Final[dict[str, LoadProfile]] = {
                 kill_external_at=(0.25, 0.55, 0.85),
                 exclusive_launch_at=(0.05, 0.45, 0.95),
             ),
+        ),
+        LoadProfile(
+            name="attach",
+            description="4 `vestige-mcp --attach` clients, 150 s, the owner killed -9 12"
+            " times, a duplicate spawn and a probe: issue 13's proof",
+            servers=4,
+            duration_s=150.0,
+            rate_per_server=20.0,
+            cli_read_every_s=0.0,
+            backup_every_s=0.0,
+            consolidate_every_s=0.0,
+            external_writer=False,
+            faults=Faults((), (), ()),
+            idle_probe_calls=0,
+            attach=AttachPlan(
+                owner_kills_at=tuple(round(0.06 + i * 0.08, 2) for i in range(12)),
+                duplicate_spawn_at=(0.1, 0.5),
+                probe_at=(0.3, 0.7),
+                cold_starts_before=3,
+            ),
+        ),
+        LoadProfile(
+            name="attach-ci",
+            description="3 `vestige-mcp --attach` clients, 40 s, the owner killed -9 4"
+            " times, a duplicate spawn and a probe: the CI gate of the attach mode",
+            servers=3,
+            duration_s=40.0,
+            rate_per_server=20.0,
+            cli_read_every_s=0.0,
+            backup_every_s=0.0,
+            consolidate_every_s=0.0,
+            external_writer=False,
+            faults=Faults((), (), ()),
+            idle_probe_calls=0,
+            attach=AttachPlan(),
         ),
     )
 }

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final
 
+from loadtest import attach
 from loadtest.checks import fairness
 from loadtest.profiles import READ_OPS, WRITE_OPS
 
@@ -134,6 +135,7 @@ def run_to_dict(r: RunResult) -> dict[str, Any]:
             for s in r.slots
         ],
         "leftover_pids": r.leftover_pids,
+        "attach": None if r.attach is None else attach.state_dict(r.attach),
         "checks": [c.to_dict() for c in r.checks],
     }
 
@@ -244,6 +246,8 @@ def _run_details(r: RunResult) -> list[str]:
     for f in r.faults:
         took = f" (recovered in {f.recovery_s:.2f} s)" if f.recovery_s is not None else ""
         lines.append(f"fault at {f.at - _origin(r):5.1f} s: {f.kind} {f.target}: {f.detail}{took}")
+    if r.attach is not None and p.attach is not None:
+        lines += attach.summary_lines(r.attach, p.attach, r.load_started)
     return lines
 
 

@@ -42,6 +42,7 @@ from loadtest.workload import IDLE_READ, Recorder, Sample, ToolCalls, Workload
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from loadtest.attach import AttachState
     from loadtest.profiles import LoadProfile
     from loadtest.spawn import Child
 
@@ -118,6 +119,8 @@ class RunResult:
     slots: list[ServerSlot] = field(default_factory=list)
     backups: list[BackupRecord] = field(default_factory=list)
     leftover_pids: list[int] = field(default_factory=list)
+    #: The attach profiles' owners, failovers and cold starts (loadtest/attach.py).
+    attach: AttachState | None = None
 
     @property
     def ok(self) -> bool:

@@ -282,6 +282,19 @@ class Workload:
         if outcome.ok:
             await client.call(ToolCalls.SEARCH, ToolCalls.search(self.ledger.marker))
 
+    async def exercise(self, client: TimedClient, slot: str, ops: int) -> bool:
+        """A short life: one write, then ``ops`` operations of the mix (a duplicate launch
+        of the attach profile); True when every call was answered without an error."""
+        own = self.own.setdefault(slot, Pool())
+        rng = random.Random(f"{self.profile.seed}/{slot}/exercise")
+        first = await self._write("ingest", client, slot, own, rng)
+        ok = first.ok
+        for _ in range(ops):
+            op = rng.choices(self._ops, self._weights)[0]
+            outcome = await self._run(op, client, slot, own, rng)
+            ok = ok and outcome is not None and outcome.ok
+        return ok
+
     async def idle_probe(self, client: TimedClient, slot: str, calls: int) -> None:
         """Read round trips while nothing else runs: the run's own measure of this machine.
 
