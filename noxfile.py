@@ -61,7 +61,8 @@ def loadtest(session: nox.Session) -> None:
 
     Without posargs: the load test's own tests first (a tiny end-to-end run; the CI bounds
     failing on an injected slow write path and passing beside busy loops), then the CI
-    profile.  With posargs: `python -m loadtest POSARGS` only.
+    profile, then ``attach-ci`` (``vestige-mcp --attach`` clients, their owner killed -9).
+    With posargs: `python -m loadtest POSARGS` only.
     """
     session.install("-e", ".[loadtest,test]")
     if session.posargs:
@@ -69,3 +70,4 @@ def loadtest(session: nox.Session) -> None:
         return
     session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "-rP", "--durations=5")
     session.run("python", "-m", "loadtest", "--profile", "ci")
+    session.run("python", "-m", "loadtest", "--profile", "attach-ci")
