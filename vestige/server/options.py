@@ -58,9 +58,10 @@ _FALSE: Final = frozenset({"", "0", "false", "no", "off"})
 DESCRIPTION: Final = """\
 Serve a Vestige memory over MCP (stdio by default, or streamable HTTP).
 
-One vestige-mcp owns a data directory: a second one on the same directory is refused at
-once with exit code 3 and a message naming the owner.  Servers started with
---shared-writers share a directory with each other (never with an exclusive owner)."""
+One vestige-mcp owns a data directory: a second one on the same directory is refused with
+exit code 3 and a message naming the owner.  With --attach, every window shares one owner
+through a small proxy, and a dead owner is replaced without any window noticing.  Servers
+started with --shared-writers share a directory with each other (never with an owner)."""
 
 EPILOG: Final = f"""\
 environment:
