@@ -15,13 +15,17 @@ import shlex
 import signal
 import socket
 import sys
-from typing import Final
+import time
+from typing import TYPE_CHECKING, Final
 
 from vestige import __version__
 from vestige.config import prepare_data_dir
 from vestige.errors import ConfigError, OwnerLockHeld, VestigeError
 from vestige.owner import OwnerLock, acquire_owner
 from vestige.server import options as _options
+
+if TYPE_CHECKING:
+    from vestige.config import DataDir
 
 __all__ = [
     "EXIT_CONFIG",
@@ -49,6 +53,10 @@ EXIT_STORE: Final = 5
 
 log = logging.getLogger("vestige.server")
 
+#: How long the detached owner that a proxy started waits for the owner lock: the previous
+#: owner may be in its last moments (leaving after its last session, or checkpointing).
+ATTACH_OWNER_LOCK_WAIT_S: Final = 10.0
+
 #: Each asks for the same clean shutdown.  SIGHUP is what closing the terminal that started
 #: the server sends; its default action would kill the process with no cleanup.
 STOP_SIGNALS: Final = tuple(
@@ -70,13 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     held = _hold(STOP_SIGNALS)  # a stop signal waits until its handler is in place
     try:
         data_dir = prepare_data_dir(opts.data_dir)
-        lock = acquire_owner(
-            data_dir,
-            shared=opts.shared_writers,
-            transport=opts.transport,
-            endpoint=opts.endpoint,
-            version=__version__,
-        )
+        if opts.attach:
+            _release(held)
+            from vestige.server import proxy  # noqa: PLC0415 - a proxy loads no SDK
+
+            return proxy.run(opts)
+        lock = _acquire(data_dir, opts)
     except OwnerLockHeld as err:
         _release(held)
         return _fail(err, EXIT_OWNER_LOCKED)
@@ -87,6 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         _release(held)
         return _fail(_start_failed(exc, opts), EXIT_CONFIG)
     return _serve(lock, opts, held)
+
+
+def _acquire(data_dir: DataDir, opts: _options.Options) -> OwnerLock:
+    """The owner lock; the detached owner of --attach proxies waits for a predecessor's
+    last moments (it was started because the owner was gone or leaving)."""
+    deadline = time.monotonic() + (ATTACH_OWNER_LOCK_WAIT_S if opts.attach_owner else 0.0)
+    while True:
+        try:
+            return acquire_owner(
+                data_dir,
+                shared=opts.shared_writers,
+                transport="attach" if opts.attach_owner else opts.transport,
+                endpoint=opts.endpoint,
+                version=__version__,
+            )
+        except OwnerLockHeld:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signals]) -> int:

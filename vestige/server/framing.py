@@ -22,9 +22,6 @@ from pydantic_core import PydanticSerializationError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-#: A message longer than this is not read: a million characters of content, every one
-#: escaped as ``\\uXXXX``, is about 6 MiB.
-MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
 #: Characters of the offending string quoted in a refusal, up to and including the bad one.
 EXCERPT_CHARS: Final = 24
 

@@ -31,7 +31,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 
 from vestige.server import framing
-from vestige.server.options import HTTP_PATH
+from vestige.server.options import HTTP_PATH, MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,7 +44,7 @@ log = logging.getLogger("vestige.server.http")
 
 #: A request body longer than this is refused with 413 before it is read: the largest
 #: message stdio takes (a megabyte of content, every character escaped, fits).
-MAX_BODY_BYTES: Final = framing.MAX_MESSAGE_BYTES
+MAX_BODY_BYTES: Final = MAX_MESSAGE_BYTES
 #: A Host header: a name or an IPv4 address, or an IPv6 address in brackets, and a port.
 _AUTHORITY: Final = r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?"
 _HOST: Final = re.compile(_AUTHORITY)

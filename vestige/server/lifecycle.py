@@ -32,6 +32,7 @@ from mcp.server.mcpserver import MCPServer
 
 from vestige import __version__
 from vestige.errors import ConfigError, VestigeError
+from vestige.owner import LockMode
 from vestige.server import (
     EXIT_CONFIG,
     EXIT_ERROR,
@@ -42,6 +43,7 @@ from vestige.server import (
     tools,
 )
 from vestige.server.app import ServerApp
+from vestige.server.attachments import Attachments
 from vestige.server.stdio import StdioTransport
 from vestige.server.upkeep import Upkeep
 from vestige.store import Store
@@ -61,6 +63,13 @@ SHUTDOWN_BUDGET_S: Final = 1.5
 CLEANUP_RESERVE_S: Final = 0.6
 #: How often the stdio server checks that its parent is still there.
 PARENT_POLL_S: Final = 0.25
+#: The detached owner of --attach proxies ends this long after its last session left: a
+#: client that restarts its server (or a probe followed by the real launch) finds it still
+#: there, while a directory nobody uses is soon free for `vestige restore` or a plain server.
+OWNER_LINGER_S: Final = 2.0
+#: ... and this long after it started, if no session ever attached (its proxy died first).
+OWNER_FIRST_SESSION_WAIT_S: Final = 10.0
+IDLE_POLL_S: Final = 0.1
 #: anyio's default thread limiter (40) also runs the SDK's stdin/stdout I/O; database calls
 #: have their own limiter, and this headroom keeps a burst from stalling the transport.
 DEFAULT_THREAD_TOKENS: Final = 200
@@ -170,23 +179,34 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
     anyio.to_thread.current_default_thread_limiter().total_tokens = DEFAULT_THREAD_TOKENS
     stop = Stop()
     app.upkeep = Upkeep(app)
+    detached = app.options.attach_owner
+    keeper = SessionKeeper(stop)
+    attachments = None
+    if app.lock.mode is LockMode.EXCLUSIVE:  # shared writers each serve their own client
+        attachments = Attachments(mcp, app.lock, app.store.data_dir.path, keeper.count_changed)
     async with anyio.create_task_group() as tg:
         if sys.platform != "win32":  # asyncio has no signal handlers there: Ctrl-C unwinds
             tg.start_soon(_watch_signals, app, stop)
-        if sock is None:
-            transport: Any = StdioTransport(mcp, stop)
-            tg.start_soon(_watch_parent, app.options.parent_pid, stop)
+        transport: Any = None
+        if detached:
+            tg.start_soon(keeper.end_when_idle)
+        elif sock is None:
+            transport = StdioTransport(mcp, keeper.client_left)
+            tg.start_soon(_watch_parent, app.options.parent_pid, keeper.client_left)
         else:
             from vestige.server import http  # noqa: PLC0415
 
             transport = http.HttpTransport(mcp, app.options, sock, stop)
-        tg.start_soon(transport.serve)
+        if transport is not None:
+            tg.start_soon(transport.serve)
+        if attachments is not None:
+            tg.start_soon(attachments.serve)
         tg.start_soon(app.upkeep.run)
         log.info(
             "serving %s (%s owner, %s, pid %d)",
             app.store.path,
             app.lock.mode,
-            app.options.transport,
+            "attached sessions only" if detached else app.options.transport,
             os.getpid(),
         )
         await stop.event.wait()
@@ -194,13 +214,64 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
         log.info("shutting down: %s", stop.reason)
         app.closing = True
         deadline = started + SHUTDOWN_BUDGET_S
-        await transport.stop(max(0.0, deadline - CLEANUP_RESERVE_S - time.monotonic()))
+        if attachments is not None:
+            await attachments.stop()  # first: no proxy attaches to a server that is leaving
+        if transport is not None:
+            await transport.stop(max(0.0, deadline - CLEANUP_RESERVE_S - time.monotonic()))
         if not await app.drain(max(0.0, deadline - CLEANUP_RESERVE_S - time.monotonic())):
             log.warning("a database call was still running at shutdown; it rolls back")
         await _cleanup(app, deadline)
         log.info("stopped in %.0f ms", (time.monotonic() - started) * 1000)
         _exit(stop.code)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class SessionKeeper:
+    """Keep serving while attached sessions remain.
+
+    The server's own client leaving (stdin closed, stdout closed, parent gone) ends the
+    server only once no attached session is left: those windows did nothing to deserve it.
+    A signal still stops everything at once.  The detached owner has no client of its own:
+    it ends :data:`OWNER_LINGER_S` after its last session left (or, if none ever came,
+    :data:`OWNER_FIRST_SESSION_WAIT_S` after it started).
+    """
+
+    def __init__(self, stop: Stop) -> None:
+        self._stop = stop
+        self._count = 0
+        self._left: tuple[str, int] | None = None
+        self._idle_since = time.monotonic()
+        self._served = False
+
+    def client_left(self, reason: str, code: int = EXIT_OK) -> None:
+        if self._count and code == EXIT_OK:
+            if self._left is None:
+                log.info("%s; serving %d attached session(s) until they leave", reason, self._count)
+            self._left = (reason, code)
+        else:
+            self._stop(reason, code)
+
+    def count_changed(self, count: int) -> None:
+        self._count = count
+        if count:
+            self._served = True
+        else:
+            self._idle_since = time.monotonic()
+            if self._left is not None:
+                reason, code = self._left
+                self._stop(f"{reason}, and the last attached session left", code)
+
+    async def end_when_idle(self) -> None:
+        while True:
+            await anyio.sleep(IDLE_POLL_S)
+            wait = OWNER_LINGER_S if self._served else OWNER_FIRST_SESSION_WAIT_S
+            if not self._count and time.monotonic() - self._idle_since >= wait:
+                self._stop(
+                    "the last attached session left"
+                    if self._served
+                    else f"no session attached within {wait:.0f} s"
+                )
+                return
 
 
 async def _watch_signals(app: ServerApp, stop: Stop) -> None:
@@ -214,7 +285,7 @@ async def _watch_signals(app: ServerApp, stop: Stop) -> None:
             stop(f"{name} received")
 
 
-async def _watch_parent(parent: int, stop: Stop) -> None:
+async def _watch_parent(parent: int, stop: Callable[[str], None]) -> None:
     """Exit with the host: a wrapper between host and server may keep our stdin open.
 
     ``parent`` was read at process start: reading it here could already see init.

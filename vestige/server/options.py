@@ -18,6 +18,9 @@ SHARED_WRITERS_ENV: Final = "VESTIGE_SHARED_WRITERS"
 CONSOLIDATION_INTERVAL_ENV: Final = "VESTIGE_CONSOLIDATION_INTERVAL_HOURS"
 LOG_LEVEL_ENV: Final = "VESTIGE_LOG_LEVEL"
 ATTACH_ENV: Final = "VESTIGE_ATTACH"
+#: A message longer than this is not read (stdio, attached sessions, the proxy): a million
+#: characters of content, every one escaped as ``\\uXXXX``, is about 6 MiB.
+MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
 #: The ``params._meta`` key of a ``tools/call`` that carries its request key: a write sent
 #: again with the same key (a proxy's retry after its owner died) gets the first answer and
 #: changes nothing.  Tool input schemas refuse unknown arguments, so it cannot be one.
@@ -55,14 +58,16 @@ _FALSE: Final = frozenset({"", "0", "false", "no", "off"})
 DESCRIPTION: Final = """\
 Serve a Vestige memory over MCP (stdio by default, or streamable HTTP).
 
-One vestige-mcp owns a data directory: a second one on the same directory is refused at
-once with exit code 3 and a message naming the owner.  Servers started with
---shared-writers share a directory with each other (never with an exclusive owner)."""
+One vestige-mcp owns a data directory: a second one on the same directory is refused with
+exit code 3 and a message naming the owner.  With --attach, every window shares one owner
+through a small proxy, and a dead owner is replaced without any window noticing.  Servers
+started with --shared-writers share a directory with each other (never with an owner)."""
 
 EPILOG: Final = f"""\
 environment:
   {config.DATA_DIR_ENV}   data directory when --data-dir is not given
   {SHARED_WRITERS_ENV}   1/true: same as --shared-writers
+  {ATTACH_ENV}   1/true: same as --attach
   {CONSOLIDATION_INTERVAL_ENV}   hours between decay passes (default 6)
   {config.DURABILITY_ENV}   balanced (default) or hardened
   VESTIGE_AUTH_TOKEN   bearer token for --transport http, 32+ characters (else
@@ -89,6 +94,11 @@ class Options:
     http_request_timeout_s: float
     #: The process that started us, read first thing: the stdio watchdog exits when it dies.
     parent_pid: int
+    #: --attach: relay this client to the directory's owner, starting one if there is none.
+    attach: bool = False
+    #: The detached owner that --attach proxies start (a hidden flag): serves attached
+    #: sessions only, outlives the proxy that started it, ends after the last one leaves.
+    attach_owner: bool = False
 
     @property
     def endpoint(self) -> str | None:
@@ -140,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the data directory with other servers started with this flag "
         "(experimental pattern; the store's write gate and retries keep it safe)",
     )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        default=None,
+        help="share this data directory with every other window: relay this client to the "
+        "server that owns the directory, starting one in the background if there is none; "
+        "when that server dies, another takes over and the session goes on (stdio only)",
+    )
+    parser.add_argument("--attach-owner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-V", "--version", action="version", version=f"vestige-mcp {__version__}")
     return parser
 
@@ -163,6 +182,19 @@ def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Opti
     env = dict(os.environ if environ is None else environ)
     args = build_parser().parse_args(argv)
     shared = args.shared_writers or _flag(env, SHARED_WRITERS_ENV)
+    attach = bool(args.attach or args.attach_owner or _flag(env, ATTACH_ENV))
+    if attach and shared:
+        raise ConfigError(
+            "--attach and --shared-writers are two different ways to share a directory",
+            hint="Use --attach alone (one server, every window attached to it), or "
+            "--shared-writers alone (each window its own server); see docs/SERVER.md.",
+        )
+    if attach and args.transport != "stdio":
+        raise ConfigError(
+            "--attach relays a stdio client: it cannot be used with --transport http",
+            hint="Drop --attach: an HTTP server already serves many clients (and accepts "
+            "attached windows itself).",
+        )
     if args.transport == "http" and not args.allow_remote_host and not is_loopback(args.host):
         raise ConfigError(
             f"--host {args.host} is not a loopback address: the bearer token would cross the "
@@ -183,6 +215,8 @@ def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Opti
             env, HTTP_REQUEST_TIMEOUT_ENV, DEFAULT_HTTP_REQUEST_TIMEOUT_S
         ),
         parent_pid=parent_pid,
+        attach=attach and not args.attach_owner,
+        attach_owner=bool(args.attach_owner),
     )
 
 

@@ -27,7 +27,6 @@ cancels what is still running).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -38,10 +37,12 @@ import mcp_types as types
 from mcp.shared.message import SessionMessage
 
 from vestige.server import EXIT_ERROR
-from vestige.server.framing import MAX_MESSAGE_BYTES, Refusal, dump, frame
+from vestige.server._fds import claim_standard_fds
+from vestige.server.framing import Refusal, dump, frame
+from vestige.server.options import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from mcp.server.lowlevel import Server
@@ -105,53 +106,50 @@ _TOO_LONG: Final = Refusal(
 )
 
 
-class StdioTransport:
-    """Serve one client over stdin/stdout until stdin ends, stdout closes, or stop()."""
+class LineSession:
+    """One client's JSON-RPC lines served by the SDK's server loop; every request gets an answer.
 
-    def __init__(self, mcp: MCPServer[Any], on_end: Callable[..., None]) -> None:
-        # The SDK runs a server over given streams only through its low-level server;
-        # MCPServer's own stdio runner always uses the SDK's reader.
-        self._server: Server[Any] = mcp._lowlevel_server
-        self._on_end = on_end
-        self._scope = anyio.CancelScope()
-        self._writes = anyio.CapacityLimiter(1)
-        self._pollable = sys.platform != "win32"
+    ``receive`` returns the next chunk of input (``b""`` at its end) and ``send`` writes bytes
+    to the client; the stdio transport and each attached session (a socket) bring their own.
+    ``on_request`` sees each request as it is passed on (the owner reads the client's name
+    from ``initialize``).  :attr:`output_closed` tells why :meth:`run` returned: the client
+    stopped reading, rather than its input ending.
+    """
+
+    def __init__(
+        self,
+        server: Server[Any],
+        receive: Callable[[], Awaitable[bytes]],
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        on_request: Callable[[types.JSONRPCRequest], None] | None = None,
+    ) -> None:
+        self._server = server
+        self._receive = receive
+        self._send = send
+        self._on_request = on_request
         #: Ids of the requests passed to the server and not yet answered.
         self._unanswered: set[str | int] = set()
+        self.output_closed = False
 
-    async def serve(self) -> None:
-        stdin, stdout = _claim_standard_fds()
+    async def run(self) -> None:
         to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
-        try:
-            with self._scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._write, stdout, to_client)
-                    if self._pollable:
-                        tg.start_soon(self._watch_stdout, stdout)
-                    tg.start_soon(self._read, stdin, to_server, server_writes.clone())
-                    await self._server.run(
-                        server_reads, server_writes, self._server.create_initialization_options()
-                    )
-                    self._on_end("stdin closed")
-        except Exception as err:  # a bug in the transport: still shut down in order
-            log.exception("the stdio transport failed")
-            self._on_end(f"the stdio transport failed: {err!r}", EXIT_ERROR)
-
-    async def stop(self, timeout: float) -> None:
-        # Cancels every handler; a write stuck in its thread is abandoned (the process
-        # leaves through os._exit).
-        self._scope.cancel()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write, to_client, tg.cancel_scope)
+            tg.start_soon(self._read, to_server, server_writes.clone())
+            await self._server.run(
+                server_reads, server_writes, self._server.create_initialization_options()
+            )
 
     async def _read(
         self,
-        fd: int,
         to_server: MemoryObjectSendStream[SessionMessage | Exception],
         to_client: MemoryObjectSendStream[SessionMessage],
     ) -> None:
         lines = LineSplitter()
         async with to_server, to_client:
-            while chunk := await self._read_chunk(fd):
+            while chunk := await self._receive():
                 for line in lines.feed(chunk):
                     await self._pass_on(line, to_server, to_client)
             for line in lines.end():
@@ -161,7 +159,7 @@ class StdioTransport:
                     await anyio.sleep(0.01)
             if self._unanswered:
                 log.warning(
-                    "stdin ended; %d request(s) still unanswered after %.0f s are cancelled",
+                    "input ended; %d request(s) still unanswered after %.0f s are cancelled",
                     len(self._unanswered),
                     EOF_ANSWER_WAIT_S,
                 )
@@ -176,11 +174,74 @@ class StdioTransport:
         if isinstance(framed, SessionMessage):
             if isinstance(framed.message, types.JSONRPCRequest):
                 self._unanswered.add(framed.message.id)
+                if self._on_request is not None:
+                    self._on_request(framed.message)
             await to_server.send(framed)
         elif framed is not None:
             log.warning("refused %s from the client: %s", framed.what, framed.message)
             if framed.answer:
                 await to_client.send(framed.reply())
+
+    async def _write(
+        self, to_client: MemoryObjectReceiveStream[SessionMessage], scope: anyio.CancelScope
+    ) -> None:
+        async with to_client:
+            async for message in to_client:
+                try:
+                    await self._send(_encode(message))
+                except (
+                    BrokenPipeError,
+                    ConnectionResetError,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                ):
+                    log.info("the client stopped reading")
+                    self.output_closed = True
+                    scope.cancel()
+                    return
+                if isinstance(message.message, types.JSONRPCResponse | types.JSONRPCError):
+                    self._unanswered.discard(message.message.id)  # answered, and written
+
+
+class StdioTransport:
+    """Serve one client over stdin/stdout until stdin ends, stdout closes, or stop()."""
+
+    def __init__(self, mcp: MCPServer[Any], on_end: Callable[..., None]) -> None:
+        # The SDK runs a server over given streams only through its low-level server;
+        # MCPServer's own stdio runner always uses the SDK's reader.
+        self._server: Server[Any] = mcp._lowlevel_server
+        self._on_end = on_end
+        self._scope = anyio.CancelScope()
+        self._writes = anyio.CapacityLimiter(1)
+        self._pollable = sys.platform != "win32"
+
+    async def serve(self) -> None:
+        stdin, stdout = claim_standard_fds()
+
+        async def receive() -> bytes:
+            return await self._read_chunk(stdin)
+
+        async def send(data: bytes) -> None:
+            await anyio.to_thread.run_sync(
+                _write_all, stdout, data, abandon_on_cancel=True, limiter=self._writes
+            )
+
+        session = LineSession(self._server, receive, send)
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    if self._pollable:
+                        tg.start_soon(self._watch_stdout, stdout)
+                    await session.run()
+                    self._on_end(STDOUT_CLOSED if session.output_closed else "stdin closed")
+        except Exception as err:  # a bug in the transport: still shut down in order
+            log.exception("the stdio transport failed")
+            self._on_end(f"the stdio transport failed: {err!r}", EXIT_ERROR)
+
+    async def stop(self, timeout: float) -> None:
+        # Cancels every handler; a write stuck in its thread is abandoned (the process
+        # leaves through os._exit).
+        self._scope.cancel()
 
     async def _read_chunk(self, fd: int) -> bytes:
         if self._pollable:
@@ -191,21 +252,6 @@ class StdioTransport:
             else:
                 return os.read(fd, READ_CHUNK_BYTES)
         return await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK_BYTES, abandon_on_cancel=True)
-
-    async def _write(self, fd: int, to_client: MemoryObjectReceiveStream[SessionMessage]) -> None:
-        async with to_client:
-            async for message in to_client:
-                data = _encode(message)
-                try:
-                    await anyio.to_thread.run_sync(
-                        _write_all, fd, data, abandon_on_cancel=True, limiter=self._writes
-                    )
-                except (BrokenPipeError, ConnectionResetError):
-                    log.info("stdout is closed: the client stopped reading")
-                    self._on_end(STDOUT_CLOSED)
-                    return
-                if isinstance(message.message, types.JSONRPCResponse | types.JSONRPCError):
-                    self._unanswered.discard(message.message.id)  # answered, and written
 
     async def _watch_stdout(self, fd: int) -> None:
         """Notice a closed stdout now, not when the next answer fails to go out."""
@@ -226,17 +272,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _claim_standard_fds() -> tuple[int, int]:
-    """Private copies of stdin and stdout for the wire; fd 0 reads nothing, fd 1 is stderr."""
-    stdin, stdout = os.dup(0), os.dup(1)
-    for fd in (stdin, stdout):
-        os.set_inheritable(fd, False)
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-    with contextlib.suppress(OSError):
-        os.dup2(2, 1)
-    return stdin, stdout

@@ -1,0 +1,545 @@
+"""``vestige-mcp --attach``: relay one client to the directory's owner, and outlive that owner.
+
+Every ``--attach`` launch is a proxy: it never opens the store.  It reads the endpoint the
+owner published (:mod:`vestige.server.endpoint`), connects, and relays the client's stdio
+lines both ways.  When there is no owner, the proxy that wins the election
+(:mod:`vestige.owner.election`) starts one: a detached ``vestige-mcp --attach-owner`` in a
+session of its own, so closing any window, or killing its process group, never takes the
+shared server down.  The owner ends on its own shortly after its last session leaves.
+
+**Why a detached owner.**  If the owner were also some client's own server, that client's
+session would end whenever the owner died, and the owner's lifetime would be tied to one
+window.  With every client behind a proxy, an owner that dies (crash, OOM, kill -9) costs no
+client its session: every proxy notices at once (its connection ends), one wins the
+election and starts the next owner, and all of them re-attach.  Each then replays its
+client's session setup under private ids, whose answers it swallows: ``initialize`` and
+``notifications/initialized`` (a 2026-style client sends neither: each request carries its
+own envelope, so there is nothing to replay), and resource subscriptions.  Then it resends
+every request that was in flight.  Reads are simply run again; each ``tools/call`` carries a
+request key the proxy assigned (``params._meta``, :data:`REQUEST_KEY_META`), which the owner
+records in the write's own transaction, so a write that had committed before the owner died
+answers with its first answer instead of running twice.
+
+The proxy imports no MCP SDK, no pydantic and no SQLite: it starts in a fraction of a direct
+server's time and stays small.  It parses each line only as far as it must (ids, methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from vestige import __version__
+from vestige.errors import VestigeError
+from vestige.owner import LockState, lock_state, read_owners
+from vestige.owner.election import Election
+from vestige.server import EXIT_CONFIG, EXIT_OK, EXIT_OWNER_LOCKED, STOP_SIGNALS, endpoint
+from vestige.server._fds import claim_standard_fds
+from vestige.server.options import MAX_MESSAGE_BYTES, REQUEST_KEY_META
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vestige.server.options import Options
+
+log = logging.getLogger("vestige.server.proxy")
+
+#: How long a proxy keeps trying to reach some owner (its own election, or another's owner
+#: starting) before it gives up and says why.  An owner starts in about a second.
+ATTACH_WAIT_S: Final = 30.0
+#: How often a proxy without an owner looks for one, and tries the election.
+ELECTION_POLL_S: Final = 0.02
+#: How long the replayed ``initialize`` may take to be answered by a new owner.
+REPLAY_WAIT_S: Final = 10.0
+#: After stdin ends, how long the requests already sent may take to be answered.
+EOF_ANSWER_WAIT_S: Final = 10.0
+#: How often the proxy checks that its parent (the client) is still there.
+PARENT_POLL_S: Final = 0.25
+#: The owner's log is started afresh past this size (the previous one is kept as ``.1``).
+OWNER_LOG_MAX_BYTES: Final = 1024 * 1024
+READ_CHUNK_BYTES: Final = 64 * 1024
+#: JSON-RPC's "internal error": what a request gets when no owner can serve it.
+INTERNAL_ERROR: Final = -32603
+PARSE_ERROR: Final = -32700
+_REPLAY: Final = "vestige-attach-replay-"
+
+
+class AttachError(VestigeError):
+    """No owner can serve this proxy; ``code`` is the exit status."""
+
+    def __init__(self, message: str, *, hint: str = "", code: int = EXIT_CONFIG) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Owner:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    pid: int
+
+
+def run(opts: Options) -> int:
+    """Relay until the client leaves; returns through ``os._exit`` (threads may be blocked)."""
+    stdin, stdout = claim_standard_fds()
+    proxy = Proxy(opts.data_dir.path, opts.parent_pid, stdin, stdout)
+    try:
+        code = asyncio.run(proxy.main())
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    proxy.flush()
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+class Proxy:
+    def __init__(self, data_dir: Path, parent_pid: int, stdin: int, stdout: int) -> None:
+        self._data_dir = data_dir
+        self._parent = parent_pid
+        self._stdin = stdin
+        self._out = _Output(stdout, self._stdout_closed)
+        self._election = Election(data_dir)
+        #: Requests sent (or to send) to the owner and not yet answered, by JSON id.
+        self._inflight: dict[str, bytes] = {}
+        self._init: bytes | None = None  # the client's initialize, once answered
+        self._init_id: str | None = None
+        self._initialized: bytes | None = None
+        self._subscriptions: dict[str, bytes] = {}
+        self._replays: dict[str, asyncio.Future[None]] = {}
+        self._replay_seq = 0
+        self._owner: _Owner | None = None
+        self._done = asyncio.Event()
+        self._code = EXIT_OK
+        self._client_ended = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the relay -------------------------------------------------------------------
+
+    async def main(self) -> int:
+        self._loop = loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self._stop, EXIT_OK)
+        tasks = [
+            asyncio.create_task(self._client_side()),
+            asyncio.create_task(self._owner_side()),
+            asyncio.create_task(self._watch_parent()),
+        ]
+        await self._done.wait()
+        for task in tasks:
+            task.cancel()
+        return self._code
+
+    def flush(self) -> None:
+        self._out.close()
+
+    def _stop(self, code: int) -> None:
+        if not self._done.is_set():
+            self._code = code
+            self._done.set()
+
+    def _stdout_closed(self) -> None:
+        """Called from the output thread."""
+        log.info("the client stopped reading")
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._stop, EXIT_OK)
+
+    async def _client_side(self) -> None:
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        threading.Thread(target=self._read_stdin, args=(chunks,), daemon=True).start()
+        partial = bytearray()
+        discarding = False
+        while chunk := await chunks.get():
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if discarding:
+                    discarding = False
+                    self._too_long()
+                else:
+                    partial += chunk[start:end]
+                    await self._from_client(bytes(partial))
+                    partial.clear()
+                start = end + 1
+            if not discarding:
+                partial += chunk[start:]
+                if len(partial) > MAX_MESSAGE_BYTES:
+                    partial.clear()
+                    discarding = True
+        if partial.strip() and not discarding:
+            await self._from_client(bytes(partial))
+        self._client_ended = True
+        deadline = time.monotonic() + EOF_ANSWER_WAIT_S
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._stop(EXIT_OK)
+
+    def _read_stdin(self, chunks: asyncio.Queue[bytes]) -> None:
+        while True:
+            try:
+                chunk = os.read(self._stdin, READ_CHUNK_BYTES)
+            except OSError:
+                chunk = b""
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            if not chunk:
+                return
+
+    def _too_long(self) -> None:
+        limit = MAX_MESSAGE_BYTES // (1024 * 1024)
+        self._out.put(
+            _error_line(None, PARSE_ERROR, f"Parse error: the line is longer than {limit} MiB")
+        )
+
+    async def _from_client(self, line: bytes) -> None:
+        """Note what failover needs of a client line, then send it if an owner is there."""
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None  # the owner answers it (id null), as a direct server would
+        if isinstance(message, dict) and "method" in message:
+            method = message["method"]
+            if "id" in message:
+                line = self._note_request(message, line)
+            elif method == "notifications/initialized":
+                self._initialized = line
+            elif method == "notifications/cancelled":
+                # The owner may never answer a cancelled request: never resend it either.
+                params = message.get("params")
+                if isinstance(params, dict):
+                    self._inflight.pop(_key(params.get("requestId")), None)
+                if self._owner is None:
+                    return
+            elif self._owner is None:
+                return  # a notification for an owner that is gone: nothing to tell
+        elif self._owner is None:
+            return  # an answer to a request of the owner that is gone
+        await self._send(line)
+
+    def _note_request(self, message: dict[str, Any], line: bytes) -> bytes:
+        method = message["method"]
+        params = message.get("params")
+        if method == "tools/call" and isinstance(params, dict):
+            meta = params.setdefault("_meta", {})
+            if isinstance(meta, dict) and REQUEST_KEY_META not in meta:
+                meta[REQUEST_KEY_META] = uuid.uuid4().hex
+                line = json.dumps(message).encode()
+        elif method == "resources/subscribe" and isinstance(params, dict):
+            self._subscriptions[str(params.get("uri"))] = line
+        elif method == "resources/unsubscribe" and isinstance(params, dict):
+            self._subscriptions.pop(str(params.get("uri")), None)
+        key = _key(message["id"])
+        if method == "initialize":
+            self._init_id = key
+        self._inflight[key] = line
+        return line
+
+    async def _send(self, line: bytes) -> None:
+        owner = self._owner
+        if owner is None:
+            return  # kept in _inflight: sent once an owner is attached
+        owner.writer.write(line + b"\n")
+        with contextlib.suppress(OSError):
+            await owner.writer.drain()
+
+    def _from_owner(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and "id" in message and "method" not in message:
+            key = _key(message["id"])
+            replay = self._replays.pop(key, None)
+            if replay is not None:
+                if not replay.done():
+                    replay.set_result(None)
+                return  # the answer to a replay: the client asked for it long ago
+            sent = self._inflight.pop(key, None)
+            if key == self._init_id and sent is not None:
+                self._init = sent
+        self._out.put(line)
+
+    # -- the owner -------------------------------------------------------------------
+
+    async def _owner_side(self) -> None:
+        lost_at: float | None = None
+        while True:
+            try:
+                owner = await self._attach()
+            except AttachError as err:
+                self._give_up(err)
+                return
+            except OSError as exc:
+                self._give_up(AttachError(f"cannot attach: {exc.strerror or exc}"))
+                return
+            reading = asyncio.create_task(self._pump(owner))
+            try:
+                await self._resume(owner)
+            except (OSError, TimeoutError) as exc:
+                log.warning("the new owner (pid %d) failed during the replay: %s", owner.pid, exc)
+            if lost_at is not None:
+                log.info(
+                    "re-attached to pid %d, %.0f ms after the owner was lost",
+                    owner.pid,
+                    (time.monotonic() - lost_at) * 1000,
+                )
+            await reading
+            self._owner = None
+            lost_at = time.monotonic()
+            if self._done.is_set():
+                return
+            log.warning("the owner (pid %d) is gone; finding the next one", owner.pid)
+
+    async def _pump(self, owner: _Owner) -> None:
+        while True:
+            try:
+                line = await owner.reader.readline()
+            except (OSError, ValueError):
+                line = b""
+            if not line.endswith(b"\n"):  # the end, or half a line from a dying owner
+                owner.writer.close()
+                return
+            self._from_owner(line.rstrip(b"\n"))
+
+    async def _resume(self, owner: _Owner) -> None:
+        """Replay the session's setup to a new owner, then send everything still unanswered."""
+        if self._init is not None:
+            await self._replay(owner, self._init, wait=True)
+            if self._initialized is not None:
+                owner.writer.write(self._initialized + b"\n")
+        for line in self._subscriptions.values():
+            await self._replay(owner, line, wait=False)
+        # No await from here until _owner is set: a client line arriving in between would
+        # be neither in this batch nor sent by _from_client.
+        for line in self._inflight.values():
+            owner.writer.write(line + b"\n")
+        self._owner = owner
+        await owner.writer.drain()
+
+    async def _replay(self, owner: _Owner, line: bytes, *, wait: bool) -> None:
+        message = json.loads(line)
+        self._replay_seq += 1
+        replay_id = f"{_REPLAY}{self._replay_seq}"
+        message["id"] = replay_id
+        answered = asyncio.get_running_loop().create_future()
+        self._replays[_key(replay_id)] = answered
+        owner.writer.write(json.dumps(message).encode() + b"\n")
+        await owner.writer.drain()
+        if wait:
+            await asyncio.wait_for(answered, REPLAY_WAIT_S)
+
+    async def _attach(self) -> _Owner:
+        """Connect to the owner, starting one if this proxy wins the election."""
+        deadline = time.monotonic() + ATTACH_WAIT_S
+        while True:
+            owner = await self._connect()
+            if owner is not None:
+                return owner
+            if self._election.try_win():
+                try:
+                    owner = await self._connect() or await self._start_owner(deadline)
+                finally:
+                    self._election.step_down()
+                if owner is not None:
+                    return owner
+            if time.monotonic() >= deadline:
+                raise self._no_owner()
+            await asyncio.sleep(ELECTION_POLL_S)
+
+    async def _connect(self) -> _Owner | None:
+        where = endpoint.read(self._data_dir)
+        if where is None:
+            return None
+        try:
+            if where.unix is not None:
+                reader, writer = await asyncio.open_unix_connection(
+                    where.unix, limit=MAX_MESSAGE_BYTES + 1
+                )
+            else:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", where.port, limit=MAX_MESSAGE_BYTES + 1
+                )
+        except OSError:
+            return None  # a dead owner's endpoint: the next owner replaces it
+        try:
+            writer.write(endpoint.hello(where.token, os.getpid(), __version__))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readline(), endpoint.HELLO_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError):
+            writer.close()
+            return None
+        welcome = endpoint.parse(answer)
+        if welcome is None:
+            writer.close()
+            return None
+        if welcome["vestige_attach"] != endpoint.PROTOCOL or not welcome.get("ok"):
+            writer.close()
+            if welcome.get("retry") is True:
+                return None  # e.g. the file still named the previous owner's token
+            if welcome["vestige_attach"] != endpoint.PROTOCOL:
+                raise AttachError(
+                    endpoint.mismatch(
+                        __version__,
+                        welcome.get("version"),
+                        welcome["vestige_attach"],
+                        f"the server that owns {self._data_dir} (pid {where.pid})",
+                    ),
+                    hint=str(welcome.get("hint") or ""),
+                )
+            raise AttachError(
+                f"the server that owns {self._data_dir} (pid {where.pid}) refused to attach "
+                f"this window: {welcome.get('error')}",
+                hint=str(welcome.get("hint") or ""),
+            )
+        pid = welcome.get("pid")
+        return _Owner(reader, writer, pid if isinstance(pid, int) else where.pid)
+
+    async def _start_owner(self, deadline: float) -> _Owner | None:
+        """Start a detached owner if the directory is free; None while someone else holds it."""
+        state = lock_state(self._data_dir)
+        if state is LockState.SHARED:
+            raise AttachError(
+                f"{self._data_dir} is served by --shared-writers servers, which accept no "
+                "attached windows",
+                hint="Start every window the same way: all with --attach, or all with "
+                "--shared-writers.",
+                code=EXIT_OWNER_LOCKED,
+            )
+        if state is LockState.EXCLUSIVE:
+            return None  # an owner still starting, a restore, or an older vestige
+        proc = self._spawn_owner()
+        log.info("started the owner of %s: pid %d", self._data_dir, proc.pid)
+        while time.monotonic() < deadline:
+            owner = await self._connect()
+            if owner is not None:
+                return owner
+            code = proc.poll()
+            if code is not None:
+                raise AttachError(
+                    f"the server started for {self._data_dir} exited with status {code}: "
+                    f"{_last_line(self._data_dir / endpoint.OWNER_LOG_FILE)}",
+                    hint=f"Its log is {self._data_dir / endpoint.OWNER_LOG_FILE}.",
+                    code=code if code > 1 else EXIT_CONFIG,
+                )
+            await asyncio.sleep(ELECTION_POLL_S)
+        return None
+
+    def _spawn_owner(self) -> subprocess.Popen[bytes]:
+        log_path = self._data_dir / endpoint.OWNER_LOG_FILE
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > OWNER_LOG_MAX_BYTES:
+                os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "vestige.server",
+                    "--attach-owner",
+                    "--data-dir",
+                    str(self._data_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=fd,
+                close_fds=True,
+                start_new_session=True,  # no window's signals or process group reach it
+            )
+        finally:
+            os.close(fd)
+        # Reap it if it exits while we live (else it stays a zombie until we exit).
+        threading.Thread(target=proc.wait, daemon=True).start()
+        return proc
+
+    def _no_owner(self) -> AttachError:
+        holders = [o for o in read_owners(self._data_dir) if o.alive]
+        who = ", ".join(f"pid {o.pid}" for o in holders) or "another process"
+        return AttachError(
+            f"no server accepted this window on {self._data_dir} within {ATTACH_WAIT_S:.0f} s: "
+            f"{who} holds it without accepting attached windows (vestige restore, or a "
+            "vestige older than --attach)",
+            hint="Wait for it to finish, or stop it; `vestige doctor` shows who it is.",
+            code=EXIT_OWNER_LOCKED,
+        )
+
+    def _give_up(self, err: AttachError) -> None:
+        print(f"vestige-mcp: {err}", file=sys.stderr)
+        for key, line in list(self._inflight.items()):
+            with contextlib.suppress(ValueError):
+                self._out.put(_error_line(json.loads(line).get("id"), INTERNAL_ERROR, str(err)))
+            self._inflight.pop(key, None)
+        self._stop(err.code)
+
+    async def _watch_parent(self) -> None:
+        if self._parent == 1:
+            return
+        while os.getppid() == self._parent:
+            await asyncio.sleep(PARENT_POLL_S)
+        log.info("parent process %d exited", self._parent)
+        self._stop(EXIT_OK)
+
+
+class _Output:
+    """Lines to the client, written by one thread: a client that stops reading blocks only it."""
+
+    def __init__(self, fd: int, on_closed: Any) -> None:
+        self._fd = fd
+        self._on_closed = on_closed
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def put(self, line: bytes) -> None:
+        self._lines.put(line + b"\n")
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Write what is queued (up to ``timeout``), then stop."""
+        self._lines.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (data := self._lines.get()) is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                self._on_closed()
+                return
+
+
+def _key(request_id: object) -> str:
+    """A JSON-RPC id as a dict key: 1 and "1" are different ids."""
+    return json.dumps(request_id)
+
+
+def _error_line(request_id: object, code: int, message: str) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    ).encode()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(nothing logged)"
