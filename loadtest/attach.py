@@ -85,6 +85,8 @@ DEATH_TIMEOUT_S: Final = 10.0
 #: The owner exits about 1 s after its last session left; this is the generous deadline.
 OWNER_EXIT_S: Final = 15.0
 PROBE_TIMEOUT_S: Final = 30.0
+#: Pairs launched at most until one lands within the plan's gap.
+DUPLICATE_TRIES: Final = 3
 #: Every --attach client must be up (its first write and search answered) within this.
 START_TIMEOUT_S: Final = 90.0
 #: The sample kinds this profile adds.
@@ -195,23 +197,36 @@ def failover_times(
     return best
 
 
-def failover_check(failovers_s: list[float], cold_starts_s: list[float], room_s: float) -> Check:
-    """failover p99 <= cold start p50 + room, both measured in this run (PASS or MISS)."""
+def failover_check(
+    failovers_s: list[float], cold_s: list[float], room_s: float, idle_s: Sequence[float] = ()
+) -> Check:
+    """failover p99 <= cold start p50 + room, both measured in this run, under the same
+    load (PASS or MISS); ``idle_s``, the cold starts before the load, only for reference."""
     fail = Summary.of([x * 1000 for x in failovers_s])
-    cold = Summary.of([x * 1000 for x in cold_starts_s])
+    cold = Summary.of([x * 1000 for x in cold_s])
     if not fail.count or not cold.count:
         what = "no failover was timed" if not fail.count else "no cold start was measured"
         return Check(FAILOVER_CHECK, False, f"MISS: {what}")
     bound = cold.p50 + room_s * 1000
     ok = fail.p99 <= bound
     basis = (
-        f"direct cold start p50 ({cold.p50:.0f} ms, {cold.count} launches) + {room_s * 1000:.0f} ms"
+        f"direct cold start p50 under the load ({cold.p50:.0f} ms, {cold.count} launches)"
+        f" + {room_s * 1000:.0f} ms"
     )
+    idle = Summary.of([x * 1000 for x in idle_s])
+    reference = ""
+    if idle.count:
+        idle_bound = idle.p50 + room_s * 1000
+        reference = (
+            f"; against the idle cold start p50 ({idle.p50:.0f} ms) it would be "
+            f"{idle_bound:.0f} ms: {'PASS' if fail.p99 <= idle_bound else 'MISS'}"
+        )
     return Check(
         FAILOVER_CHECK,
         ok,
         f"{'PASS' if ok else 'MISS'}: failover p50 {fail.p50:.0f} / p99 {fail.p99:.0f} / max "
-        f"{fail.max:.0f} ms over {fail.count} (kill, proxy) pairs; bound {bound:.0f} ms = {basis}",
+        f"{fail.max:.0f} ms over {fail.count} (kill, proxy) pairs; bound {bound:.0f} ms = "
+        f"{basis}{reference}",
         measure=Measure(fail.p99, bound, "ms", basis),
     )
 
@@ -272,8 +287,9 @@ class AttachState:
     owners: list[OwnerSeen] = field(default_factory=list)
     #: (kill's run-clock time, {proxy: failover seconds or None}).
     failovers: list[tuple[float, dict[str, float | None]]] = field(default_factory=list)
-    cold_starts_s: list[float] = field(default_factory=list)
-    cold_starts_loaded_s: list[float] = field(default_factory=list)
+    #: Direct cold starts during the load (the baseline) and before it (for reference).
+    cold_loaded_s: list[float] = field(default_factory=list)
+    cold_idle_s: list[float] = field(default_factory=list)
 
     def failover_values(self) -> list[float]:
         return [v for _, per in self.failovers for v in per.values() if v is not None]
@@ -412,7 +428,7 @@ class AttachRun:
             took = await self.cold_start(f"before{i}")
             if took is None:
                 raise SetupError("a direct vestige-mcp did not cold-start: " + self._tails())
-            self.state.cold_starts_s.append(took)
+            self.state.cold_idle_s.append(took)
         async with anyio.create_task_group() as tg:
             for slot in self.slots:
                 tg.start_soon(self.proxy_slot, slot)
@@ -518,10 +534,9 @@ class AttachRun:
                 kills += 1
                 await self.kill_owner(kills)
             elif kind == "cold-start":
-                took = await self.cold_start(f"load{len(self.state.cold_starts_loaded_s)}")
+                took = await self.cold_start(f"load{len(self.state.cold_loaded_s)}")
                 if took is not None:
-                    self.state.cold_starts_loaded_s.append(took)
-                    self.state.cold_starts_s.append(took)
+                    self.state.cold_loaded_s.append(took)
                 self._event(
                     "cold-start",
                     "direct vestige-mcp",
@@ -648,13 +663,44 @@ class AttachRun:
         return took
 
     async def duplicate_spawn(self) -> None:
-        """Two launches back to back (within the plan's 10 ms), both used, both closed."""
+        """Two launches within the plan's 10 ms, both used, both closed.
+
+        The gap is the time between the two spawn calls' starts, taken in two tasks started
+        together (one after the other, the second waits for the first one's fork and exec).
+        A pair further apart tested nothing: it is used all the same, and another pair is
+        launched, up to ``DUPLICATE_TRIES`` pairs.
+        """
+        at = self.clock.now()
+        gaps: list[float] = []
+        for _ in range(DUPLICATE_TRIES):
+            gap_ms, pids, codes, worked = await self._launch_pair()
+            gaps.append(gap_ms)
+            if gap_ms <= self.plan.duplicate_gap_ms or not all(worked) or any(codes):
+                break
+        ok, detail = judge_duplicate(gap_ms, self.plan.duplicate_gap_ms, codes, worked)
+        if len(gaps) > 1:
+            detail += (
+                f" (pair {len(gaps)}; gaps of the pairs before: "
+                + ", ".join(f"{g:.1f} ms" for g in gaps[:-1])
+                + ")"
+            )
+        self._event("duplicate-spawn", f"pids {pids[0]}, {pids[1]}", ok, detail, at=at)
+
+    async def _launch_pair(self) -> tuple[float, list[int], list[int | None], list[bool]]:
         self._serial += 1
         names = [f"d{self._serial}a", f"d{self._serial}b"]
-        at = self.clock.now()
-        first = await self.registry.spawn(names[0], self.proxy_argv, self.env)
-        second = await self.registry.spawn(names[1], self.proxy_argv, self.env)
-        gap_ms = (self.clock.now() - at) * 1000
+        launched: list[Child | None] = [None, None]
+        calls = [0.0, 0.0]
+
+        async def launch(i: int) -> None:
+            calls[i] = self.clock.now()
+            launched[i] = await self.registry.spawn(names[i], self.proxy_argv, self.env)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(launch, 0)
+            tg.start_soon(launch, 1)
+        gap_ms = abs(calls[1] - calls[0]) * 1000
+        children = [c for c in launched if c is not None]
         worked = [False, False]
 
         async def use(i: int, child: Child) -> None:
@@ -668,18 +714,10 @@ class AttachRun:
 
         with anyio.move_on_after(OWNER_WAIT_S):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(use, 0, first)
-                tg.start_soon(use, 1, second)
-        codes = [await self.registry.stop(first), await self.registry.stop(second)]
-        ok, detail = judge_duplicate(gap_ms, self.plan.duplicate_gap_ms, codes, worked)
-        self._event(
-            "duplicate-spawn",
-            f"pids {first.pid}, {second.pid}",
-            ok,
-            detail,
-            self.clock.now() - at,
-            at=at,
-        )
+                for i, child in enumerate(children):
+                    tg.start_soon(use, i, child)
+        codes = [await self.registry.stop(c) for c in children]
+        return gap_ms, [c.pid for c in children], codes, worked
 
     async def probe(self) -> None:
         """A launch that answers ``initialize`` and is closed at once (qwen-code's probe)."""
@@ -779,7 +817,10 @@ class AttachRun:
         )
         r.checks.append(
             failover_check(
-                self.state.failover_values(), self.state.cold_starts_s, self.plan.failover_room_s
+                self.state.failover_values(),
+                self.state.cold_loaded_s,
+                self.plan.failover_room_s,
+                self.state.cold_idle_s,
             )
         )
         if r.recorder.ops == 0:
@@ -872,20 +913,20 @@ async def _initialize_only(child: Child) -> bool:
 def summary_lines(state: AttachState, plan: AttachPlan, load_started: float) -> list[str]:
     """The attach figures of the printed summary."""
     fail = Summary.of([v * 1000 for v in state.failover_values()])
-    cold = Summary.of([v * 1000 for v in state.cold_starts_s])
-    loaded = Summary.of([v * 1000 for v in state.cold_starts_loaded_s])
-    bound = cold.p50 + plan.failover_room_s * 1000
-    verdict = "PASS" if fail.count and cold.count and fail.p99 <= bound else "MISS"
+    loaded = Summary.of([v * 1000 for v in state.cold_loaded_s])
+    idle = Summary.of([v * 1000 for v in state.cold_idle_s])
+    bound = loaded.p50 + plan.failover_room_s * 1000
+    verdict = "PASS" if fail.count and loaded.count and fail.p99 <= bound else "MISS"
     lines = [
         f"owners: {len(state.owners)} seen ({', '.join(str(o.pid) for o in state.owners)}); "
         f"owner kills: {len(state.failovers)}",
         f"failover (kill -> first answer through each proxy): {fail.count} timed, p50 "
         f"{fail.p50:.0f} / p99 {fail.p99:.0f} / max {fail.max:.0f} ms",
-        f"direct cold start (spawn -> first tool answer): {cold.count} launches, p50 "
-        f"{cold.p50:.0f} / max {cold.max:.0f} ms ({loaded.count} of them under load: p50 "
-        f"{loaded.p50:.0f} ms)",
-        f"failover bound: p99 {fail.p99:.0f} ms <= cold start p50 + {plan.failover_room_s:g} s = "
-        f"{bound:.0f} ms: {verdict}",
+        f"direct cold start (spawn -> first tool answer): under the load {loaded.count}, p50 "
+        f"{loaded.p50:.0f} / max {loaded.max:.0f} ms; before it {idle.count}, p50 "
+        f"{idle.p50:.0f} / max {idle.max:.0f} ms",
+        f"failover bound: p99 {fail.p99:.0f} ms <= cold start p50 under the load + "
+        f"{plan.failover_room_s:g} s = {bound:.0f} ms: {verdict}",
     ]
     for kill_at, per in state.failovers:
         times = "  ".join(f"{k} {'-' if v is None else f'{v * 1000:.0f}'}" for k, v in per.items())
@@ -904,8 +945,6 @@ def state_dict(state: AttachState) -> dict[str, Any]:
             for at, per in state.failovers
         ],
         "failover": Summary.of([v * 1000 for v in state.failover_values()]).to_dict(),
-        "cold_start": Summary.of([v * 1000 for v in state.cold_starts_s]).to_dict(),
-        "cold_start_under_load": Summary.of(
-            [v * 1000 for v in state.cold_starts_loaded_s]
-        ).to_dict(),
+        "cold_start_under_load": Summary.of([v * 1000 for v in state.cold_loaded_s]).to_dict(),
+        "cold_start_before_load": Summary.of([v * 1000 for v in state.cold_idle_s]).to_dict(),
     }

@@ -135,6 +135,11 @@ class TestFailover:
         assert miss.failed
         assert miss.detail.startswith("MISS")
 
+    def test_the_idle_cold_start_is_shown_but_does_not_judge(self) -> None:
+        check = failover_check([2.0], [1.8], 0.5, idle_s=[0.8, 0.9])
+        assert check.ok
+        assert "against the idle cold start p50 (800 ms) it would be 1300 ms: MISS" in check.detail
+
     def test_no_failover_or_no_baseline_is_a_miss(self) -> None:
         assert failover_check([], [1.0], 0.5).failed
         assert failover_check([1.0], [], 0.5).failed
@@ -149,9 +154,10 @@ def test_a_duplicate_spawn_must_be_within_its_gap_and_both_must_work() -> None:
     assert not judge_duplicate(3.0, 10.0, [0, 0], [True, False])[0]
 
 
-def test_the_schedule_puts_a_cold_start_between_kills() -> None:
+def test_the_schedule_puts_a_cold_start_before_the_first_kill_and_between_kills() -> None:
     plan = AttachPlan(owner_kills_at=(0.2, 0.6), duplicate_spawn_at=(0.4,), probe_at=(0.8,))
     assert plan.schedule(10.0) == [
+        (1.0, "cold-start"),
         (2.0, "kill-owner"),
         (4.0, "cold-start"),
         (4.0, "duplicate-spawn"),
