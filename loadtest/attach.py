@@ -534,6 +534,7 @@ class AttachRun:
                 kills += 1
                 await self.kill_owner(kills)
             elif kind == "cold-start":
+                began = self.clock.now()
                 took = await self.cold_start(f"load{len(self.state.cold_loaded_s)}")
                 if took is not None:
                     self.state.cold_loaded_s.append(took)
@@ -545,6 +546,7 @@ class AttachRun:
                     if took
                     else "failed: " + self._tails(),
                     took,
+                    at=began,
                 )
             elif kind == "duplicate-spawn":
                 await self.duplicate_spawn()
@@ -858,10 +860,16 @@ class AttachRun:
     # -- the live line ---------------------------------------------------------------------
 
     async def progress(self) -> None:
+        """The machine's load average every second (the summary shows its range: other work
+        on the machine slows failovers and cold starts alike), and a live line every 5 s."""
+        ticks = 0
         while not self.workload.stop.is_set():
-            with anyio.move_on_after(5.0):
+            with anyio.move_on_after(1.0):
                 await self.workload.stop.wait()
-            if not self.config.progress:
+            if hasattr(os, "getloadavg"):
+                self.recorder.load_averages.append((self.clock.now(), os.getloadavg()[0]))
+            ticks += 1
+            if not self.config.progress or ticks % 5:
                 continue
             kills = sum(e.kind == "kill-owner" for e in self.events)
             owner = self.state.owners[-1].pid if self.state.owners else "-"
