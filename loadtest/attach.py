@@ -85,6 +85,9 @@ DEATH_TIMEOUT_S: Final = 10.0
 #: The owner exits about 1 s after its last session left; this is the generous deadline.
 OWNER_EXIT_S: Final = 15.0
 PROBE_TIMEOUT_S: Final = 30.0
+#: How far past its duration the load may run for its scheduled events to finish (or
+#: the duration itself, if longer).
+EVENTS_OVERRUN_S: Final = 60.0
 #: Pairs launched at most until one lands within the plan's gap.
 DUPLICATE_TRIES: Final = 3
 #: Every --attach client must be up (its first write and search answered) within this.
@@ -340,6 +343,8 @@ class AttachRun:
         self.schedule = self.plan.schedule(p.duration_s)
         self.setup_problem: str | None = None
         self.load_started = math.inf
+        #: Set when the load stops taking new events (its duration and overrun are over).
+        self.load_ending = False
         self.proxy_argv = [*config.server_argv, "--data-dir", str(self.data_dir), ATTACH_FLAG]
         self.cli = CliTraffic(
             registry=registry,
@@ -465,9 +470,17 @@ class AttachRun:
                 events_done.set()
 
         tg.start_soon(events)
-        while self.clock.now() - self.load_started < p.duration_s and not self.workload.done():
+        # The duration is a minimum: the events run one after another, and on a busy
+        # machine a kill (doctor, failover, doctor) or a cold start can take seconds more
+        # than planned, so the load goes on until the last one has run (within a limit).
+        limit = p.duration_s + max(EVENTS_OVERRUN_S, p.duration_s)
+        while not self.workload.done():
+            elapsed = self.clock.now() - self.load_started
+            if elapsed >= limit or (elapsed >= p.duration_s and events_done.is_set()):
+                break
             await anyio.sleep(0.1)
-        # The last event (a failover) may still be under way: let it finish, it is judged.
+        self.load_ending = True
+        # An event under way (a failover) is let finish: it is judged.
         with anyio.move_on_after(FAILOVER_TIMEOUT_S):
             await events_done.wait()
         self.workload.stop.set()
@@ -524,10 +537,7 @@ class AttachRun:
             wait = self.load_started + at - self.clock.now()
             if wait > 0:
                 await anyio.sleep(wait)
-            if (
-                self.workload.done()
-                or self.clock.now() - self.load_started >= self.profile.duration_s
-            ):
+            if self.workload.done() or self.load_ending:
                 self.not_reached.append((at, kind))
                 continue
             if kind == "kill-owner":
@@ -808,6 +818,7 @@ class AttachRun:
             load_started=self.load_started,
             load_s=r.load_s,
         )
+        r.checks.append(self._owners_gone())
         kills = [e for e in self.events if e.kind == "kill-owner" and e.ok]
         planned = len(self.plan.owner_kills_at)
         r.checks.append(
@@ -827,6 +838,24 @@ class AttachRun:
         )
         if r.recorder.ops == 0:
             r.checks.append(Check("the load ran", False, "no MCP operation completed"))
+
+    def _owners_gone(self) -> Check:
+        """Nothing outlives the run: every owner doctor named has exited (the killed ones,
+        and the last, which left after its last session)."""
+        running = []
+        for owner in self.state.owners:
+            fd = open_owner(owner)
+            if fd is not None:
+                try:
+                    if not exited(fd):
+                        running.append(owner.pid)
+                finally:
+                    os.close(fd)
+        return Check(
+            "every owner the run saw is gone",
+            bool(self.state.owners) and not running,
+            f"still running: pids {running}" if running else f"{len(self.state.owners)} owners",
+        )
 
     def _client_checks(self) -> list[Check]:
         errors = self.recorder.errors
