@@ -140,6 +140,17 @@ def _same_dir(named: object, data_dir: Path) -> bool:
     return isinstance(named, str) and os.path.realpath(named) == os.path.realpath(data_dir)
 
 
+def holders_left(doctor: dict[str, Any]) -> list[str]:
+    """Every process doctor found with the data directory's files open ("name pid N")."""
+    processes = doctor.get("processes")
+    holders = processes.get("holders") if isinstance(processes, dict) else None
+    return [
+        f"{h.get('name')} pid {h.get('pid')}"
+        for h in (holders if isinstance(holders, list) else [])
+        if isinstance(h, dict)
+    ]
+
+
 def open_owner(owner: OwnerSeen) -> int | None:
     """A pidfd on ``owner`` if that pid is still the process doctor named, else None.
 
@@ -760,7 +771,7 @@ class AttachRun:
 
     async def _owner_left(self, owner: OwnerSeen | None) -> Check:
         """The owner leaves about 1 s after its last session; then doctor finds the lock free."""
-        name = "the owner left after its last session; the lock is then free"
+        name = "the owner left after its last session; then nothing holds the data directory"
         if owner is None:
             return Check(name, False, "doctor named no owner before the proxies closed")
         fd = open_owner(owner)
@@ -773,9 +784,19 @@ class AttachRun:
         data = await self.doctor() or {}
         lock = data.get("owner_lock")
         state = lock.get("state") if isinstance(lock, dict) else None
-        ok = gone and state == "free"
+        holders = holders_left(data)
+        ok = gone and state == "free" and not holders
         left = "left" if gone else f"still running {OWNER_EXIT_S:g} s after its last session"
-        return Check(name, ok, f"owner pid {owner.pid} {left}; doctor: lock {state}")
+        return Check(
+            name,
+            ok,
+            f"owner pid {owner.pid} {left}; doctor: lock {state}, "
+            + (
+                f"files still open by {', '.join(holders)}"
+                if holders
+                else "no process has the files open"
+            ),
+        )
 
     # -- checks ------------------------------------------------------------------------
 

@@ -207,6 +207,13 @@ def test_the_owner_is_the_one_proved_holder_that_is_none_of_ours(tmp_path: Path)
     assert pick_owner({"owner_lock": {"holders": "junk"}}, here, set()) is None
 
 
+def test_a_process_still_holding_the_files_after_the_run_is_named() -> None:
+    assert attach.holders_left({"processes": {"holders": []}}) == []
+    assert attach.holders_left({}) == []
+    doctor = {"processes": {"holders": [{"name": "vestige-mcp", "pid": 42}, "junk"]}}
+    assert attach.holders_left(doctor) == ["vestige-mcp pid 42"]
+
+
 def test_a_pid_that_is_no_longer_the_named_owner_is_not_opened() -> None:
     me = os.getpid()
     created = psutil.Process(me).create_time()
