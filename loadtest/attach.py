@@ -436,7 +436,22 @@ class AttachRun:
                 self.close_now.set()
                 self.workload.stop.set()
                 await self.registry.stop_all()
+                await self._sweep_owner()
                 self.result.leftover_pids += self.reap_owners()
+
+    async def _sweep_owner(self) -> None:
+        """Whatever ended the run (a failed start, Ctrl-C): an owner doctor still names is
+        given its time to leave after its last session, then killed by ``reap_owners``."""
+        with anyio.move_on_after(DOCTOR_TIMEOUT_S):
+            owner = await self.find_owner(wait_s=0.0)
+            if owner is None:
+                return
+            fd = open_owner(owner)
+            if fd is not None:
+                try:
+                    await wait_gone(fd, OWNER_EXIT_S)
+                finally:
+                    os.close(fd)
 
     async def _drive(self) -> None:
         r = self.result
@@ -462,7 +477,6 @@ class AttachRun:
                 self.close_now.set()
         if self.setup_problem:
             raise SetupError(self.setup_problem)
-        print(file=sys.stderr)
         r.checks.append(await self._owner_left(final_owner))
         r.faults = self.events
         await self.final_checks()
