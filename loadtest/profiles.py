@@ -132,7 +132,7 @@ class AttachPlan:
     probe_at: tuple[float, ...] = (0.55,)
     duplicate_gap_ms: float = 10.0
     cold_starts_before: int = 2
-    #: The goal: failover p99 <= the direct cold start p50 under the same load + this.
+    #: The goal: failover p99 <= the direct cold start p99 under the same load + this.
     failover_room_s: float = 0.5
 
     def schedule(self, duration_s: float) -> list[tuple[float, str]]:
