@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, TypeVar
 
@@ -60,7 +59,7 @@ from vestige.server.result_models import (  # the SDK reads return annotations a
 from vestige.server.strict_tools import StrictTool, strict_tool
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from vestige.models import StrengthChange
     from vestige.server.app import ServerApp
@@ -162,14 +161,10 @@ def client_of(ctx: Context[Any, Any]) -> str | None:
 def request_key_of(ctx: Context[Any, Any]) -> str | None:
     """The call's request key from ``params._meta[REQUEST_KEY_META]``, checked; else None.
 
-    The SDK parses ``_meta`` into ``request_context.meta`` and drops one it cannot parse
-    (a bad progress token, say): the raw params are read then, so the key still counts.
+    The SDK parses ``_meta`` into ``request_context.meta``, keeping keys it does not know
+    (a ``_meta`` it cannot parse fails the whole request before any tool runs).
     """
-    context = ctx.request_context
-    meta: Mapping[str, Any] | None = context.meta
-    if meta is None and context.params is not None:
-        raw = context.params.get("_meta")
-        meta = raw if isinstance(raw, Mapping) else None
+    meta: Mapping[str, Any] | None = ctx.request_context.meta  # an open map (extra_items)
     if meta is None or REQUEST_KEY_META not in meta:
         return None
     return request_keys.check_key(meta[REQUEST_KEY_META])
