@@ -10,6 +10,9 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
   transaction back and runs it again after a full-jitter pause, until one deadline covers
   gate, busy waits and pauses.  ``fn`` must do database work only: anything slow inside it
   holds every other writer out.
+- A write made inside ``request_keys.guarding`` records its request key in its own
+  transaction, so the key exists exactly when the write committed (``vestige.request_keys``):
+  still one way in, the key is part of the write.
 - ``Database.read()`` gives one consistent snapshot for several statements.
 - After a full disk or an I/O error on the writer, both connections are replaced by fresh
   ones before their next use: a connection that saw its transaction undone by SQLite may

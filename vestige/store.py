@@ -470,10 +470,11 @@ class Store:
     def purge(self, memory_id: str) -> PurgeReport:
         """Remove a memory for good: for a secret stored by mistake.
 
-        Its row, its words in the full-text index and its content in every changelog entry
-        go, and (``secure_delete``) no free page keeps a copy.  A memory already deleted can
-        be purged too: its tombstones in the changelog are what is left of it.  The
-        changelog records only that a purge happened.  Then a TRUNCATE checkpoint copies the
+        Its row, its words in the full-text index, its content in every changelog entry and
+        the answers kept for request keys that name it (``request_keys``) go, and
+        (``secure_delete``) no free page keeps a copy.  A memory already deleted can be
+        purged too: its tombstones in the changelog are what is left of it.  The changelog
+        records only that a purge happened.  Then a TRUNCATE checkpoint copies the
         purge into vestige.db (overwriting the old pages there) and empties the WAL, unless
         another process is reading: until a later checkpoint, the old pages stay in
         vestige.db and the WAL then, and the report says so.  Backups made earlier keep
