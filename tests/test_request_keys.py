@@ -285,3 +285,28 @@ def test_bad_and_reused_keys_over_mcp_are_one_clear_tool_error(
         assert reused.get("isError"), reused
         assert "already used for a different call; use a new key" in reused["content"][0]["text"]
         assert _kinds(srv)[1:] == ["created"]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_every_keyed_tool_answers_its_repeat_with_the_first_answer(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    _quiet_store(data_dir)
+    with ServerProcess(data_dir, home=tmp_path, env=QUIET) as srv:
+        srv.initialize()
+
+        def twice(name: str, args: dict[str, Any], key: str) -> dict[str, Any]:
+            first = _ok(srv, name, args, key)
+            assert _ok(srv, name, args, key) == first
+            return first["structuredContent"]  # type: ignore[no-any-return]
+
+        mid = twice("ingest", {"content": "the on-call rota is in the wiki"}, "k-ingest-01")["id"]
+        twice("demote_memory", {"id": mid, "reason": "stale"}, "k-demote-01")
+        edited = twice("edit_memory", {"id": mid, "tags": ["ops"]}, "k-edit-0001")
+        twice("memory_undo", {"change_seq": edited["change_seq"]}, "k-undo-0001")
+        assert _kinds(srv)[1:] == ["created", "demoted", "edited", "undone"]
+        # consolidate ignores a key: it runs the pass again (not a repeat of its answer).
+        runs = [_ok(srv, "consolidate", {}, "k-consolidate")["structuredContent"] for _ in "ab"]
+        assert [r["ran"] for r in runs] == [True, True]
+        assert _kinds(srv)[5:] == ["decayed", "decayed"]
