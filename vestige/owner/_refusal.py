@@ -113,12 +113,17 @@ def sessions_caveat(owners: Iterable[OwnerInfo]) -> str:
     An attached session's proxy takes the owner lock over when its owner stops (that is how
     its client keeps its memory tools), so the directory is free only once they are gone too.
     """
-    n = sum(len(o.sessions) for o in owners)
+    serving = [o for o in owners if o.sessions]
+    n = sum(len(o.sessions) for o in serving)
     if not n:
         return ""
+    whose = "it" if len(serving) == 1 else "them"
+    which = (
+        f"the session attached to {whose}" if n == 1 else f"the {n} sessions attached to {whose}"
+    )
     return (
-        f"{_count(n)} attached through proxies would then elect a new owner among them; "
-        "close those clients too to free the directory"
+        f"{which} would then elect a new owner among their proxies; close those clients too "
+        "to free the directory"
     )
 
 
