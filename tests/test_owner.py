@@ -41,7 +41,8 @@ pytestmark = pytest.mark.multiprocess
 HOLDER = """
 import sys
 from vestige.owner import acquire_owner
-lock = acquire_owner(sys.argv[1], shared=sys.argv[2] == "shared", transport="test-holder")
+transport = sys.argv[3] if len(sys.argv) > 3 else "test-holder"
+lock = acquire_owner(sys.argv[1], shared=sys.argv[2] == "shared", transport=transport)
 print("ready", flush=True)
 sys.stdin.read()  # hold until the test closes our stdin
 lock.release()
@@ -49,10 +50,12 @@ lock.release()
 
 
 @contextlib.contextmanager
-def holder(data_dir: Path, mode: str) -> Iterator[subprocess.Popen[str]]:
+def holder(
+    data_dir: Path, mode: str, transport: str = "test-holder"
+) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the lock until the block ends (then reaped)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(data_dir), mode],
+        [sys.executable, "-c", HOLDER, str(data_dir), mode, transport],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -388,3 +391,32 @@ lock.release()
         "elect a new owner among their proxies; close those clients too to free the "
         "directory) and start again."
     ) in text
+
+
+class _GiveUp(Exception):
+    pass
+
+
+def test_waiting_for_a_young_server_can_be_abandoned_and_a_young_non_server_is_not_waited_for(
+    ddir: Path,
+) -> None:
+    calls: list[float] = []
+
+    def waiting() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            raise _GiveUp
+
+    with holder(ddir, "exclusive", transport="stdio") as proc:
+        with pytest.raises(_GiveUp):
+            acquire_owner(ddir, waiting=waiting)
+        assert len(calls) == 3  # it was waiting out the young server, between attempts
+        assert [o.pid for o in read_owners(ddir)] == [proc.pid]  # nothing of ours published
+        assert lock_state(ddir) is LockState.EXCLUSIVE
+    assert lock_state(ddir) is LockState.FREE  # and we hold nothing either
+    calls.clear()
+    with holder(ddir, "exclusive") as proc:  # a library holder ("test-holder"), as young
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir, waiting=waiting)
+        assert calls == []  # refused at once: not a server, so not a client's probe
+        assert [o.pid for o in caught.value.owners] == [proc.pid]

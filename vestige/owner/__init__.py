@@ -92,7 +92,7 @@ from vestige.owner._refusal import (
 from vestige.printable import escape_controls
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "LOCK_FILE",
@@ -264,6 +264,7 @@ def acquire_owner(
     version: str = "",
     grace_s: float = ACQUIRE_GRACE_S,
     young_window_s: float = YOUNG_HOLDER_WINDOW_S,
+    waiting: Callable[[], object] | None = None,
 ) -> OwnerLock:
     """Take the owner lock of an existing data directory, or refuse.
 
@@ -275,6 +276,9 @@ def acquire_owner(
     :param transport: what this holder serves ("stdio", "http", "attach" for the owner that
         ``--attach`` proxies reach, "restore", ...), published.
     :param grace_s: how long any holder is tried again first (a probe's microseconds).
+    :param waiting: called before each pause while a young holder is waited out; whatever
+        it raises ends the wait, nothing taken (a server that blocks its stop signals here
+        checks for a pending one, so a stop is not deferred by up to the window).
     :raises OwnerLockHeld: another process holds a conflicting lock; the message is the text
         to show a person (who holds it, since when, what to do).
     :raises OwnerLockUnsupported: the filesystem cannot lock (e.g. some network mounts);
@@ -291,7 +295,14 @@ def acquire_owner(
     fds: list[int] = []
     try:
         fds.extend(_open_lock_targets(path))
-        _lock_within_grace(fds, path, shared=shared, grace_s=grace_s, young_window_s=young_window_s)
+        _lock_within_grace(
+            fds,
+            path,
+            shared=shared,
+            grace_s=grace_s,
+            young_window_s=young_window_s,
+            waiting=waiting,
+        )
         _refuse_linked_database(path)  # linked while we waited: the lock would not protect it
         stale = _remove_stale(path, everyone_else=not shared)
         meta_path = _owners_dir(path) / f"{os.getpid()}.json"
@@ -330,7 +341,13 @@ def _open_lock_targets(path: Path) -> list[int]:
 
 
 def _lock_within_grace(
-    fds: list[int], path: Path, *, shared: bool, grace_s: float, young_window_s: float
+    fds: list[int],
+    path: Path,
+    *,
+    shared: bool,
+    grace_s: float,
+    young_window_s: float,
+    waiting: Callable[[], object] | None,
 ) -> None:
     """Lock every descriptor (directory first), or refuse once the grace (and, for a young
     server holder, the young-holder window) has passed."""
@@ -363,6 +380,8 @@ def _lock_within_grace(
             # (what the window has not already waited of METADATA_WAIT_S) to name it.
             owners = owners or _live_owners(path, max(0.0, METADATA_WAIT_S - young_window_s))
             raise refusal(path, lock_file=path / LOCK_FILE, shared=shared, owners=owners)
+        if waiting is not None:
+            waiting()
         time.sleep(min(YOUNG_HOLDER_POLL_S, young_for, window_ends - now))
 
 
