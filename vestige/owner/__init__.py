@@ -374,7 +374,7 @@ def _lock_within_grace(
         if window_ends is None:
             window_ends = now + young_window_s
         owners = _live_owners(path, wait_s=0.0 if young_window_s > 0 else METADATA_WAIT_S)
-        young_for = _young_for(owners, young_window_s)
+        young_for = _young_for(owners, young_window_s, path)
         if young_for <= 0 or now >= window_ends:
             # A holder still starting may publish its details in a moment: wait for them
             # (what the window has not already waited of METADATA_WAIT_S) to name it.
@@ -385,16 +385,21 @@ def _lock_within_grace(
         time.sleep(min(YOUNG_HOLDER_POLL_S, young_for, window_ends - now))
 
 
-def _young_for(owners: list[OwnerInfo], window_s: float) -> float:
+def _young_for(owners: list[OwnerInfo], window_s: float, path: Path) -> float:
     """How much longer the holders count as young: 0 once any is old or is not a server.
 
     A holder that has not published its details yet is starting, so it counts as young for
     the whole window.  Only holders the kernel shows holding the lock count (a forged file
     naming a live process decides nothing); if none is shown, the holder is unpublished.
+    Another user's holder cannot be inspected, so its entry does not show the lock: the
+    kernel's lock table (Linux) still names it, and its published age decides.
     """
     if window_s <= 0:
         return 0.0
     holders = [o for o in owners if o.holds_lock]
+    if not holders and owners:
+        kernel = set(kernel_holders(path) or ())
+        holders = [o for o in owners if o.pid in kernel]
     if not holders:
         return window_s
     if any(o.transport not in SERVER_TRANSPORTS for o in holders):
