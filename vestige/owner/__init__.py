@@ -122,7 +122,8 @@ __all__ = [
 LOCK_FILE: Final = "vestige.owner.lock"
 OWNERS_DIR: Final = "owners"
 #: A probe (``lock_state``, ``vestige doctor``) holds the lock for microseconds; retrying for
-#: this long keeps a probe from being mistaken for an owner.  Far below the 1 s refusal budget.
+#: this long keeps a probe from being mistaken for an owner.  Far below the 1 s refusal budget
+#: (an old owner's; a young server holder is waited out longer, see YOUNG_HOLDER_WINDOW_S).
 ACQUIRE_GRACE_S: Final = 0.05
 _GRACE_POLL_S: Final = 0.005
 #: A refused process waits this long for a just-started owner to publish its metadata, so

@@ -98,7 +98,8 @@ def describe_transport(o: OwnerInfo) -> str:
 
 
 def describe_sessions(o: OwnerInfo, *, shown: int | None = SESSIONS_SHOWN) -> str:
-    """ "serves 3 attached sessions: pid 11 (claude-code) since ..., ..." or "" for none."""
+    """ "serves 2 attached sessions through proxies: proxy pid 11 (client claude-code) since
+    2026-12-02 17:45:53 UTC, ..." (at most ``shown`` listed, the rest counted); "" for none."""
     if not o.sessions:
         return ""
     listed = o.sessions if shown is None else o.sessions[:shown]
@@ -133,10 +134,10 @@ def _count(n: int) -> str:
 
 def _session(s: AttachedSession) -> str:
     client = f"client {s.client}" if s.client else "client not named yet"
-    return f"proxy pid {s.pid} ({client}) since {session_since(s)} UTC"
+    return f"proxy pid {s.pid} ({client}) since {_since(s)} UTC"
 
 
-def session_since(s: AttachedSession) -> str:
+def _since(s: AttachedSession) -> str:
     """When a session attached, "YYYY-MM-DD HH:MM:SS" in UTC ("?" for a time out of range)."""
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.since))
@@ -145,7 +146,7 @@ def session_since(s: AttachedSession) -> str:
 
 
 def describe(o: OwnerInfo) -> str:
-    """Two lines on one holder, every outside value escaped."""
+    """Two lines on one holder (three with attached sessions), every outside value escaped."""
     where = describe_transport(o)
     since = escape_controls(o.started_at[:19].replace("T", " "))
     doubt = "" if o.verified else f"\n    not proved to hold the lock: {why_unproved(o)}"
