@@ -30,7 +30,7 @@ from tests.server_helpers import (
     tool_text,
     wait_for,
 )
-from vestige.owner import read_owners
+from vestige.owner import YOUNG_HOLDER_WINDOW_S, read_owners
 from vestige.server import EXIT_CONFIG, EXIT_OWNER_LOCKED
 from vestige.server import endpoint as attach_endpoint
 
@@ -355,3 +355,42 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
         return state != "Z"
     return True
+
+
+@pytest.mark.usefixtures("reap_owners")
+def test_doctor_and_the_refusal_name_every_attached_window(data_dir: Path, home: Path) -> None:
+    with attach(data_dir, home) as first, attach(data_dir, home) as second:
+        owner = owner_pid(data_dir)
+        old_from = time.monotonic() + YOUNG_HOLDER_WINDOW_S  # it started before this
+        proxies = {first.pid, second.pid}
+
+        def both_published() -> bool:
+            infos = [o for o in read_owners(data_dir) if o.pid == owner]
+            return bool(infos) and {s.pid for s in infos[0].sessions} == proxies
+
+        assert wait_for(both_published, START_TIMEOUT_S), read_owners(data_dir)
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("vestige")),
+                "doctor",
+                "--json",
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            env=server_env(home),
+            timeout=CALL_TIMEOUT_S,
+            check=False,
+        )
+        report = json.loads(done.stdout)
+        holders = report["owner_lock"]["holders"]
+        sessions = [s for h in holders if h["pid"] == owner for s in h["sessions"]]
+        assert {s["pid"] for s in sessions} == proxies
+        assert {s["client"] for s in sessions} == {"vestige-tests"}
+        # A plain launch beside them is refused, with --attach as the way in.
+        time.sleep(max(0.0, old_from - time.monotonic()))
+        refused, _ = launch(data_dir, home=home)
+    assert refused.returncode == EXIT_OWNER_LOCKED, refused.stderr
+    assert "--attach" in refused.stderr
+    assert "2 attached sessions" in refused.stderr

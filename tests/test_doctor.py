@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -328,3 +329,83 @@ def test_deep_finds_damage_in_an_index_the_fast_doctor_does_not_read(data_dir: P
     assert failing(deep) == ["integrity"]
     assert "is damaged or is not a database" in check(deep, "integrity")["detail"]
     assert "vestige salvage" in check(deep, "integrity")["hint"]
+
+
+#: A holder that owns the directory as ``vestige-mcp --attach``'s owner would, and lists
+#: the sessions given as JSON; it holds until its stdin closes.
+SESSIONS_HOLDER = """
+import json, sys
+from vestige.owner import AttachedSession, acquire_owner
+lock = acquire_owner(sys.argv[1], transport="attach", endpoint=sys.argv[2])
+lock.publish_sessions([AttachedSession(**s) for s in json.loads(sys.argv[3])])
+print("ready", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def test_it_shows_the_owner_and_every_attached_session(tmp_path: Path, data_dir: Path) -> None:
+    cli_json("ingest", "a memory for the attached sessions", data_dir=data_dir)
+    backup = cli_json("backup", tmp_path / "b.db", data_dir=data_dir)["path"]
+    endpoint = str(data_dir / "vestige.sock")
+    sessions = [
+        {"pid": 4242, "client": "claude-code", "since": 1_700_000_000.0},
+        {"pid": 4243, "client": None, "since": 1_700_000_060.5},
+        {"pid": 4244, "client": "\x1b[31mred", "since": 1_700_000_120},
+    ]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SESSIONS_HOLDER, str(data_dir), endpoint, json.dumps(sessions)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "ready\n"
+        code, report = doctor(data_dir)
+        assert code == 0, report["checks"]
+        (owner,) = report["owner_lock"]["holders"]
+        assert (owner["pid"], owner["transport"], owner["verified"]) == (holder.pid, "attach", True)
+        assert owner["sessions"] == [
+            {"pid": 4242, "client": "claude-code", "since": 1_700_000_000.0},
+            {"pid": 4243, "client": None, "since": 1_700_000_060.5},
+            {"pid": 4244, "client": "\\x1b[31mred", "since": 1_700_000_120.0},
+        ]
+        lock_check = check(report, "owner-lock")
+        assert (
+            f"pid {holder.pid} (exclusive, vestige-mcp --attach owner {endpoint})"
+            in (lock_check["detail"])
+        )
+        listed = check(report, "attached-sessions")
+        assert listed["status"] == "ok"
+        assert listed["detail"] == (
+            f"pid {holder.pid} serves 3 attached sessions through proxies: "
+            "proxy pid 4242 (client claude-code) since 2023-11-14 22:13:20 UTC, "
+            "proxy pid 4243 (client not named yet) since 2023-11-14 22:14:20 UTC, "
+            "proxy pid 4244 (client \\x1b[31mred) since 2023-11-14 22:15:20 UTC"
+        )
+
+        text = run_cli("doctor", data_dir=data_dir)
+        assert text.returncode == 0, text.stdout
+        assert "attached-sessions" in text.stdout
+        flat = " ".join(text.stdout.split())  # long details may be wrapped
+        for shown in (
+            "proxy pid 4242 (client claude-code) since 2023-11-14 22:13:20 UTC",
+            "proxy pid 4243 (client not named yet)",
+            "proxy pid 4244 (client \\x1b[31mred)",
+        ):
+            assert shown in flat, text.stdout
+        assert "\x1b" not in text.stdout
+
+        restore = run_cli("restore", backup, data_dir=data_dir)
+        assert restore.returncode == 4, restore.stderr  # in use
+        flat = " ".join(restore.stderr.split())
+        assert "serves 3 attached sessions through proxies: proxy pid 4242" in flat
+        assert (
+            f"Stop it first (kill -INT {holder.pid}; the 3 sessions attached to it would then "
+            "elect a new owner among their proxies; close those clients too to free the "
+            "directory)"
+        ) in flat, restore.stderr
+    finally:
+        holder.communicate(timeout=10)
+    assert holder.returncode == 0

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import pickle
 import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +21,16 @@ import pytest
 from portalocker import LockFlags
 
 from tests.lock_helpers import refuse_locks
+from vestige.changelog import MAX_CLIENT_CHARS
 from vestige.errors import OwnerLockHeld, OwnerLockUnsupported, VestigeError
 from vestige.owner import (
     LOCK_FILE,
+    MAX_SESSIONS,
     OWNERS_DIR,
+    AttachedSession,
     LockMode,
     LockState,
+    _metadata,
     acquire_owner,
     lock_state,
     read_owners,
@@ -34,7 +41,8 @@ pytestmark = pytest.mark.multiprocess
 HOLDER = """
 import sys
 from vestige.owner import acquire_owner
-lock = acquire_owner(sys.argv[1], shared=sys.argv[2] == "shared", transport="test-holder")
+transport = sys.argv[3] if len(sys.argv) > 3 else "test-holder"
+lock = acquire_owner(sys.argv[1], shared=sys.argv[2] == "shared", transport=transport)
 print("ready", flush=True)
 sys.stdin.read()  # hold until the test closes our stdin
 lock.release()
@@ -42,10 +50,12 @@ lock.release()
 
 
 @contextlib.contextmanager
-def holder(data_dir: Path, mode: str) -> Iterator[subprocess.Popen[str]]:
+def holder(
+    data_dir: Path, mode: str, transport: str = "test-holder"
+) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the lock until the block ends (then reaped)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(data_dir), mode],
+        [sys.executable, "-c", HOLDER, str(data_dir), mode, transport],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -246,3 +256,167 @@ def test_a_filesystem_without_locks_fails_closed(
     # Nothing was left held: the same request succeeds once the kernel locks again.
     with acquire_owner(ddir, shared=shared, grace_s=0.0) as lock:
         assert lock.held
+
+
+# -- attached sessions --------------------------------------------------------------------
+
+
+def test_published_sessions_are_read_back_and_bounded(ddir: Path) -> None:
+    now = time.time()
+    sessions = [AttachedSession(4242, "claude-code", now - 60), AttachedSession(4243, None, now)]
+    endpoint = str(ddir / "vestige.sock")
+    with acquire_owner(ddir, transport="attach", endpoint=endpoint) as lock:
+        (info,) = read_owners(ddir)
+        assert (info.transport, info.endpoint, info.sessions) == ("attach", endpoint, ())
+        lock.publish_sessions(sessions)
+        (info,) = read_owners(ddir)
+        assert info.sessions == tuple(sessions)
+        assert (info.alive, info.holds_lock) == (True, True)  # still a valid holder
+        assert info.to_dict()["sessions"] == [
+            {"pid": 4242, "client": "claude-code", "since": now - 60},
+            {"pid": 4243, "client": None, "since": now},
+        ]
+        # Rewritten in place, privately, with no temporary file left behind.
+        assert [p.name for p in (ddir / OWNERS_DIR).iterdir()] == [f"{os.getpid()}.json"]
+        assert stat.S_IMODE(info.path.stat().st_mode) == 0o600
+        many = [AttachedSession(i + 1, f"client {i}", now) for i in range(MAX_SESSIONS + 10)]
+        lock.publish_sessions(many)
+        assert read_owners(ddir)[0].sessions == tuple(many[:MAX_SESSIONS])
+        lock.publish_sessions([])
+        assert read_owners(ddir)[0].sessions == ()
+        meta = info.path
+    lock.publish_sessions(sessions)  # released: nothing to rewrite, nothing recreated
+    assert not meta.exists()
+
+
+def test_forged_session_entries_are_dropped_and_the_holder_stays_valid(ddir: Path) -> None:
+    hostile = "\x1b]0;owned\x07\x1b[2J" + "A" * 5000
+    entries: list[object] = [
+        {"pid": 77, "client": "good", "since": 1.5},
+        "a string",
+        None,
+        [77, "list", 1.0],
+        {"pid": 0, "client": "zero", "since": 1},
+        {"pid": -5, "client": "negative", "since": 1},
+        {"pid": True, "client": "bool", "since": 1},
+        {"pid": "77", "client": "text pid", "since": 1},
+        {"pid": 2**31, "client": "too big", "since": 1},
+        {"pid": 78, "client": 12, "since": 1},
+        {"pid": 79, "client": ["x"], "since": 1},
+        {"pid": 80, "client": None, "since": "yesterday"},
+        {"pid": 81, "client": None, "since": float("inf")},
+        {"pid": 82, "client": None, "since": float("nan")},
+        {"pid": 83, "client": None, "since": -1},
+        {"pid": 84, "client": None},
+        {"pid": 85, "client": None, "since": False},
+        {"pid": 86, "client": hostile, "since": 2},
+    ]
+    with acquire_owner(ddir, transport="attach") as lock:
+        path = lock.info.path
+        raw = json.loads(path.read_text())
+        raw["sessions"] = entries
+        path.write_text(json.dumps(raw))  # json writes inf and nan as Infinity and NaN
+        (info,) = read_owners(ddir)
+        assert (info.alive, info.holds_lock, info.problem) == (True, True, "")
+        assert [(s.pid, s.since) for s in info.sessions] == [(77, 1.5), (86, 2.0)]
+        shown = info.sessions[1].client
+        assert shown is not None
+        assert "\x1b" not in shown
+        assert "\x07" not in shown
+        assert shown.startswith("\\x1b]0;owned\\x07\\x1b[2J")
+        assert len(shown) == MAX_CLIENT_CHARS
+        assert shown.endswith("\u2026")
+        for junk in ({"pid": 1}, "sessions", 3, None):
+            raw["sessions"] = junk
+            path.write_text(json.dumps(raw))
+            (info,) = read_owners(ddir)
+            assert (info.alive, info.sessions) == (True, ())
+        raw["sessions"] = [{"pid": 9, "client": "c", "since": 1}] * (MAX_SESSIONS * 4)
+        path.write_text(json.dumps(raw))
+        assert len(read_owners(ddir)[0].sessions) == MAX_SESSIONS
+
+
+def test_a_failed_publication_is_logged_and_keeps_the_old_list(
+    ddir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = [AttachedSession(4242, "first", 1.0)]
+    with acquire_owner(ddir, transport="attach") as lock:
+        lock.publish_sessions(first)
+
+        def full_disk(*_: object) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(_metadata, "write_atomic", full_disk)
+        with caplog.at_level(logging.WARNING, logger="vestige.owner"):
+            lock.publish_sessions([*first, AttachedSession(4243, "second", 2.0)])  # no raise
+        assert "could not list 2 attached session(s)" in caplog.text
+        assert os.strerror(errno.ENOSPC) in caplog.text
+        assert read_owners(ddir)[0].sessions == tuple(first)
+
+
+def test_a_refusal_counts_the_sessions_attached_to_the_owner(ddir: Path) -> None:
+    code = """
+import sys
+from vestige.owner import AttachedSession, acquire_owner
+lock = acquire_owner(sys.argv[1], transport="attach")
+lock.publish_sessions([AttachedSession(101, "claude-code", 0.0), AttachedSession(102, None, 60.0)])
+print("ready", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(ddir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        # The window for a young server holder is another test's subject: refuse at once.
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir, young_window_s=0.0)
+    finally:
+        proc.communicate(timeout=10)
+    text = str(caught.value)
+    assert f"pid {proc.pid} (exclusive, vestige-mcp --attach owner)" in text
+    assert (
+        "serves 2 attached sessions through proxies: proxy pid 101 (client claude-code) since "
+        "1970-01-01 00:00:00 UTC, proxy pid 102 (client not named yet) since 1970-01-01 "
+        "00:01:00 UTC"
+    ) in text
+    assert "Start this one with --attach (or VESTIGE_ATTACH=1" in text
+    assert (
+        f"or stop it with `kill -INT {proc.pid}` (the 2 sessions attached to it would then "
+        "elect a new owner among their proxies; close those clients too to free the "
+        "directory) and start again."
+    ) in text
+
+
+class _GiveUp(Exception):
+    pass
+
+
+def test_waiting_for_a_young_server_can_be_abandoned_and_a_young_non_server_is_not_waited_for(
+    ddir: Path,
+) -> None:
+    calls: list[float] = []
+
+    def waiting() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            raise _GiveUp
+
+    with holder(ddir, "exclusive", transport="stdio") as proc:
+        with pytest.raises(_GiveUp):
+            acquire_owner(ddir, waiting=waiting)
+        assert len(calls) == 3  # it was waiting out the young server, between attempts
+        assert [o.pid for o in read_owners(ddir)] == [proc.pid]  # nothing of ours published
+        assert lock_state(ddir) is LockState.EXCLUSIVE
+    assert lock_state(ddir) is LockState.FREE  # and we hold nothing either
+    calls.clear()
+    with holder(ddir, "exclusive") as proc:  # a library holder ("test-holder"), as young
+        with pytest.raises(OwnerLockHeld) as caught:
+            acquire_owner(ddir, waiting=waiting)
+        assert calls == []  # refused at once: not a server, so not a client's probe
+        assert [o.pid for o in caught.value.owners] == [proc.pid]

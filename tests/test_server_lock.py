@@ -6,10 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 from mcp.client import Client
 
@@ -25,7 +28,13 @@ from tests.server_helpers import (
 )
 from tests.timing import assert_within, startup_s
 from vestige import Store, __version__
-from vestige.owner import LockState, lock_state, read_owners
+from vestige.owner import (
+    LOCK_FILE,
+    YOUNG_HOLDER_WINDOW_S,
+    LockState,
+    lock_state,
+    read_owners,
+)
 from vestige.server import EXIT_CONFIG, EXIT_OWNER_LOCKED, EXIT_STORE, EXIT_USAGE
 
 pytestmark = pytest.mark.multiprocess
@@ -36,21 +45,62 @@ pytestmark = pytest.mark.multiprocess
 REFUSAL_TIMES_STARTUP = 3.0
 
 
+#: How long the second launch waits behind the probe before the probe is killed: longer
+#: than a refusal without the young-holder window ever waits (a 50 ms grace and 0.3 s for
+#: metadata), and well inside the two seconds in which clients kill their probes.
+BEHIND_THE_PROBE_S = 0.5
+
+
+def _is_waiting_for_the_lock(pid: int, data_dir: Path) -> bool:
+    """``pid`` has opened the owner lock file, which a launch does only to try the lock."""
+    try:
+        opened = {f.path for f in psutil.Process(pid).open_files()}
+    except psutil.NoSuchProcess:
+        return True  # it exited: the caller's assertion on its exit says why
+    return str(data_dir / LOCK_FILE) in opened
+
+
 @pytest.mark.slow
-def test_second_launch_is_refused_fast_naming_the_owner(tmp_path: Path, data_dir: Path) -> None:
+def test_second_launch_waits_out_a_young_owner_then_refuses_an_old_one_fast(
+    tmp_path: Path, data_dir: Path
+) -> None:
     with ServerProcess(data_dir, home=tmp_path) as owner:
+        # Young: the owner took the lock moments ago (it could be a client's probe), so the
+        # second launch waits for it to go away until it is YOUNG_HOLDER_WINDOW_S old.
+        young = owner_of(data_dir, owner.pid)
+        window_ends = datetime.fromisoformat(young.started_at).timestamp() + YOUNG_HOLDER_WINDOW_S
+        remainder = window_ends - time.time()
+        assert remainder > 1.0, f"the owner was {young.held_for_s:.1f} s old already"
+        done, elapsed = launch(data_dir, home=tmp_path)
+        ended = time.time()
+        assert done.returncode == EXIT_OWNER_LOCKED, done.stderr
+        assert ended >= window_ends, "refused before the owner was out of the young window"
+        # Waiting is all it added: the rest is a refusal's ordinary cost (below).
+        baseline = startup_s(env=server_env(tmp_path))
+        assert_within(
+            elapsed,
+            times=REFUSAL_TIMES_STARTUP,
+            baseline_s=baseline,
+            what="a refusal after waiting out a young owner",
+            plus_s=remainder,
+            plus_why="the young-holder window's remainder at launch",
+        )
+        assert f"pid {owner.pid} (exclusive, stdio)" in done.stderr
+        assert "--attach (or VESTIGE_ATTACH=1" in done.stderr
+
+        # Old (it is now, and it serves): refused at once.
         owner.initialize()
         info = owner_of(data_dir, owner.pid)
+        assert info.held_for_s >= YOUNG_HOLDER_WINDOW_S
         done, elapsed = launch(data_dir, home=tmp_path)
         assert done.returncode == EXIT_OWNER_LOCKED
         again, elapsed_again = launch(data_dir, home=tmp_path)
         assert again.returncode == EXIT_OWNER_LOCKED
-        baseline = startup_s(env=server_env(tmp_path))
         assert_within(
             min(elapsed, elapsed_again),
             times=REFUSAL_TIMES_STARTUP,
             baseline_s=baseline,
-            what="the faster of two refusals",
+            what="the faster of two refusals by an old owner",
         )
         assert done.stdout == ""  # nothing was served
         err = done.stderr
@@ -60,9 +110,11 @@ def test_second_launch_is_refused_fast_naming_the_owner(tmp_path: Path, data_dir
         assert "running for " in err
         assert f"command: {' '.join(info.cmdline)}" in err
         assert "vestige-mcp --data-dir" in err
+        assert "Start this one with --attach (or VESTIGE_ATTACH=1" in err
         assert f"kill -INT {owner.pid}" in err
         assert "vestige doctor" in err
         assert "pass another --data-dir" in err
+        assert "attached session" not in err  # a plain owner with nobody attached
         assert "Traceback" not in err
         # Refused before the MCP SDK and pydantic were even imported.
         imports = subprocess.run(
@@ -92,6 +144,30 @@ def test_second_launch_is_refused_fast_naming_the_owner(tmp_path: Path, data_dir
 
 
 @pytest.mark.slow
+def test_a_launch_behind_a_probe_killed_moments_after_it_started_serves(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    with ServerProcess(data_dir, home=tmp_path) as probe:
+        owner_of(data_dir, probe.pid)
+        with ServerProcess(data_dir, home=tmp_path) as second:
+            # The second launch found the lock held and is trying it again, not refused.
+            assert wait_for(lambda: _is_waiting_for_the_lock(second.pid, data_dir), 10)
+            time.sleep(BEHIND_THE_PROBE_S)
+            assert second.proc.poll() is None, second.stderr()  # still waiting, not refused
+            age = owner_of(data_dir, probe.pid).held_for_s
+            assert age < YOUNG_HOLDER_WINDOW_S, f"the probe got {age:.1f} s old"
+            print(f"the probe was {age:.2f} s old when killed")
+            probe.signal(signal.SIGKILL)  # what a client does to its probe
+            assert probe.wait(10) == -signal.SIGKILL
+            second.initialize()  # it took the lock the probe's death freed
+            assert [o.pid for o in read_owners(data_dir) if o.alive] == [second.pid]
+            assert owner_of(data_dir, second.pid).verified
+            result = second.call_tool("ingest", {"content": "served after the probe died"})
+            assert result["isError"] is False
+            assert "OwnerLockHeld" not in second.stderr()
+
+
+@pytest.mark.slow
 def test_kill9_of_the_owner_lets_a_new_launch_serve_at_once(tmp_path: Path, data_dir: Path) -> None:
     with ServerProcess(data_dir, home=tmp_path) as first:
         first.initialize()
@@ -112,6 +188,8 @@ def test_kill9_of_the_owner_lets_a_new_launch_serve_at_once(tmp_path: Path, data
 def test_exclusive_and_shared_refuse_each_other(
     tmp_path: Path, data_dir: Path, first_shared: bool
 ) -> None:
+    # The first server is young when the second launches: the refusal comes after the
+    # young-holder window, which is all this test costs over an old owner's refusal.
     flags = ("--shared-writers",) if first_shared else ()
     with ServerProcess(data_dir, *flags, home=tmp_path) as first:
         first.initialize()

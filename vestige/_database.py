@@ -10,6 +10,9 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
   transaction back and runs it again after a full-jitter pause, until one deadline covers
   gate, busy waits and pauses.  ``fn`` must do database work only: anything slow inside it
   holds every other writer out.
+- A write made inside ``request_keys.guarding`` records its request key in its own
+  transaction, so the key exists exactly when the write committed (``vestige.request_keys``):
+  still one way in, the key is part of the write.
 - ``Database.read()`` gives one consistent snapshot for several statements.
 - After a full disk or an I/O error on the writer, both connections are replaced by fresh
   ones before their next use: a connection that saw its transaction undone by SQLite may
@@ -33,6 +36,7 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import apsw
 
-from vestige import config
+from vestige import config, request_keys
 from vestige._gate import GateError, GateTimeout, WriteGate
 from vestige._rows import as_int, scalar
 from vestige.config import Durability
@@ -355,11 +359,21 @@ class Database:
         Retried whole on BUSY with full jitter; StoreBusyError after the deadline.  Any other
         error rolls back and propagates (SQLite errors translated), so nothing is half written.
         A full disk or an I/O error also replaces both connections before their next use.
+
+        Inside ``request_keys.guarding``, the first write that commits also records the
+        request key, in this same transaction; a repeat of the key raises
+        ``RequestRepeated`` before ``fn`` runs (see ``vestige.request_keys``).
         """
         self._check_writable()
+        guard = request_keys.pending()
+        if guard is not None:
+            fn = functools.partial(request_keys.run_guarded, guard=guard, fn=fn)
         deadline = time.monotonic() + self.write_deadline_s
         with self._writer_lock, self._gated(deadline):
-            return self._transact(fn, deadline)
+            result = self._transact(fn, deadline)
+        if guard is not None:
+            guard.used = True  # committed with its key: the context's later writes are free
+        return result
 
     def refuse_writes(self, reason: StoreError) -> None:
         """Refuse every later write with ``reason`` (reads go on); for a damaged database."""

@@ -108,6 +108,11 @@ CHANGELOG_TRIM_BATCH_ROWS: Final = 5_000
 CHANGELOG_DEFAULT_LIMIT: Final = 50  # changes per page, MCP and `vestige log`
 CHANGELOG_MAX_LIMIT: Final = 1_000
 MAINTENANCE_LEASE_S: Final = 60.0  # a claimed run that stops renewing is free after this
+#: A request key (``vestige.request_keys``) is remembered this long, then a repeat runs
+#: again.  A day: far longer than any failover (seconds) or client retry (minutes at most),
+#: so a retry always finds its key, and short enough that the table stays small (one row of
+#: a few hundred bytes per keyed write of the last day).
+REQUEST_KEY_TTL_S: Final = 24 * 3600.0
 
 
 class DataDirSource(StrEnum):

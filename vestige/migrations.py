@@ -348,6 +348,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         END;
         """,
     ),
+    Migration(
+        7,
+        "request keys: a write sent again with its key gets the first answer",
+        """
+        -- Written in the transaction of the write it guards (vestige.request_keys): a key
+        -- exists exactly when its write committed.  fingerprint hashes the call and its
+        -- arguments (the same key for another call is refused); answer is the JSON the
+        -- first call answered; recorded_at is Unix seconds, and keys older than
+        -- config.REQUEST_KEY_TTL_S are deleted by the next keyed write, found by the index.
+        CREATE TABLE request_keys (
+            key         TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            answer      TEXT NOT NULL,
+            recorded_at REAL NOT NULL
+        );
+        CREATE INDEX idx_request_keys_recorded_at ON request_keys(recorded_at);
+        """,
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

@@ -202,16 +202,14 @@ def _take_owner_lock(data_dir: DataDir) -> owner.OwnerLock:
                 hint=f"Run `vestige doctor --data-dir {shell_arg(data_dir.path)}` to find it, "
                 "stop it, and run the restore again.",
             ) from None
-        holders = "\n".join(
-            f"  pid {o.pid} ({escape_controls(o.mode)}, {escape_controls(o.transport)}) since "
-            f"{escape_controls(o.started_at[:19])}: {command_line(o.cmdline)}"
-            for o in live
-        )
+        holders = "\n".join(_holder_lines(o) for o in live)
         # Only a holder proved to hold the lock is named in a kill command (a forged file
         # could name any process); the others are left to doctor.
         stop = owner.stop_advice(live) or (
             f"find the holder with `vestige doctor --data-dir {shell_arg(data_dir.path)}`"
         )
+        caveat = owner.sessions_caveat(live)
+        stop += f"; {caveat}" if caveat else ""
         raise OwnerLockHeld(
             f"cannot restore while a server uses {escape_controls(str(data_dir.database))}; "
             f"it is held by:\n{holders}",
@@ -219,6 +217,15 @@ def _take_owner_lock(data_dir: DataDir) -> owner.OwnerLock:
             "while a restore runs.",
             owners=tuple(live),
         ) from None
+
+
+def _holder_lines(o: owner.OwnerInfo) -> str:
+    line = (
+        f"  pid {o.pid} ({escape_controls(o.mode)}, {owner.describe_transport(o)}) since "
+        f"{escape_controls(o.started_at[:19])}: {command_line(o.cmdline)}"
+    )
+    sessions = owner.describe_sessions(o)
+    return f"{line}\n    {sessions}" if sessions else line
 
 
 def _refuse_if_open(data_dir: DataDir) -> None:

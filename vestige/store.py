@@ -5,6 +5,11 @@ does slow work (similarity scoring, JSON, hashing) outside transactions, and cha
 database only through ``Database.write`` - one short ``BEGIN IMMEDIATE`` each, retried on
 BUSY, serialised across processes by the write gate.
 
+Request keys (``vestige.request_keys``): ingest, smart_ingest, delete, edit, undo, promote
+and demote each write in one transaction, and that transaction returns exactly what the
+method returns, so a key recorded with it keeps the method's answer.  A new write method
+that may be given a key keeps both rules.
+
 smart_ingest keeps what an agent said.  It compares the new text with the full-text
 candidates of the same node type (each original text and each text an update added to it),
 by the measures of ``vestige.similarity``: *same* and *extends* read words in order,
@@ -66,6 +71,7 @@ from vestige import (
     decay,
     fsrs,
     migrations,
+    request_keys,
     search,
     similarity,
 )
@@ -308,12 +314,12 @@ class Store:
         )
         row = _row(memory)
 
-        def tx(conn: apsw.Connection) -> None:
+        def tx(conn: apsw.Connection) -> Memory:
             conn.execute(_INSERT, row)
             self._record(conn, ChangeKind.CREATED, memory_id=memory.id)
+            return memory  # what a request key's answer is made of (vestige.request_keys)
 
-        self._db.write(tx)
-        return memory
+        return self._db.write(tx)
 
     def smart_ingest(
         self,
@@ -335,12 +341,12 @@ class Store:
         )
         if force_create:
 
-            def create(conn: apsw.Connection) -> None:
+            def create(conn: apsw.Connection) -> IngestResult:
                 conn.execute(_INSERT, _row(new))
                 self._record(conn, ChangeKind.CREATED, memory_id=new.id)
+                return IngestResult(Decision.CREATE, new, 0.0, "force_create was set")
 
-            self._db.write(create)
-            return IngestResult(Decision.CREATE, new, 0.0, "force_create was set")
+            return self._db.write(create)
 
         decision, target, score, reason = self._decide(new)
 
@@ -464,10 +470,11 @@ class Store:
     def purge(self, memory_id: str) -> PurgeReport:
         """Remove a memory for good: for a secret stored by mistake.
 
-        Its row, its words in the full-text index and its content in every changelog entry
-        go, and (``secure_delete``) no free page keeps a copy.  A memory already deleted can
-        be purged too: its tombstones in the changelog are what is left of it.  The
-        changelog records only that a purge happened.  Then a TRUNCATE checkpoint copies the
+        Its row, its words in the full-text index, its content in every changelog entry and
+        the answers kept for request keys that name it (``request_keys``) go, and
+        (``secure_delete``) no free page keeps a copy.  A memory already deleted can be
+        purged too: its tombstones in the changelog are what is left of it.  The changelog
+        records only that a purge happened.  Then a TRUNCATE checkpoint copies the
         purge into vestige.db (overwriting the old pages there) and empties the WAL, unless
         another process is reading: until a later checkpoint, the old pages stay in
         vestige.db and the WAL then, and the report says so.  Backups made earlier keep
@@ -479,6 +486,7 @@ class Store:
             gone = _fetch(conn, mid)
             back = _remove(conn, gone) if gone is not None else []
             redacted = changelog.redact(conn, mid)
+            request_keys.forget_answers_naming(conn, mid)
             if gone is None and not redacted:
                 raise MemoryNotFound(mid)
             self._record(

@@ -34,9 +34,15 @@ sys.path.insert(0, str(ROOT))  # for tests.server_helpers when run as a script
 import anyio  # noqa: E402
 from mcp.client import Client  # noqa: E402
 
-from tests.server_helpers import ServerProcess, launch, owner_of, stdio_params  # noqa: E402
+from tests.server_helpers import (  # noqa: E402
+    ServerProcess,
+    launch,
+    owner_of,
+    stdio_params,
+    wait_for,
+)
 from vestige import __version__  # noqa: E402
-from vestige.owner import LockState, lock_state  # noqa: E402
+from vestige.owner import YOUNG_HOLDER_WINDOW_S, LockState, lock_state  # noqa: E402
 
 GOAL_REFUSAL_S: Final = 1.0
 GOAL_SHUTDOWN_S: Final = 2.0
@@ -83,7 +89,13 @@ def refusal(work: Path, repeats: int) -> dict[str, Any]:
     times = []
     with ServerProcess(data, home=work) as owner:
         owner.initialize()
-        owner_of(data, owner.pid)
+
+        # An owner younger than the window may be a probe, and a launch waits for it: time
+        # the refusal of an owner that has served for longer.
+        def old() -> bool:
+            return owner_of(data, owner.pid).held_for_s >= YOUNG_HOLDER_WINDOW_S
+
+        assert wait_for(old, YOUNG_HOLDER_WINDOW_S + 30, interval=0.1)
         for _ in range(repeats):
             done, elapsed = launch(data, home=work)
             assert done.returncode == 3, done.stderr

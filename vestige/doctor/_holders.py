@@ -2,10 +2,12 @@
 
 Strictly private.  The lock is authoritative; the metadata files say who holds it and are
 claims, trusted only when their process is the one that wrote them and the kernel shows it
-holding the lock; the psutil scan adds every process that has the files open, and says how
-many it could not inspect.  On Linux, ``/proc/locks`` names the process that holds the write
-gate, so a holder stopped with SIGSTOP or Ctrl-Z (which stalls every writer) is named with
-the command that resumes it.
+holding the lock; an owner's attached sessions (the proxies of ``vestige-mcp --attach``,
+with the client names they gave) are listed as that owner published them; the psutil scan
+adds every process that has the files open, and says how many it could not inspect.  On
+Linux, ``/proc/locks`` names the process that holds the write gate, so a holder stopped
+with SIGSTOP or Ctrl-Z (which stalls every writer) is named with the command that resumes
+it.
 
 Everything shown that came from a file or the process table is escaped, every path in a
 suggested command is shell-quoted, and a ``kill`` command names only a proved holder.
@@ -32,7 +34,7 @@ STOPPED: tuple[str, ...] = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
 def _describe(info: OwnerInfo) -> str:
-    where = escape_controls(info.transport + (f" {info.endpoint}" if info.endpoint else ""))
+    where = owner.describe_transport(info)
     since = escape_controls(info.started_at[:19].replace("T", " "))
     return (
         f"pid {info.pid} ({escape_controls(info.mode)}, {where}) since {since} UTC: "
@@ -63,6 +65,7 @@ def check_owner(report: Report, scan: Scan, *, remove_stale: bool) -> None:
     live = [i for i in infos if i.alive]
     stale = [i for i in infos if not i.alive]
     _report_lock(report, state, live, scan)
+    _report_sessions(report, live)
     if stale:
         _report_stale(report, stale, remove=remove_stale)
 
@@ -111,6 +114,15 @@ def _report_lock(report: Report, state: owner.LockState, live: list[OwnerInfo], 
         f"{where} {seen}{doubt}",
         "Run doctor again in a moment; the holder publishes itself right after it starts.",
     )
+
+
+def _report_sessions(report: Report, live: list[OwnerInfo]) -> None:
+    """Every session attached to a live holder: proxy pid, client name, since when."""
+    serving = [i for i in live if i.sessions]
+    if not serving:
+        return
+    each = "; ".join(f"pid {i.pid} {owner.describe_sessions(i, shown=None)}" for i in serving)
+    report.add("attached-sessions", Status.OK, each)
 
 
 def _process(pid: int) -> str:

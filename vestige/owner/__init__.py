@@ -35,12 +35,27 @@ Public API (the server, ``vestige doctor`` and ``vestige restore`` use it):
 
 - :func:`acquire_owner` -> :class:`OwnerLock`, or :class:`~vestige.errors.OwnerLockHeld`
   whose message is the refusal text; :meth:`OwnerLock.release` undoes it.
+- :meth:`OwnerLock.publish_sessions`: an owner that accepts attachments lists its attached
+  sessions (:class:`AttachedSession`) in its metadata, for refusals and ``vestige doctor``.
 - :func:`read_owners`: every published holder, validated (stale ones flagged).
 - :func:`lock_state`: free / exclusive / shared, probed without waiting.
 - :func:`stop_advice`: the ``kill`` commands for the holders proved to hold the lock;
   :func:`stop_command` the command for one pid; :func:`why_unproved` why a published
   holder is not named in one.
 - :func:`kernel_holders`: the pids the kernel shows holding the lock (Linux).
+- :func:`describe_transport`, :func:`describe_sessions`, :func:`sessions_caveat`: a holder's
+  transport and attached sessions in words, escaped, as refusals show them.
+
+**The young-holder window.**  MCP clients start servers they drop moments later: Claude Code
+has started every stdio server twice on one launch, about two seconds apart, and qwen-code
+starts a probe that it kills within about two seconds.  A launch refused by such a holder
+would leave its window with no memory tools although the directory is about to be free.  So
+when every holder is a server (stdio, http, attach) that took the lock less than
+:data:`YOUNG_HOLDER_WINDOW_S` ago, or has not published its details yet (it is starting),
+``acquire_owner`` keeps trying the lock until the youngest is that old, then refuses; a
+holder that goes away meanwhile lets it in.  A long-lived owner, or any holder that is not a
+server (a restore), is refused at once as before.  The whole wait is bounded by the window,
+from the moment the lock was first found held, whatever the holders' clocks claim.
 
 A process holds at most one owner lock per data directory.  The descriptors are not
 inherited by ``exec``'d children, and are closed in ``fork``'d children.
@@ -50,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 import sys
@@ -57,29 +73,47 @@ import threading
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vestige import _file_locks, _linux_proc, config
 from vestige.config import DIR_MODE, FILE_MODE, DataDir, DataDirSource
 from vestige.errors import DataDirError, OwnerLockUnsupported
 from vestige.owner import _metadata
-from vestige.owner._metadata import OwnerInfo
-from vestige.owner._refusal import refusal, stop_advice, stop_command, why_unproved
+from vestige.owner._metadata import MAX_SESSIONS, AttachedSession, OwnerInfo
+from vestige.owner._refusal import (
+    describe_sessions,
+    describe_transport,
+    refusal,
+    sessions_caveat,
+    stop_advice,
+    stop_command,
+    why_unproved,
+)
 from vestige.printable import escape_controls
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "LOCK_FILE",
+    "MAX_SESSIONS",
     "OWNERS_DIR",
+    "SERVER_TRANSPORTS",
+    "YOUNG_HOLDER_WINDOW_S",
+    "AttachedSession",
     "LockMode",
     "LockState",
     "OwnerInfo",
     "OwnerLock",
     "acquire_owner",
+    "describe_sessions",
+    "describe_transport",
     "kernel_holders",
     "lock_files",
     "lock_state",
     "read_owners",
     "remove_stale_metadata",
+    "sessions_caveat",
     "stop_advice",
     "stop_command",
     "why_unproved",
@@ -88,12 +122,24 @@ __all__ = [
 LOCK_FILE: Final = "vestige.owner.lock"
 OWNERS_DIR: Final = "owners"
 #: A probe (``lock_state``, ``vestige doctor``) holds the lock for microseconds; retrying for
-#: this long keeps a probe from being mistaken for an owner.  Far below the 1 s refusal budget.
+#: this long keeps a probe from being mistaken for an owner.  Far below the 1 s refusal budget
+#: (an old owner's; a young server holder is waited out longer, see YOUNG_HOLDER_WINDOW_S).
 ACQUIRE_GRACE_S: Final = 0.05
 _GRACE_POLL_S: Final = 0.005
 #: A refused process waits this long for a just-started owner to publish its metadata, so
 #: the refusal can name it.
 METADATA_WAIT_S: Final = 0.3
+#: A server holding the lock for less than this may be a client's probe or the first of a
+#: duplicate spawn, about to be killed: Claude Code starts every stdio server twice, about
+#: 2 s apart (claude-code#85895), and qwen-code kills its probe within about 2 s (PR #8992).
+#: A refusal waits this long at most for such a holder to go away (see the module docstring).
+YOUNG_HOLDER_WINDOW_S: Final = 3.0
+#: How often a launch waiting out a young holder tries the lock again: a probe's death is
+#: noticed within this, at the cost of one non-blocking lock attempt and one metadata read.
+YOUNG_HOLDER_POLL_S: Final = 0.05
+#: The transports of a server, whose young holders a launch waits for ("attach": the
+#: detached owner that ``vestige-mcp --attach`` proxies start).
+SERVER_TRANSPORTS: Final = frozenset({"stdio", "http", "attach"})
 #: Directories can be locked where they can be opened: not on Windows.
 LOCKS_DIRECTORY: Final = sys.platform != "win32"
 _DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -110,6 +156,8 @@ class LockState(StrEnum):
     EXCLUSIVE = "exclusive"
     SHARED = "shared"
 
+
+log = logging.getLogger("vestige.owner")
 
 _held: dict[Path, OwnerLock] = {}  # this process's locks, by data directory
 _held_lock = threading.Lock()
@@ -135,6 +183,8 @@ class OwnerLock:
         fds: list[int],
         info: OwnerInfo,
         stale: tuple[OwnerInfo, ...] = (),
+        *,
+        published: dict[str, Any] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.mode = mode
@@ -145,6 +195,7 @@ class OwnerLock:
         self.stale = stale
         self._fds = fds
         self._guard = threading.Lock()
+        self._published = published or {}  # the metadata as first written
 
     @property
     def held(self) -> bool:
@@ -163,6 +214,28 @@ class OwnerLock:
         with _held_lock:
             if _held.get(self.data_dir) is self:
                 del _held[self.data_dir]
+
+    def publish_sessions(self, sessions: Sequence[AttachedSession]) -> None:
+        """List ``sessions`` (at most :data:`MAX_SESSIONS`) as this holder's attached sessions.
+
+        Rewrites this holder's own metadata file atomically, as it was first written, with
+        only the session list changed.  Best effort, because the serving loop calls it as
+        sessions come and go: a failure (a full disk) is logged and the old list stays;
+        nothing is raised.  Does nothing once the lock is released (the file is gone).
+        """
+        with self._guard:
+            if not self._fds or not self._published:
+                return
+            data = _metadata.with_sessions(self._published, sessions)
+            try:
+                _metadata.write_atomic(self.info.path, data)
+            except OSError as exc:
+                log.warning(
+                    "could not list %d attached session(s) in %s: %s",
+                    len(sessions),
+                    escape_controls(str(self.info.path)),
+                    exc.strerror or exc,
+                )
 
     def __enter__(self) -> OwnerLock:
         return self
@@ -191,11 +264,22 @@ def acquire_owner(
     endpoint: str | None = None,
     version: str = "",
     grace_s: float = ACQUIRE_GRACE_S,
+    young_window_s: float = YOUNG_HOLDER_WINDOW_S,
+    waiting: Callable[[], object] | None = None,
 ) -> OwnerLock:
-    """Take the owner lock of an existing data directory without waiting.
+    """Take the owner lock of an existing data directory, or refuse.
+
+    Refuses at once when a long-lived holder has it; waits up to ``young_window_s`` when
+    every holder is a server that has only just started (a client's probe or duplicate
+    spawn, see the module docstring).
 
     :param shared: join other shared holders (``--shared-writers``) instead of owning alone.
-    :param transport: what this holder serves ("stdio", "http", "restore", ...), published.
+    :param transport: what this holder serves ("stdio", "http", "attach" for the owner that
+        ``--attach`` proxies reach, "restore", ...), published.
+    :param grace_s: how long any holder is tried again first (a probe's microseconds).
+    :param waiting: called before each pause while a young holder is waited out; whatever
+        it raises ends the wait, nothing taken (a server that blocks its stop signals here
+        checks for a pending one, so a stop is not deferred by up to the window).
     :raises OwnerLockHeld: another process holds a conflicting lock; the message is the text
         to show a person (who holds it, since when, what to do).
     :raises OwnerLockUnsupported: the filesystem cannot lock (e.g. some network mounts);
@@ -212,7 +296,14 @@ def acquire_owner(
     fds: list[int] = []
     try:
         fds.extend(_open_lock_targets(path))
-        _lock_within_grace(fds, path, shared=shared, grace_s=grace_s)
+        _lock_within_grace(
+            fds,
+            path,
+            shared=shared,
+            grace_s=grace_s,
+            young_window_s=young_window_s,
+            waiting=waiting,
+        )
         _refuse_linked_database(path)  # linked while we waited: the lock would not protect it
         stale = _remove_stale(path, everyone_else=not shared)
         meta_path = _owners_dir(path) / f"{os.getpid()}.json"
@@ -223,7 +314,8 @@ def acquire_owner(
     except BaseException:
         _close_all(fds)  # drops the lock if we took it
         raise
-    lock = OwnerLock(path, mode, fds, _metadata.read(meta_path, lock_files(path)), stale)
+    info = _metadata.read(meta_path, lock_files(path))
+    lock = OwnerLock(path, mode, fds, info, stale, published=data)
     with _held_lock:
         _held[path] = lock
     return lock
@@ -249,9 +341,19 @@ def _open_lock_targets(path: Path) -> list[int]:
     return fds
 
 
-def _lock_within_grace(fds: list[int], path: Path, *, shared: bool, grace_s: float) -> None:
-    """Lock every descriptor (directory first) or refuse once the grace has passed."""
+def _lock_within_grace(
+    fds: list[int],
+    path: Path,
+    *,
+    shared: bool,
+    grace_s: float,
+    young_window_s: float,
+    waiting: Callable[[], object] | None,
+) -> None:
+    """Lock every descriptor (directory first), or refuse once the grace (and, for a young
+    server holder, the young-holder window) has passed."""
     deadline = time.monotonic() + grace_s
+    window_ends: float | None = None  # set once the grace is over and the lock still held
     locked = 0
     while True:
         try:
@@ -266,11 +368,44 @@ def _lock_within_grace(fds: list[int], path: Path, *, shared: bool, grace_s: flo
             ) from exc
         if locked == len(fds):
             return
-        if time.monotonic() >= deadline:
-            raise refusal(
-                path, lock_file=path / LOCK_FILE, shared=shared, owners=_live_owners(path)
-            )
-        time.sleep(_GRACE_POLL_S)
+        now = time.monotonic()
+        if now < deadline:
+            time.sleep(_GRACE_POLL_S)
+            continue
+        if window_ends is None:
+            window_ends = now + young_window_s
+        owners = _live_owners(path, wait_s=0.0 if young_window_s > 0 else METADATA_WAIT_S)
+        young_for = _young_for(owners, young_window_s, path)
+        if young_for <= 0 or now >= window_ends:
+            # A holder still starting may publish its details in a moment: wait for them
+            # (what the window has not already waited of METADATA_WAIT_S) to name it.
+            owners = owners or _live_owners(path, max(0.0, METADATA_WAIT_S - young_window_s))
+            raise refusal(path, lock_file=path / LOCK_FILE, shared=shared, owners=owners)
+        if waiting is not None:
+            waiting()
+        time.sleep(min(YOUNG_HOLDER_POLL_S, young_for, window_ends - now))
+
+
+def _young_for(owners: list[OwnerInfo], window_s: float, path: Path) -> float:
+    """How much longer the holders count as young: 0 once any is old or is not a server.
+
+    A holder that has not published its details yet is starting, so it counts as young for
+    the whole window.  Only holders the kernel shows holding the lock count (a forged file
+    naming a live process decides nothing); if none is shown, the holder is unpublished.
+    Another user's holder cannot be inspected, so its entry does not show the lock: the
+    kernel's lock table (Linux) still names it, and its published age decides.
+    """
+    if window_s <= 0:
+        return 0.0
+    holders = [o for o in owners if o.holds_lock]
+    if not holders and owners:
+        kernel = set(kernel_holders(path) or ())
+        holders = [o for o in owners if o.pid in kernel]
+    if not holders:
+        return window_s
+    if any(o.transport not in SERVER_TRANSPORTS for o in holders):
+        return 0.0
+    return max(0.0, window_s - max(o.held_for_s for o in holders))
 
 
 def _owners_dir(path: Path) -> Path:
@@ -410,9 +545,9 @@ def _probe(fd: int) -> LockState:
     return LockState.SHARED if _file_locks.try_lock(fd, shared=True) else LockState.EXCLUSIVE
 
 
-def _live_owners(path: Path) -> list[OwnerInfo]:
+def _live_owners(path: Path, wait_s: float = METADATA_WAIT_S) -> list[OwnerInfo]:
     """Holders to name in a refusal, waiting briefly for a just-started one to publish."""
-    deadline = time.monotonic() + METADATA_WAIT_S
+    deadline = time.monotonic() + wait_s
     while True:
         owners = [o for o in read_owners(path) if o.alive]
         if owners or time.monotonic() >= deadline:

@@ -19,6 +19,12 @@ the claim is checked against the process table:
   and never as something to stop.
 
 Anything else is stale, and stale files never block anyone: the lock decides.
+
+An owner that accepts attachments (``vestige-mcp --attach``) also lists its attached
+sessions in its file, rewritten as they come and go.  Those are claims like the rest: each
+entry is validated on its own and a bad one is dropped (the holder stays valid), the list is
+bounded, and a client name (the client's own word in ``initialize``) is escaped and cut
+like the change log's.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard
 import psutil
 
 from vestige import _linux_proc
+from vestige.changelog import MAX_CLIENT_CHARS
 from vestige.config import FILE_MODE
+from vestige.printable import escape_controls
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,6 +60,9 @@ MAX_FILE_BYTES: Final = 64 * 1024
 MAX_PID: Final = 2**31 - 1
 MAX_ARGS: Final = 4096
 MODES: Final = frozenset({"exclusive", "shared"})
+#: An owner lists at most this many attached sessions; entries past it are not read.  A real
+#: owner serves a few windows; the file's own bound (64 KiB) allows about 400 entries.
+MAX_SESSIONS: Final = 256
 _REPLACE_RETRIES: Final = 10  # Windows: a reader holding the target open blocks os.replace
 _READ_FLAGS: Final = (
     os.O_RDONLY
@@ -59,6 +70,23 @@ _READ_FLAGS: Final = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class AttachedSession:
+    """One client session an owner serves through a proxy (``vestige-mcp --attach``).
+
+    :param pid: the proxy process, which is what the client started.
+    :param client: the name the client gave in ``initialize`` (None before it did).
+    :param since: when the proxy attached, as unix time (seconds).
+    """
+
+    pid: int
+    client: str | None
+    since: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "client": self.client, "since": self.since}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +108,7 @@ class OwnerInfo:
     start_ticks: int | None = None  # Linux: start time in clock ticks since boot
     boot_id: str | None = None  # Linux: the boot those ticks count from
     holds_lock: bool = False  # the kernel (or the open files) show it holding the lock
+    sessions: tuple[AttachedSession, ...] = ()  # attached through proxies, valid ones only
 
     @property
     def verified(self) -> bool:
@@ -112,6 +141,7 @@ class OwnerInfo:
             "verified": self.verified,
             "problem": self.problem,
             "held_for_s": round(self.held_for_s, 1),
+            "sessions": [session.to_dict() for session in self.sessions],
         }
 
 
@@ -132,6 +162,7 @@ def parse_time(text: str) -> datetime | None:
 def this_process(
     data_dir: Path, *, mode: str, transport: str, endpoint: str | None, version: str
 ) -> dict[str, Any]:
+    """This process's metadata, with no attached sessions yet (see :func:`with_sessions`)."""
     me = psutil.Process()
     return {
         "pid": me.pid,
@@ -145,7 +176,14 @@ def this_process(
         "transport": transport,
         "endpoint": endpoint,
         "started_at": datetime.now(UTC).isoformat(),
+        "sessions": [],
     }
+
+
+def with_sessions(data: dict[str, Any], sessions: Sequence[AttachedSession]) -> dict[str, Any]:
+    """``data`` (as first written) listing ``sessions`` instead, at most :data:`MAX_SESSIONS`."""
+    listed = [s.to_dict() for s in sessions[:MAX_SESSIONS]]
+    return {**data, "sessions": listed}
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
@@ -263,6 +301,7 @@ def _parse(path: Path, data: bytes) -> OwnerInfo:
         raise _Invalid("data_dir, version and transport must be strings")
     return OwnerInfo(
         pid=pid,
+        sessions=_sessions(raw.get("sessions")),
         create_time=create_time,
         cmdline=tuple(cmdline),
         data_dir=texts["data_dir"],
@@ -275,6 +314,40 @@ def _parse(path: Path, data: bytes) -> OwnerInfo:
         start_ticks=ticks,
         boot_id=boot,
     )
+
+
+def _sessions(raw: object) -> tuple[AttachedSession, ...]:
+    """The valid entries of a ``sessions`` list, at most :data:`MAX_SESSIONS`; none for junk.
+
+    Sessions are extra facts about a holder, so a bad entry is dropped rather than making
+    the whole holder invalid (which would hide a real owner from its refusals).
+    """
+    if not isinstance(raw, list):
+        return ()
+    found = []
+    for entry in raw[:MAX_SESSIONS]:
+        session = _session(entry)
+        if session is not None:
+            found.append(session)
+    return tuple(found)
+
+
+def _session(entry: object) -> AttachedSession | None:
+    if not isinstance(entry, dict):
+        return None
+    pid, client, since = entry.get("pid"), entry.get("client"), entry.get("since")
+    if not _is_int(pid) or not 1 <= pid <= MAX_PID:
+        return None
+    if not _is_number(since) or not math.isfinite(since) or since < 0:
+        return None
+    if client is not None:
+        if not isinstance(client, str):
+            return None
+        client = client[: MAX_CLIENT_CHARS * 8]  # bounded before the escaping multiplies it
+        client = escape_controls(client)
+        if len(client) > MAX_CLIENT_CHARS:
+            client = client[: MAX_CLIENT_CHARS - 1] + "\u2026"
+    return AttachedSession(pid=pid, client=client, since=float(since))
 
 
 def _identity(raw: dict[str, Any]) -> tuple[int, float, int | None, str | None]:

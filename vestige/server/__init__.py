@@ -84,15 +84,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return proxy.run(opts)
         lock = _acquire(data_dir, opts)
+    except _StopPending:  # a stop signal came while a young owner was being waited out
+        return EXIT_OK  # the signal, still blocked, is discarded with the process
     except OwnerLockHeld as err:
         _release(held)
         return _fail(err, EXIT_OWNER_LOCKED)
-    except ConfigError as err:
+    except (ConfigError, OSError) as err:  # any failure of the data directory: one line
         _release(held)
-        return _fail(err, EXIT_CONFIG)
-    except OSError as exc:  # any other failure of the data directory's files: one line too
-        _release(held)
-        return _fail(_start_failed(exc, opts), EXIT_CONFIG)
+        return _fail(err if isinstance(err, ConfigError) else _start_failed(err, opts), EXIT_CONFIG)
     return _serve(lock, opts, held)
 
 
@@ -108,11 +107,24 @@ def _acquire(data_dir: DataDir, opts: _options.Options) -> OwnerLock:
                 transport="attach" if opts.attach_owner else opts.transport,
                 endpoint=opts.endpoint,
                 version=__version__,
+                waiting=_stop_pending,
             )
         except OwnerLockHeld:
             if time.monotonic() >= deadline:
                 raise
+            _stop_pending()
             time.sleep(0.02)
+
+
+class _StopPending(Exception):
+    """A stop signal arrived while the lock was being waited for."""
+
+
+def _stop_pending() -> None:
+    """Give up a wait for the owner lock as soon as a stop signal is pending (they are
+    blocked until the lock is held, so nothing else would notice one)."""
+    if hasattr(signal, "sigpending") and signal.sigpending() & set(STOP_SIGNALS):
+        raise _StopPending
 
 
 def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signals]) -> int:

@@ -4,7 +4,8 @@ Every database call runs in a worker thread under its own ``CapacityLimiter``, n
 event loop (a SQLite busy wait there would freeze the transport), and never on anyio's
 default limiter, which the SDK's stdin/stdout threads need (mcp-sdk.md §6).  The MCP
 client a call serves is named in that thread (``changelog.acting_for``), so the changelog
-entries of the call say who asked for them.
+entries of the call say who asked for them; a write's request key is set there too
+(``request_keys.guarding``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from vestige import changelog
+from vestige import changelog, request_keys
 from vestige.errors import StoreError
 
 if TYPE_CHECKING:
@@ -89,9 +90,17 @@ class ServerApp:
         return changelog.Actor.this_process(options.transport, "vestige-mcp")
 
     async def run(
-        self, fn: Callable[..., T], *args: Any, client: str | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        client: str | None = None,
+        request_key: request_keys.RequestKey | None = None,
+        **kwargs: Any,
     ) -> T:
         """Run a blocking store call in a worker thread, on behalf of MCP client ``client``.
+
+        ``request_key`` guards the call's write (``vestige.request_keys``): a repeat raises
+        ``RequestRepeated`` with the first answer.
 
         Cancelling the caller does not abandon the thread: a write in flight finishes (or
         rolls back) before the task ends, which is what shutdown relies on.
@@ -101,7 +110,8 @@ class ServerApp:
         self._inflight += 1
         try:
             return await anyio.to_thread.run_sync(
-                functools.partial(_acting_for, client, fn, args, kwargs), limiter=self._limiter
+                functools.partial(_acting_for, client, request_key, fn, args, kwargs),
+                limiter=self._limiter,
             )
         finally:
             self._inflight -= 1
@@ -130,9 +140,13 @@ class ServerApp:
 
 
 def _acting_for(
-    client: str | None, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    client: str | None,
+    request_key: request_keys.RequestKey | None,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> T:
-    # Set in the worker thread itself: the name reaches the store however the thread was
-    # started, without relying on the caller's context being copied into it.
-    with changelog.acting_for(client):
+    # Set in the worker thread itself: the name and the key reach the store however the
+    # thread was started, without relying on the caller's context being copied into it.
+    with changelog.acting_for(client), request_keys.guarding(request_key):
         return fn(*args, **kwargs)

@@ -35,6 +35,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from vestige import __version__
 from vestige.changelog import MAX_CLIENT_CHARS
+from vestige.owner import AttachedSession
 from vestige.printable import escape_controls
 from vestige.server import endpoint
 from vestige.server.stdio import READ_CHUNK_BYTES, LineSession
@@ -240,7 +241,12 @@ class Attachments:
         self._on_count(len(self._sessions))
 
     def _publish(self) -> None:
-        pass  # INTEGRATE: OwnerLock.publish_sessions
+        self._lock.publish_sessions(
+            [
+                AttachedSession(pid=s.pid, client=s.client, since=s.since)
+                for s in self._sessions.values()
+            ]
+        )
 
 
 _UPGRADE_HINT: Final = (

@@ -290,7 +290,11 @@ class Proxy:
             try:
                 await self._resume(owner)
             except (OSError, TimeoutError) as exc:
-                log.warning("the new owner (pid %d) failed during the replay: %s", owner.pid, exc)
+                # Start over with whichever owner there is then: never stay attached to one
+                # that was not given the session.
+                log.warning("the owner (pid %d) failed during the replay: %r", owner.pid, exc)
+                self._owner = None
+                owner.writer.close()
             if lost_at is not None:
                 log.info(
                     "re-attached to pid %d, %.0f ms after the owner was lost",
@@ -458,6 +462,7 @@ class Proxy:
                 stdout=subprocess.DEVNULL,
                 stderr=fd,
                 close_fds=True,
+                cwd=self._data_dir,  # not a window's folder, which may be deleted under it
                 start_new_session=True,  # no window's signals or process group reach it
             )
         finally:

@@ -13,27 +13,34 @@ memory_undo), false for one that adds memories or text or only adjusts strengths
 reaches beyond the local store (``openWorldHint: false``).
 
 Every tool that writes takes the SDK's injected ``Context`` (never part of the input schema)
-only to name its MCP client to the changelog (``client_of``).  Edits are offered, purge is
-not: an agent can change and delete, which the changelog can take back, but only a person at
-the CLI can destroy a memory for good.
+to name its MCP client to the changelog (``client_of``) and to read the call's request key
+from ``params._meta`` (``request_key_of``; a proxy's retry after its owner died carries
+one): a write sent again with its key changes nothing and gets its first answer, exactly,
+recorded in the write's own transaction (``vestige.request_keys``).  consolidate ignores
+the key: its decay pass runs in many transactions, and running it again is harmless.
+
+Edits are offered, purge is not: an agent can change and delete, which the changelog can
+take back, but only a person at the CLI can destroy a memory for good.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, TypeVar
 
 from mcp.server.mcpserver import Context  # noqa: TC002 (the SDK finds it at run time)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from vestige import config
+from vestige import config, request_keys
 from vestige.changelog import ChangeKind
 from vestige.errors import VestigeError
 from vestige.server import results
 from vestige.server.argument_errors import ID_PATTERN, NODE_TYPE_PATTERN
+from vestige.server.options import REQUEST_KEY_META
 from vestige.server.result_models import (  # the SDK reads return annotations at run time
     ChangelogPage,
     ConsolidateResult,
@@ -52,13 +59,16 @@ from vestige.server.result_models import (  # the SDK reads return annotations a
 from vestige.server.strict_tools import StrictTool, strict_tool
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
+    from vestige.models import StrengthChange
     from vestige.server.app import ServerApp
 
     Adder = Callable[[ToolAnnotations], Callable[[Callable[..., Awaitable[Any]]], None]]
 
 log = logging.getLogger("vestige.server.tools")
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 MAX_SEARCH_LIMIT: Final = 100
 DEFAULT_SEARCH_LIMIT: Final = 10
@@ -148,6 +158,55 @@ def client_of(ctx: Context[Any, Any]) -> str | None:
     return params.client_info.name if params is not None else None
 
 
+def request_key_of(ctx: Context[Any, Any]) -> str | None:
+    """The call's request key from ``params._meta[REQUEST_KEY_META]``, checked; else None.
+
+    The SDK parses ``_meta`` into ``request_context.meta``, keeping keys it does not know
+    (a ``_meta`` it cannot parse fails the whole request before any tool runs).
+    """
+    meta: Mapping[str, Any] | None = ctx.request_context.meta  # an open map (extra_items)
+    if meta is None or REQUEST_KEY_META not in meta:
+        return None
+    return request_keys.check_key(meta[REQUEST_KEY_META])
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T, M]):
+    """A write tool's call: its name and arguments, and how a store result becomes its answer."""
+
+    name: str
+    arguments: dict[str, Any]
+    answer: Callable[[T], M]
+    model: type[M]
+
+
+async def _write(
+    app: ServerApp, ctx: Context[Any, Any], call: _Call[T, M], fn: Callable[..., T], **kwargs: Any
+) -> M:
+    """Run the store write ``fn(**kwargs)`` for tool call ``call``: its answer.
+
+    With a request key, the answer (``call.answer(result)`` as JSON) is recorded in the
+    write's transaction, and a repeat of the key is answered with it, validated as
+    ``call.model``: the same structured content and text as the first time.  A bad key is
+    refused before anything runs.
+    """
+    key = request_key_of(ctx)
+    client = client_of(ctx)
+    if key is None:
+        return call.answer(await app.run(fn, client=client, **kwargs))
+    guard = request_keys.RequestKey(
+        key,
+        request_keys.fingerprint(call.name, call.arguments),
+        lambda result: call.answer(result).model_dump_json(),
+    )
+    try:
+        result = await app.run(fn, client=client, request_key=guard, **kwargs)
+    except request_keys.RequestRepeated as repeat:
+        log.info("%s: request key %s seen before; answered as the first time", call.name, key)
+        return call.model.model_validate_json(repeat.answer)
+    return call.answer(result)
+
+
 def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     """Turn every failure into a ToolError the model can read and act on."""
 
@@ -208,15 +267,19 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         source: Source = None,
     ) -> IngestResult:
         """Store a new memory exactly as given (no duplicate check; see smart_ingest)."""
-        memory = await app.run(
+        args = {"content": content, "node_type": node_type, "tags": tags, "source": source}
+        return await _write(
+            app,
+            ctx,
+            _Call(
+                "ingest",
+                args,
+                lambda memory: IngestResult(id=memory.id, memory=results.record(memory)),
+                IngestResult,
+            ),
             store.ingest,
-            content,
-            node_type=node_type,
-            tags=tags,
-            source=source,
-            client=client_of(ctx),
+            **args,
         )
-        return IngestResult(id=memory.id, memory=results.record(memory))
 
     @tool(_writes(destructive=False, idempotent=False))
     async def smart_ingest(
@@ -236,16 +299,27 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         (a correction: the old memory is demoted and superseded_id names it).  Nothing is
         removed or overwritten.
         """
-        result = await app.run(
+        args = {
+            "content": content,
+            "node_type": node_type,
+            "tags": tags,
+            "source": source,
+            "force_create": force_create,
+        }
+        return await _write(
+            app,
+            ctx,
+            _Call(
+                "smart_ingest",
+                args,
+                lambda result: SmartIngestResult.model_validate(
+                    {"id": result.memory.id, **result.to_dict()}
+                ),
+                SmartIngestResult,
+            ),
             store.smart_ingest,
-            content,
-            node_type=node_type,
-            tags=tags,
-            source=source,
-            force_create=force_create,
-            client=client_of(ctx),
+            **args,
         )
-        return SmartIngestResult.model_validate({"id": result.memory.id, **result.to_dict()})
 
     @tool(_writes(destructive=True, idempotent=True))
     async def delete_memory(ctx: Context[Any, Any], id: MemoryId) -> DeleteResult:
@@ -254,8 +328,18 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         The deleted row is kept in the changelog: memory_undo with the returned change_seq
         puts it back.  (The original Vestige's memory tool did this as action delete.)
         """
-        seq = await app.run(store.delete, id, client=client_of(ctx))
-        return DeleteResult(id=id, deleted=True, change_seq=seq)
+        return await _write(
+            app,
+            ctx,
+            _Call(
+                "delete_memory",
+                {"id": id},
+                lambda seq: DeleteResult(id=id, deleted=True, change_seq=seq),
+                DeleteResult,
+            ),
+            store.delete,
+            memory_id=id,
+        )
 
     @tool(_writes(destructive=False, idempotent=False))
     async def promote_memory(
@@ -266,17 +350,20 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
 
         Kept by every decay pass; each promote adds to the last.
         """
-        change = await app.run(store.promote, id, client=client_of(ctx))
-        log.info("promoted %s: %s", id, reason or "no reason given")
-        return StrengthResult.model_validate(
-            {
-                "action": "promote",
-                "id": change.memory_id,
-                "reason": reason,
-                "before": change.before,
-                "after": change.after,
-            }
+        answer = await _write(
+            app,
+            ctx,
+            _Call(
+                "promote_memory",
+                {"id": id, "reason": reason},
+                functools.partial(_strength_result, "promote", reason),
+                StrengthResult,
+            ),
+            store.promote,
+            memory_id=id,
         )
+        log.info("promoted %s: %s", id, reason or "no reason given")
+        return answer
 
     @tool(_writes(destructive=False, idempotent=False))
     async def demote_memory(
@@ -288,17 +375,20 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         Kept by every decay pass; each demote adds to the last.  It is not deleted: it stays
         searchable but ranks lower.
         """
-        change = await app.run(store.demote, id, client=client_of(ctx))
-        log.info("demoted %s: %s", id, reason or "no reason given")
-        return StrengthResult.model_validate(
-            {
-                "action": "demote",
-                "id": change.memory_id,
-                "reason": reason,
-                "before": change.before,
-                "after": change.after,
-            }
+        answer = await _write(
+            app,
+            ctx,
+            _Call(
+                "demote_memory",
+                {"id": id, "reason": reason},
+                functools.partial(_strength_result, "demote", reason),
+                StrengthResult,
+            ),
+            store.demote,
+            memory_id=id,
         )
+        log.info("demoted %s: %s", id, reason or "no reason given")
+        return answer
 
     @tool(_writes(destructive=True, idempotent=False))
     async def edit_memory(
@@ -327,9 +417,23 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         (memory_changelog with include_before shows it; memory_undo with change_seq puts
         it back).  To record that a fact changed over time, smart_ingest the new one instead.
         """
-        edited = await app.run(store.edit, id, content=content, tags=tags, client=client_of(ctx))
-        return EditResult(
-            id=edited.memory.id, memory=results.record(edited.memory), change_seq=edited.change_seq
+        return await _write(
+            app,
+            ctx,
+            _Call(
+                "edit_memory",
+                {"id": id, "content": content, "tags": tags},
+                lambda edited: EditResult(
+                    id=edited.memory.id,
+                    memory=results.record(edited.memory),
+                    change_seq=edited.change_seq,
+                ),
+                EditResult,
+            ),
+            store.edit,
+            memory_id=id,
+            content=content,
+            tags=tags,
         )
 
     @tool(_writes(destructive=True, idempotent=False))
@@ -340,8 +444,20 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         Recorded as a change of its own (which can be undone in turn).  Refused when a later
         change touched the same memory and was not itself undone: undo that one first.
         """
-        change = await app.run(store.undo, change_seq, client=client_of(ctx))
-        return UndoResult(undone_seq=change_seq, change=results.change(change, with_before=False))
+        return await _write(
+            app,
+            ctx,
+            _Call(
+                "memory_undo",
+                {"change_seq": change_seq},
+                lambda change: UndoResult(
+                    undone_seq=change_seq, change=results.change(change, with_before=False)
+                ),
+                UndoResult,
+            ),
+            store.undo,
+            seq=change_seq,
+        )
 
     @tool(_writes(destructive=False, idempotent=True))
     async def consolidate(ctx: Context[Any, Any]) -> ConsolidateResult:
@@ -349,8 +465,22 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
 
         One process at a time.  Named after the original Vestige's tool.
         """
+        # A request key is ignored (see the module docstring): the pass is many transactions
+        # under a lease, and a second pass moments after the first changes next to nothing.
         report = await app.run(store.decay, client=client_of(ctx))
         return ConsolidateResult.model_validate(report.to_dict())
+
+
+def _strength_result(action: str, reason: str | None, change: StrengthChange) -> StrengthResult:
+    return StrengthResult.model_validate(
+        {
+            "action": action,
+            "id": change.memory_id,
+            "reason": reason,
+            "before": change.before,
+            "after": change.after,
+        }
+    )
 
 
 def _reads_of(app: ServerApp, tool: Adder) -> None:
