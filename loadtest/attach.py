@@ -118,6 +118,9 @@ class OwnerSeen:
     pid: int
     create_time: float
     started_at: str = ""
+    #: The proxy pids it lists as attached sessions (doctor's ``sessions``): a claim, shown
+    #: and checked against the clients, never a reason to signal anything.
+    sessions: tuple[int, ...] = field(default=(), compare=False)
 
 
 def pick_owner(doctor: dict[str, Any], data_dir: Path, ours: set[int]) -> OwnerSeen | None:
@@ -137,7 +140,13 @@ def pick_owner(doctor: dict[str, Any], data_dir: Path, ours: set[int]) -> OwnerS
             continue
         if pid in ours or not _same_dir(h.get("data_dir"), data_dir):
             continue
-        found.append(OwnerSeen(pid, float(created), str(h.get("started_at") or "")))
+        sessions = h.get("sessions")
+        proxies = tuple(
+            e["pid"]
+            for e in (sessions if isinstance(sessions, list) else [])
+            if isinstance(e, dict) and isinstance(e.get("pid"), int)
+        )
+        found.append(OwnerSeen(pid, float(created), str(h.get("started_at") or ""), proxies))
     return found[0] if len(found) == 1 else None
 
 
@@ -309,6 +318,8 @@ class AttachState:
     #: Direct cold starts during the load (the baseline) and before it (for reference).
     cold_loaded_s: list[float] = field(default_factory=list)
     cold_idle_s: list[float] = field(default_factory=list)
+    #: Before each kill: the clients' proxy pids the owner did not list as sessions.
+    unlisted: list[tuple[int, list[int]]] = field(default_factory=list)
 
     def failover_values(self) -> list[float]:
         return [v for _, per in self.failovers for v in per.values() if v is not None]
@@ -614,6 +625,8 @@ class AttachRun:
                 "kill-owner", f"#{n}", False, "doctor named no owner to kill: " + self._tails()
             )
             return
+        proxies = {s.child.pid for s in self.slots if s.child is not None}
+        self.state.unlisted.append((n, sorted(proxies - set(owner.sessions))))
         fd = open_owner(owner)
         if fd is None:
             self._event(
@@ -859,6 +872,14 @@ class AttachRun:
             load_s=r.load_s,
         )
         r.checks.append(self._owners_gone())
+        unlisted = [f"before kill #{n}: pids {pids}" for n, pids in self.state.unlisted if pids]
+        r.checks.append(
+            Check(
+                "doctor listed every --attach client as a session of the owner (before each kill)",
+                bool(self.state.unlisted) and not unlisted,
+                "; ".join(unlisted) or f"{len(self.state.unlisted)} times, all listed",
+            )
+        )
         kills = [e for e in self.events if e.kind == "kill-owner" and e.ok]
         planned = len(self.plan.owner_kills_at)
         r.checks.append(

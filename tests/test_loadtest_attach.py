@@ -206,6 +206,10 @@ def test_the_owner_is_the_one_proved_holder_that_is_none_of_ours(tmp_path: Path)
     assert pick_owner(doctor(_holder(7, tmp_path / "other")), here, set()) is None
     assert pick_owner(doctor(_holder(7, here), _holder(8, here)), here, set()) is None
     assert pick_owner(doctor(_holder(7, here), _holder(8, here)), here, {8}) is not None
+    listed = _holder(7, here, sessions=[{"pid": 11, "client": "x"}, {"pid": "junk"}, 5])
+    seen = pick_owner(doctor(listed), here, set())
+    assert seen is not None
+    assert seen.sessions == (11,)
     assert pick_owner({}, here, set()) is None
     assert pick_owner({"owner_lock": {"holders": "junk"}}, here, set()) is None
 
