@@ -24,7 +24,6 @@ moments:
   the load took 1.2 to 2.8 s in one CI run, more than the 0.5 s room): a run whose
   failovers were no slower than its cold starts failed that way (p50 1715 ms against a
   cold start p50 of 1715 ms, p99 2643 ms > 2215 ms).  Both comparisons are printed;
-
 - **spawns a duplicate**: two ``vestige-mcp --attach`` within 10 ms (the gap is measured
   and judged), both used for writes and reads, both must exit 0 on stdin EOF;
 - **runs a probe**: a ``vestige-mcp --attach`` that answers ``initialize`` and is then
