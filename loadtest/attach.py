@@ -25,7 +25,8 @@ moments:
   failovers were no slower than its cold starts failed that way (p50 1715 ms against a
   cold start p50 of 1715 ms, p99 2643 ms > 2215 ms).  Both comparisons are printed;
 - **spawns a duplicate**: two ``vestige-mcp --attach`` within 10 ms (the gap is measured
-  and judged), both used for writes and reads, both must exit 0 on stdin EOF;
+  and judged), both used for writes and reads, both must exit 0 on stdin EOF; at a
+  scheduled moment, and right after some owner kills (while the proxies elect the next);
 - **runs a probe**: a ``vestige-mcp --attach`` that answers ``initialize`` and is then
   closed at once; it must exit 0, and the owner must be the same process afterwards.
 
@@ -579,6 +580,9 @@ class AttachRun:
                 await anyio.sleep(wait)
             if self.workload.done() or self.load_ending:
                 self.not_reached.append((at, kind))
+                if kind == "kill-owner" and kills + 1 in self.plan.duplicate_at_kills:
+                    self.not_reached.append((at, "duplicate-spawn"))
+                kills += kind == "kill-owner"
                 continue
             if kind == "kill-owner":
                 kills += 1
@@ -645,6 +649,8 @@ class AttachRun:
             async with anyio.create_task_group() as tg:
                 for name, client in self.clients.items():
                     tg.start_soon(self._failover_probe, name, client)
+                if n in self.plan.duplicate_at_kills:
+                    tg.start_soon(self.duplicate_spawn, f" (right after kill #{n})")
                 dead = await wait_gone(fd, DEATH_TIMEOUT_S)
         finally:
             os.close(fd)
@@ -716,7 +722,7 @@ class AttachRun:
             return None
         return took
 
-    async def duplicate_spawn(self) -> None:
+    async def duplicate_spawn(self, when: str = "") -> None:
         """Two launches within the plan's 10 ms, both used, both closed.
 
         The gap is the time between the two spawn calls' starts, taken in two tasks started
@@ -738,7 +744,7 @@ class AttachRun:
                 + ", ".join(f"{g:.1f} ms" for g in gaps[:-1])
                 + ")"
             )
-        self._event("duplicate-spawn", f"pids {pids[0]}, {pids[1]}", ok, detail, at=at)
+        self._event("duplicate-spawn", f"pids {pids[0]}, {pids[1]}{when}", ok, detail, at=at)
 
     async def _launch_pair(self) -> tuple[float, list[int], list[int | None], list[bool]]:
         self._serial += 1
@@ -866,7 +872,8 @@ class AttachRun:
         r.checks += fault_checks(
             self.events,
             self.not_reached,
-            len(self.schedule),
+            len(self.schedule)
+            + sum(n <= len(self.plan.owner_kills_at) for n in self.plan.duplicate_at_kills),
             load_started=self.load_started,
             load_s=r.load_s,
         )

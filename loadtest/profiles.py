@@ -128,6 +128,9 @@ class AttachPlan:
     owner_kills_at: tuple[float, ...] = (0.15, 0.4, 0.65, 0.9)
     #: Two ``vestige-mcp --attach`` launched within ``duplicate_gap_ms``, both used.
     duplicate_spawn_at: tuple[float, ...] = (0.3,)
+    #: Owner kills (1 = the first) right after which a duplicate spawn is launched too:
+    #: two new windows opening while the proxies elect the next owner.
+    duplicate_at_kills: tuple[int, ...] = (3,)
     #: One ``vestige-mcp --attach`` that answers ``initialize`` and exits at once.
     probe_at: tuple[float, ...] = (0.55,)
     duplicate_gap_ms: float = 10.0
@@ -264,7 +267,7 @@ PROFILES: Final[dict[str, LoadProfile]] = {
         LoadProfile(
             name="attach",
             description="4 `vestige-mcp --attach` clients, 150 s, the owner killed -9 12"
-            " times, a duplicate spawn and a probe: issue 13's proof",
+            " times, duplicate spawns and probes: issue 13's proof",
             servers=4,
             duration_s=150.0,
             rate_per_server=20.0,
@@ -277,6 +280,7 @@ PROFILES: Final[dict[str, LoadProfile]] = {
             attach=AttachPlan(
                 owner_kills_at=tuple(round(0.06 + i * 0.08, 2) for i in range(12)),
                 duplicate_spawn_at=(0.1, 0.5),
+                duplicate_at_kills=(4, 9),
                 probe_at=(0.3, 0.7),
                 cold_starts_before=3,
             ),
@@ -284,7 +288,7 @@ PROFILES: Final[dict[str, LoadProfile]] = {
         LoadProfile(
             name="attach-ci",
             description="3 `vestige-mcp --attach` clients, 40 s, the owner killed -9 4"
-            " times, a duplicate spawn and a probe: the CI gate of the attach mode",
+            " times, duplicate spawns and a probe: the CI gate of the attach mode",
             servers=3,
             duration_s=40.0,
             rate_per_server=20.0,
