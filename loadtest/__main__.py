@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-read-ms", type=_positive(float), help=goal)
     add("--min-fairness", type=_non_negative)
     add(
+        "--failover-room",
+        type=_non_negative,
+        metavar="S",
+        help="attach profiles: failover p99 <= the same run's cold start p99 + S seconds "
+        "(default 0.5)",
+    )
+    add(
         "--inject-write-delay-ms",
         type=_non_negative,
         metavar="MS",
@@ -198,6 +205,11 @@ def configure(args: argparse.Namespace) -> RunConfig:
         faults=faults,
         bounds=bounds,
     )
+    if args.failover_room is not None:
+        if profile.attach is None:
+            raise ValueError("--failover-room applies to the attach profiles only")
+        plan = dataclasses.replace(profile.attach, failover_room_s=args.failover_room)
+        profile = profile.with_overrides(attach=plan)
     if profile.payload_min_bytes > profile.payload_max_bytes:
         raise ValueError("--payload-min is larger than --payload-max")
     server = args.server_cmd or spawn.find_command("vestige-mcp")

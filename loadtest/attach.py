@@ -321,8 +321,19 @@ class AttachState:
     #: Before each kill: the clients' proxy pids the owner did not list as sessions.
     unlisted: list[tuple[int, list[int]]] = field(default_factory=list)
 
+    #: Kill times at which a duplicate spawn was launched during the election: their
+    #: failovers are shown, but not judged against a cold start that had no such company.
+    crowded: set[float] = field(default_factory=set)
+
     def failover_values(self) -> list[float]:
-        return [v for _, per in self.failovers for v in per.values() if v is not None]
+        """The failovers the bound judges (every kill but the crowded ones)."""
+        return [
+            v
+            for at, per in self.failovers
+            if at not in self.crowded
+            for v in per.values()
+            if v is not None
+        ]
 
 
 async def execute(config: RunConfig) -> RunResult:
@@ -656,6 +667,8 @@ class AttachRun:
             os.close(fd)
         per = failover_times(kill_at, self.answers, list(self.clients))
         self.state.failovers.append((kill_at, per))
+        if n in self.plan.duplicate_at_kills:
+            self.state.crowded.add(kill_at)
         for name, took in per.items():
             if took is not None:
                 self.recorder.add(Sample(kill_at, FAILOVER, name, took * 1000))
@@ -1024,7 +1037,7 @@ def summary_lines(state: AttachState, plan: AttachPlan, load_started: float) -> 
     lines = [
         f"owners: {len(state.owners)} seen ({', '.join(str(o.pid) for o in state.owners)}); "
         f"owner kills: {len(state.failovers)}",
-        f"failover (kill -> first answer through each proxy): {fail.count} timed, p50 "
+        f"failover (kill -> first answer through each proxy): {fail.count} judged, p50 "
         f"{fail.p50:.0f} / p99 {fail.p99:.0f} / max {fail.max:.0f} ms",
         f"direct cold start (spawn -> first tool answer): under the load {loaded.count}, p50 "
         f"{loaded.p50:.0f} / p99 {loaded.p99:.0f} ms; before it {idle.count}, p50 "
@@ -1034,7 +1047,8 @@ def summary_lines(state: AttachState, plan: AttachPlan, load_started: float) -> 
     ]
     for kill_at, per in state.failovers:
         times = "  ".join(f"{k} {'-' if v is None else f'{v * 1000:.0f}'}" for k, v in per.items())
-        lines.append(f"  kill at {kill_at - load_started:5.1f} s: {times} (ms)")
+        crowded = ", a duplicate spawn during it: not judged" if kill_at in state.crowded else ""
+        lines.append(f"  kill at {kill_at - load_started:5.1f} s: {times} (ms{crowded})")
     return lines
 
 
@@ -1045,7 +1059,11 @@ def state_dict(state: AttachState) -> dict[str, Any]:
     return {
         "owners": [{"pid": o.pid, "started_at": o.started_at} for o in state.owners],
         "failovers": [
-            {"kill_at_s": round(at, 3), "failover_ms": {k: ms(v) for k, v in per.items()}}
+            {
+                "kill_at_s": round(at, 3),
+                "failover_ms": {k: ms(v) for k, v in per.items()},
+                "judged": at not in state.crowded,
+            }
             for at, per in state.failovers
         ],
         "failover": Summary.of([v * 1000 for v in state.failover_values()]).to_dict(),

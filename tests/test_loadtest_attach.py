@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from loadtest import attach, changelog
+from loadtest.__main__ import build_parser, configure
 from loadtest.attach import (
     EXACTLY_ONCE_CHECK,
     Answer,
@@ -146,6 +147,24 @@ class TestFailover:
     def test_no_failover_or_no_baseline_is_a_miss(self) -> None:
         assert failover_check([], [1.0], 0.5).failed
         assert failover_check([1.0], [], 0.5).failed
+
+
+def test_a_failover_with_a_duplicate_spawn_during_it_is_shown_not_judged() -> None:
+    state = attach.AttachState()
+    state.failovers = [(10.0, {"p0": 1.0, "p1": None}), (20.0, {"p0": 9.0})]
+    state.crowded.add(20.0)
+    assert state.failover_values() == [1.0]
+    lines = attach.summary_lines(state, AttachPlan(), 0.0)
+    assert any("20.0 s: p0 9000 (ms, a duplicate spawn during it: not judged)" in x for x in lines)
+
+
+def test_the_failover_room_can_be_set_for_attach_profiles_only() -> None:
+    parser = build_parser()
+    config = configure(parser.parse_args(["--profile", "attach-ci", "--failover-room", "1.5"]))
+    assert config.profile.attach is not None
+    assert config.profile.attach.failover_room_s == 1.5
+    with pytest.raises(ValueError, match="attach profiles only"):
+        configure(parser.parse_args(["--profile", "ci", "--failover-room", "1"]))
 
 
 def test_a_duplicate_spawn_must_be_within_its_gap_and_both_must_work() -> None:
