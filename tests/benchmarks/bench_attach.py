@@ -314,7 +314,7 @@ def figures(values_s: list[float]) -> dict[str, float]:
 
 def line(name: str, f: dict[str, float]) -> str:
     return (
-        f"  {name:<34} n {f['n']:4.0f}   p50 {f['p50_ms']:8.1f} ms   "
+        f"  {name:<36} n {f['n']:4.0f}   p50 {f['p50_ms']:8.1f} ms   "
         f"p99 {f['p99_ms']:8.1f} ms   max {f['max_ms']:8.1f} ms"
     )
 
