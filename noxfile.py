@@ -40,19 +40,28 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures (not tests): store throughput and gate fairness, then
-    search, smart_ingest, stats, doctor and cold start at 1k, 10k and 100k memories.
+    """Benchmarks that print figures (not tests): store throughput and gate fairness;
+    search, smart_ingest, stats, doctor and cold start at 1k, 10k and 100k memories; then
+    ``--attach``: spawn, proxied round trips and failover after a killed owner.
 
-    Arguments before ``--scale`` go to bench_store.py, those after it to bench_scale.py:
-    ``nox -s bench -- --quick --scale --size 1000000 --baseline-venv ../main/.venv/bin``.
-    The scale benchmark's stores are built once (100k: minutes) and cached under
-    ``~/.cache/vestige-bench`` (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
+    Arguments before ``--scale`` and ``--attach`` go to bench_store.py, those after
+    ``--scale`` to bench_scale.py, those after ``--attach`` to bench_attach.py (either
+    marker may come first): ``nox -s bench -- --quick --scale --size 1000000
+    --baseline-venv ../main/.venv/bin --attach --quick``.  The scale benchmark's stores are
+    built once (100k: minutes) and cached under ``~/.cache/vestige-bench``
+    (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
     """
     session.install("-e", ".")
-    args = list(session.posargs)
-    split = args.index("--scale") if "--scale" in args else len(args)
-    session.run("python", "tests/benchmarks/bench_store.py", *args[:split])
-    session.run("python", "tests/benchmarks/bench_scale.py", *args[split + 1 :])
+    parts: dict[str, list[str]] = {"": [], "--scale": [], "--attach": []}
+    part = ""
+    for arg in session.posargs:
+        if arg in parts:
+            part = arg
+        else:
+            parts[part].append(arg)
+    session.run("python", "tests/benchmarks/bench_store.py", *parts[""])
+    session.run("python", "tests/benchmarks/bench_scale.py", *parts["--scale"])
+    session.run("python", "tests/benchmarks/bench_attach.py", *parts["--attach"])
 
 
 @nox.session

@@ -18,25 +18,35 @@ Skipped, with npm's own words, only when npm cannot reach its registry.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import queue
 import shutil
 import subprocess
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
+import psutil
 import pytest
 
 from tests.http_helpers import HttpServer
 from tests.server_helpers import server_command, server_env
 from tests.test_server_stdio import TOOLS
+from vestige.owner import OwnerInfo, read_owners
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(300)]
 
 CLIENT_SOURCES: Final = Path(__file__).with_name("ts_client")
 INSTALL_TIMEOUT_S: Final = 240.0
 DRIVE_TIMEOUT_S: Final = 120.0
+#: A detached owner ends about 2 s after its last session left; past this it is killed.
+OWNER_EXIT_WAIT_S: Final = 15.0
 #: What npm prints when the registry is out of reach (DNS, refused, timed out, offline).
 UNREACHABLE: Final = (
     "ENOTFOUND",
@@ -57,7 +67,7 @@ NPM_ENV: Final = {
 
 @pytest.fixture(scope="session")
 def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with the SDK installed and drive.mjs beside it; once per run."""
+    """A directory with the SDK installed and the scripts (``*.mjs``) beside it; once per run."""
     npm = shutil.which("npm")
     assert npm is not None, "npm is not on PATH: install Node.js 20+ (npm comes with it)"
     root = tmp_path_factory.getbasetemp()
@@ -71,7 +81,7 @@ def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.skip(skipped.read_text())
         if not (target / "installed").exists():
             target.mkdir(exist_ok=True)
-            for name in ("package.json", "package-lock.json", "drive.mjs"):
+            for name in ("package.json", "package-lock.json"):
                 shutil.copyfile(CLIENT_SOURCES / name, target / name)
             done = subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -90,7 +100,8 @@ def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     pytest.skip(reason)
                 raise AssertionError(f"npm ci failed ({done.returncode}):\n{output}")
             (target / "installed").touch()
-        shutil.copyfile(CLIENT_SOURCES / "drive.mjs", target / "drive.mjs")
+        for script in CLIENT_SOURCES.glob("*.mjs"):
+            shutil.copyfile(script, target / script.name)
     return target
 
 
@@ -195,3 +206,135 @@ def test_typescript_sdk_over_http(ts_client: Path, tmp_path: Path, data_dir: Pat
     assert "WARNING vestige.server.http: refused request" in log
     assert "Traceback" not in log
     assert srv.proc.returncode == 0
+
+
+def _lines(stream: IO[str] | None, into: queue.Queue[str]) -> None:
+    assert stream is not None
+    for line in stream:
+        into.put(line)
+
+
+def _owner(data_dir: Path, other_than: int | None = None) -> OwnerInfo | None:
+    """The live owner that holds ``data_dir``'s lock (and is not ``other_than``), if any."""
+    held = [o for o in read_owners(data_dir) if o.verified and o.pid != other_than]
+    return held[0] if len(held) == 1 else None
+
+
+def _stop_owners(data_dir: Path, seen: dict[int, float]) -> None:
+    """Let every owner seen end by itself (2 s after its last session left), else kill it.
+
+    Each is named by pid and start time, so a reused pid is never signalled."""
+    for found in read_owners(data_dir):
+        if found.verified:
+            with contextlib.suppress(psutil.Error):
+                seen.setdefault(found.pid, psutil.Process(found.pid).create_time())
+    for pid, created in seen.items():
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.create_time() == created:
+                try:
+                    proc.wait(OWNER_EXIT_WAIT_S)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(OWNER_EXIT_WAIT_S)
+
+
+def test_typescript_sdk_through_attach_survives_owner_kill(
+    ts_client: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Two SDK clients behind ``--attach`` proxies; the detached owner is killed with SIGKILL;
+    both sessions go on with no error, and every write is stored exactly once.
+
+    The calls after the kill go out at once, while the proxies are still finding the next
+    owner: they are answered only if the proxy resends what is in flight, and not refused
+    only if it replays ``initialize`` to the new owner first (an SDK server refuses requests
+    on a session that was never initialized)."""
+    killed = tmp_path / "owner-killed"
+    tag = f"attach{uuid.uuid4().hex[:10]}"
+    command = server_command("--data-dir", str(data_dir), "--attach")
+    config = {
+        "command": command[0],
+        "args": command[1:],
+        "env": server_env(tmp_path),
+        "cwd": str(tmp_path),
+        "killed": str(killed),
+        "tag": tag,
+    }
+    stderr_path = tmp_path / "node.err"
+    seen: dict[int, float] = {}
+    with stderr_path.open("w") as stderr:
+        node = subprocess.Popen(
+            ["node", "attach_kill.mjs", json.dumps(config)],
+            cwd=ts_client,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=NPM_ENV,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(node.stdout, lines), daemon=True).start()
+    try:
+        ready = json.loads(lines.get(timeout=DRIVE_TIMEOUT_S))
+        assert ready == {"ready": True}
+        victim = _owner(data_dir)
+        assert victim is not None, read_owners(data_dir)
+        assert "--attach-owner" in victim.cmdline  # the detached owner, no client's process
+        seen[victim.pid] = psutil.Process(victim.pid).create_time()
+        psutil.Process(victim.pid).kill()
+        killed.touch()
+        deadline = time.monotonic() + DRIVE_TIMEOUT_S
+        while (successor := _owner(data_dir, other_than=victim.pid)) is None:
+            assert time.monotonic() < deadline, "no new owner after the kill"
+            time.sleep(0.01)
+        seen.setdefault(successor.pid, psutil.Process(successor.pid).create_time())
+        assert node.wait(DRIVE_TIMEOUT_S) == 0, stderr_path.read_text()
+        report = json.loads(lines.get(timeout=5))
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        if node.stdout is not None:
+            node.stdout.close()
+        _stop_owners(data_dir, seen)
+    log = stderr_path.read_text()
+
+    assert set(report["tools"]) == TOOLS
+    assert set(report["toolsB"]) == TOOLS
+    for when in ("before", "after"):
+        for name, outcome in report[when].items():
+            if name == "pingA":
+                assert outcome == "ok", outcome
+                continue
+            assert "rejected" not in outcome, (when, name, outcome)
+            assert outcome["isError"] is False, (when, name, outcome)
+    assert report["errors"] == []
+    assert report["serverAfter"]["name"] == "vestige"
+    after = report["after"]
+    assert after["writeA"]["structured"]["id"] in [
+        r["id"] for r in after["searchA"]["structured"]["results"]
+    ]
+    before_ids = {report["before"][w]["structured"]["id"] for w in ("writeA", "writeB")}
+    found = {r["id"] for r in after["searchB"]["structured"]["results"]}
+    # B searched while A wrote: A's new memory may be found too, nothing else.
+    assert before_ids <= found <= before_ids | {after["writeA"]["structured"]["id"]}
+    # The kill hit the owner these sessions were using, and a new one served them.
+    assert f"the owner (pid {victim.pid}) is gone" in log, log
+    assert successor.pid != victim.pid
+    assert "--attach-owner" in successor.cmdline
+    assert "Traceback" not in log
+
+    exported = subprocess.run(
+        [sys.executable, "-m", "vestige", "export", "--no-changelog", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=server_env(tmp_path),
+        timeout=DRIVE_TIMEOUT_S,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    contents = [json.loads(ln)["content"] for ln in exported.stdout.splitlines() if ln.strip()]
+    expected = [
+        f"{tag} written by {who} {when} the kill" for who in "AB" for when in ("before", "after")
+    ]
+    assert sorted(contents) == sorted(expected)  # each exactly once, nothing else
+    assert after["statsA"]["structured"]["total_memories"] == len(expected)

@@ -60,8 +60,6 @@ log = logging.getLogger("vestige.server.proxy")
 ATTACH_WAIT_S: Final = 30.0
 #: How often a proxy without an owner looks for one, and tries the election.
 ELECTION_POLL_S: Final = 0.02
-#: How long the replayed ``initialize`` may take to be answered by a new owner.
-REPLAY_WAIT_S: Final = 10.0
 #: After stdin ends, how long the requests already sent may take to be answered.
 EOF_ANSWER_WAIT_S: Final = 10.0
 #: How often the proxy checks that its parent (the client) is still there.
@@ -288,19 +286,20 @@ class Proxy:
                 return
             reading = asyncio.create_task(self._pump(owner))
             try:
-                await self._resume(owner)
-            except (OSError, TimeoutError) as exc:
+                await self._resume(owner, reading)
+            except OSError as exc:
                 # Start over with whichever owner there is then: never stay attached to one
                 # that was not given the session.
-                log.warning("the owner (pid %d) failed during the replay: %r", owner.pid, exc)
+                log.warning("the owner (pid %d) left during the replay: %s", owner.pid, exc)
                 self._owner = None
                 owner.writer.close()
-            if lost_at is not None:
-                log.info(
-                    "re-attached to pid %d, %.0f ms after the owner was lost",
-                    owner.pid,
-                    (time.monotonic() - lost_at) * 1000,
-                )
+            else:
+                if lost_at is not None:
+                    log.info(
+                        "re-attached to pid %d, %.0f ms after the owner was lost",
+                        owner.pid,
+                        (time.monotonic() - lost_at) * 1000,
+                    )
             await reading
             self._owner = None
             lost_at = time.monotonic()
@@ -319,14 +318,21 @@ class Proxy:
                 return
             self._from_owner(line.rstrip(b"\n"))
 
-    async def _resume(self, owner: _Owner) -> None:
-        """Replay the session's setup to a new owner, then send everything still unanswered."""
+    async def _resume(self, owner: _Owner, reading: asyncio.Task[None]) -> None:
+        """Replay the session's setup to a new owner, then send everything still unanswered.
+
+        The replayed ``initialize`` is waited for as long as the owner lives (``reading``
+        ends with it), as a client waits for its own: a slow owner is no reason to give up.
+        """
         if self._init is not None:
-            await self._replay(owner, self._init, wait=True)
+            answered = await self._replay(owner, self._init)
+            await asyncio.wait({answered, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not answered.done():
+                raise ConnectionResetError("it closed the connection before answering")
             if self._initialized is not None:
                 owner.writer.write(self._initialized + b"\n")
         for line in self._subscriptions.values():
-            await self._replay(owner, line, wait=False)
+            await self._replay(owner, line)
         # No await from here until _owner is set: a client line arriving in between would
         # be neither in this batch nor sent by _from_client.
         for line in self._inflight.values():
@@ -334,7 +340,8 @@ class Proxy:
         self._owner = owner
         await owner.writer.drain()
 
-    async def _replay(self, owner: _Owner, line: bytes, *, wait: bool) -> None:
+    async def _replay(self, owner: _Owner, line: bytes) -> asyncio.Future[None]:
+        """Send ``line`` again under a private id; the future is done when it is answered."""
         message = json.loads(line)
         self._replay_seq += 1
         replay_id = f"{_REPLAY}{self._replay_seq}"
@@ -343,8 +350,7 @@ class Proxy:
         self._replays[_key(replay_id)] = answered
         owner.writer.write(json.dumps(message).encode() + b"\n")
         await owner.writer.drain()
-        if wait:
-            await asyncio.wait_for(answered, REPLAY_WAIT_S)
+        return answered
 
     async def _attach(self) -> _Owner:
         """Connect to the owner, starting one if this proxy wins the election."""
