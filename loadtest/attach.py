@@ -226,11 +226,18 @@ def failover_times(
 
 
 def failover_check(
-    failovers_s: list[float], cold_s: list[float], room_s: float, idle_s: Sequence[float] = ()
+    failovers_s: list[float],
+    cold_s: list[float],
+    room_s: float,
+    idle_s: Sequence[float] = (),
+    guard_factor: float | None = None,
 ) -> Check:
     """failover p99 <= cold start p99 + room, both measured in this run under the same load
     (PASS or MISS).  The detail also gives the p50s side by side, and the bound an idle
-    baseline (``idle_s``, the cold starts before the load) would give: for reference."""
+    baseline (``idle_s``, the cold starts before the load) would give: for reference.
+
+    With ``guard_factor`` the guard is judged instead (slowest failover <= factor x slowest
+    cold start), and the goal's verdict is only shown."""
     fail = Summary.of([x * 1000 for x in failovers_s])
     cold = Summary.of([x * 1000 for x in cold_s])
     if not fail.count or not cold.count:
@@ -250,12 +257,21 @@ def failover_check(
             f"; against the idle cold start p99 ({idle.p99:.0f} ms) the bound would be "
             f"{idle.p99 + room:.0f} ms: {'PASS' if fail.p99 <= idle.p99 + room else 'MISS'}"
         )
+    goal = (
+        f"{'PASS' if ok else 'MISS'}: failover p99 {fail.p99:.0f} ms (max {fail.max:.0f} ms, "
+        f"{fail.count} (kill, proxy) pairs); bound {bound:.0f} ms = {basis}{reference}"
+    )
+    if guard_factor is None:
+        return Check(FAILOVER_CHECK, ok, goal, measure=Measure(fail.p99, bound, "ms", basis))
+    guard = guard_factor * cold.max
+    guarded = fail.max <= guard
+    guard_basis = f"{guard_factor:g} x the slowest cold start under the load ({cold.max:.0f} ms)"
     return Check(
         FAILOVER_CHECK,
-        ok,
-        f"{'PASS' if ok else 'MISS'}: failover p99 {fail.p99:.0f} ms (max {fail.max:.0f} ms, "
-        f"{fail.count} (kill, proxy) pairs); bound {bound:.0f} ms = {basis}{reference}",
-        measure=Measure(fail.p99, bound, "ms", basis),
+        guarded,
+        f"{'PASS' if guarded else 'MISS'}: slowest failover {fail.max:.0f} ms <= "
+        f"{guard:.0f} ms = {guard_basis} (the CI guard); the goal, shown: {goal}",
+        measure=Measure(fail.max, guard, "ms", guard_basis),
     )
 
 
@@ -914,6 +930,7 @@ class AttachRun:
                 self.state.cold_loaded_s,
                 self.plan.failover_room_s,
                 self.state.cold_idle_s,
+                self.plan.failover_guard_factor,
             )
         )
         if r.recorder.ops == 0:

@@ -144,6 +144,16 @@ class TestFailover:
             check.detail
         )
 
+    def test_the_ci_guard_judges_the_slowest_failover_and_shows_the_goal(self) -> None:
+        cold = [1.0, 1.2, 1.4]
+        ok = failover_check([0.9, 2.5, 4.1], cold, 0.5, guard_factor=3.0)
+        assert ok.ok
+        assert "4100 ms <= 4200 ms" in ok.detail
+        assert "the goal, shown: MISS" in ok.detail
+        stuck = failover_check([0.9, 1.0, 10.2], cold, 0.5, guard_factor=3.0)
+        assert stuck.failed
+        assert stuck.detail.startswith("MISS")
+
     def test_no_failover_or_no_baseline_is_a_miss(self) -> None:
         assert failover_check([], [1.0], 0.5).failed
         assert failover_check([1.0], [], 0.5).failed
