@@ -259,9 +259,12 @@ def test_the_endpoint_lets_in_only_its_user_with_the_token(data_dir: Path, home:
         assert where.unix is not None
         assert (os.stat(where.unix).st_mode & 0o777) == 0o600
         assert (os.stat(data_dir / attach_endpoint.ENDPOINT_FILE).st_mode & 0o777) == 0o600
-        answer = _hello(where.unix, token="0" * 64)
-        assert answer["ok"] is False
-        assert "token" in answer["error"]
+        # The owner proves it knows the token first; a proxy that does not is then let
+        # go without an answer to anything.
+        _, after_wrong = _hello(where.unix, token="0" * 64)
+        assert after_wrong == b""
+        _, after_right = _hello(where.unix, token=where.token)
+        assert json.loads(after_right)["id"] == 1
         if os.geteuid() == 0 and Path(SYSTEM_PYTHON).exists():
             # Another, unprivileged user: cannot even reach the socket or read the token.
             probe = (
@@ -320,30 +323,87 @@ def test_a_proxy_names_both_versions_when_the_owner_speaks_another_protocol(
 
 
 @pytest.mark.usefixtures("reap_owners")
+def test_a_proxy_tells_its_client_nothing_until_the_owner_proved_it_knows_the_token(
+    data_dir: Path, home: Path
+) -> None:
+    # An impostor on loopback (another user that took a dead owner's port, say) answers
+    # the hello as an owner would, without the proof.
+    data_dir.mkdir(mode=0o700)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    heard: list[bytes] = []
+
+    def impostor() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    heard.append(conn.recv(4096))
+                    ok = {"vestige_attach": 1, "ok": True, "pid": 1, "version": "0"}
+                    conn.sendall(json.dumps({**ok, "nonce": "x", "proof": "y"}).encode() + b"\n")
+                    heard.append(conn.recv(4096))
+
+    threading.Thread(target=impostor, daemon=True).start()
+    attach_endpoint.publish(
+        data_dir,
+        attach_endpoint.Endpoint(
+            pid=os.getpid(),
+            version="0",
+            protocol=1,
+            token="t" * 64,
+            unix=None,
+            port=listener.getsockname()[1],
+        ),
+    )
+    try:
+        with attach(data_dir, home) as proxy:  # served by the real owner it starts instead
+            ingest(proxy, "my secret password is hunter2")
+    finally:
+        listener.close()
+    assert heard, "the proxy never tried the published endpoint"
+    everything = b"".join(heard)
+    assert b"hunter2" not in everything
+    assert b"initialize" not in everything
+    assert b"t" * 64 not in everything
+
+
+@pytest.mark.usefixtures("reap_owners")
 def test_an_owner_refuses_a_proxy_of_another_protocol(data_dir: Path, home: Path) -> None:
     with attach(data_dir, home):
         where = attach_endpoint.read(data_dir)
         assert where is not None
         assert where.unix is not None
-        answer = _hello(where.unix, token=where.token, protocol=2, version="2.0.0")
+        answer, _ = _hello(where.unix, token=where.token, protocol=2, version="2.0.0")
     assert answer["ok"] is False
     assert "vestige 2.0.0 (attach protocol 2)" in answer["error"]
     assert "restart every client" in answer["hint"]
 
 
-def _hello(path: str, *, token: str, protocol: int = 1, version: str = "0") -> dict[str, Any]:
+def _hello(
+    path: str, *, token: str, protocol: int = 1, version: str = "0"
+) -> tuple[dict[str, Any], bytes]:
+    """Handshake as a proxy that knows ``token``: the owner's answer, and what the owner
+    sent after our proof (b"" when it closed the connection)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(CALL_TIMEOUT_S)
         s.connect(path)
-        hello = {"vestige_attach": protocol, "token": token, "pid": os.getpid()}
+        nonce = "ab" * 16
+        hello = {"vestige_attach": protocol, "pid": os.getpid(), "nonce": nonce}
         s.sendall(json.dumps({**hello, "version": version}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return dict(json.loads(data))
+        reader = s.makefile("rb")
+        answer = dict(json.loads(reader.readline()))
+        if not answer.get("ok"):
+            return answer, b""
+        assert attach_endpoint.proves(token, "owner", nonce, answer["proof"]) == (
+            token == attach_endpoint.read(Path(path).parent).token  # type: ignore[union-attr]
+        )
+        proof = attach_endpoint.proof(token, "proxy", answer["nonce"])
+        s.sendall(json.dumps({"proof": proof}).encode() + b"\n")
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        with contextlib.suppress(OSError):
+            s.sendall(json.dumps(ping).encode() + b"\n")
+        return answer, reader.readline()
 
 
 def _alive(pid: int) -> bool:
@@ -394,3 +454,60 @@ def test_doctor_and_the_refusal_name_every_attached_window(data_dir: Path, home:
     assert refused.returncode == EXIT_OWNER_LOCKED, refused.stderr
     assert "--attach" in refused.stderr
     assert "2 attached sessions" in refused.stderr
+
+
+@pytest.mark.usefixtures("reap_owners")
+def test_an_owner_killed_before_it_could_serve_is_replaced_quietly(
+    data_dir: Path, home: Path
+) -> None:
+    with ServerProcess(data_dir, ATTACH, home=home) as proxy:
+        rid = proxy.send(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "vestige-tests", "version": "0"},
+            },
+        )
+        first = owner_pid(data_dir)  # it holds the lock, but is still loading
+        published = attach_endpoint.read(data_dir)
+        os.kill(first, signal.SIGKILL)
+        answer = proxy.response(rid)
+        assert "result" in answer, answer
+        assert published is None or published.pid != first, "killed too late to test this"
+        proxy.notify("notifications/initialized")
+        ingest(proxy, "served by the second owner")
+        assert proxy.proc.poll() is None
+
+
+@pytest.mark.usefixtures("reap_owners")
+def test_a_request_escaped_by_nobody_keeps_its_size_through_the_proxy(
+    data_dir: Path, home: Path
+) -> None:
+    # 12 MB of UTF-8, 36 MB if the proxy escaped it: over the 32 MiB line limit.
+    content = "\U0001f600" * 3_000_000
+    call = {
+        "jsonrpc": "2.0",
+        "id": "emoji",
+        "method": "tools/call",
+        "params": {"name": "ingest", "arguments": {"content": content}},
+    }
+    with attach(data_dir, home) as proxy:
+        assert proxy.proc.stdin is not None
+        proxy.proc.stdin.write(json.dumps(call, ensure_ascii=False).encode() + b"\n")
+        proxy.proc.stdin.flush()
+        result = proxy.response("emoji")["result"]  # type: ignore[arg-type]
+    assert result.get("isError"), result
+    assert "12,000,000 bytes" in tool_text(result)
+
+
+@pytest.mark.usefixtures("reap_owners")
+def test_a_line_sent_while_no_owner_is_there_is_still_answered(data_dir: Path, home: Path) -> None:
+    with attach(data_dir, home) as proxy:
+        os.kill(owner_pid(data_dir), signal.SIGKILL)
+        assert proxy.proc.stdin is not None
+        proxy.proc.stdin.write(b"not json at all\n")
+        proxy.proc.stdin.flush()
+        ingest(proxy, "after the line that was not json")
+        null_id = proxy.response(None)  # type: ignore[arg-type]
+    assert null_id["error"]["code"] == -32700

@@ -1,9 +1,10 @@
 """The owner's side of ``--attach``: accept attached sessions and serve each like a stdio client.
 
 Each connection on the endpoint (see :mod:`vestige.server.endpoint`) starts with the
-handshake; the owner checks the attach protocol, the token (compared in constant time) and,
-on Linux, the peer's user from the kernel (``SO_PEERCRED``: another user's process is
-refused even if it got hold of the token; root is let in, as it can read the token anyway).
+handshake; the owner checks the attach protocol, the proxy's proof that it knows the token
+(the owner proves it too; see :mod:`vestige.server.endpoint`) and, on Linux, the peer's user
+from the kernel (``SO_PEERCRED``: another user's process is refused even if it got hold of
+the token; root is let in, as it can read the token anyway).
 After the handshake the connection carries the client's MCP lines, relayed by its proxy,
 and is served by the same SDK server as the owner's own client, one session each.
 
@@ -18,13 +19,10 @@ still in their handshake; past them a connection is refused with a message.
 from __future__ import annotations
 
 import contextlib
-import hmac
+import json
 import logging
 import os
 import secrets
-import socket
-import struct
-import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -57,7 +55,8 @@ log = logging.getLogger("vestige.server.attach")
 MAX_SESSIONS: Final = 256
 #: Connections in their handshake at once, at most.
 MAX_PENDING_HELLOS: Final = 16
-_LINUX: Final = sys.platform.startswith("linux")
+#: Seconds between two log lines about the same kind of refused connection.
+REFUSAL_LOG_INTERVAL_S: Final = 10.0
 
 
 @dataclass(slots=True)
@@ -90,6 +89,7 @@ class Attachments:
         self._sessions: dict[int, _Session] = {}
         self._next = 0
         self._hellos = 0
+        self._logged: dict[str, float] = {}
         self._scope = anyio.CancelScope()
         self._published = False
 
@@ -138,9 +138,16 @@ class Attachments:
         return tcp, endpoint.Endpoint(pid, __version__, protocol, self._token, unix=None, port=port)
 
     async def _handle(self, stream: SocketStream) -> None:
+        """One connection; whatever goes wrong with it ends it alone, never the owner."""
+        try:
+            await self._connection(stream)
+        except Exception:
+            log.exception("an attached connection failed; the owner goes on")
+
+    async def _connection(self, stream: SocketStream) -> None:
         async with stream:
             if self._hellos >= MAX_PENDING_HELLOS or len(self._sessions) >= MAX_SESSIONS:
-                log.warning("refused an attached session: %d are served", len(self._sessions))
+                self._note("full", "refused an attached session: %d are served", self.count)
                 await self._refuse(
                     stream,
                     f"this server already serves {len(self._sessions)} attached sessions",
@@ -163,31 +170,33 @@ class Attachments:
         """The proxy's pid after a good handshake; None after a refused one."""
         peer_pid, peer_uid = _peer(stream)
         if peer_uid is not None and peer_uid not in (os.geteuid(), 0):
-            log.warning("refused an attach from user %d (pid %s)", peer_uid, peer_pid)
+            self._note("user", "refused an attach from user %d (pid %s)", peer_uid, peer_pid)
             await self._refuse(stream, "another user's process cannot attach", "")
             return None
-        line = b""
-        with anyio.move_on_after(endpoint.HELLO_TIMEOUT_S):
-            with contextlib.suppress(anyio.EndOfStream, anyio.DelimiterNotFound, OSError):
-                line = await reader.receive_until(b"\n", endpoint.MAX_HELLO_BYTES)
-        hello = endpoint.parse(line)
-        if hello is None:
-            log.warning("refused a connection on the attach endpoint: no valid hello")
+        hello = endpoint.parse(await self._line(reader))
+        if hello is None or not isinstance(hello.get("nonce"), str):
+            self._note("hello", "refused a connection on the attach endpoint: no valid hello")
             await self._refuse(stream, "no valid attach hello", "Use vestige-mcp --attach.")
             return None
         if hello["vestige_attach"] != endpoint.PROTOCOL:
             message = endpoint.mismatch(
                 __version__, hello.get("version"), hello["vestige_attach"], "the proxy"
             )
-            log.warning("refused an attach: %s", message)
+            self._note("protocol", "refused an attach: %s", message)
             await self._refuse(stream, message, _UPGRADE_HINT)
             return None
-        token = hello.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), self._token.encode()
+        ours = endpoint.nonce()
+        proof = endpoint.proof(self._token, "owner", hello["nonce"])
+        await stream.send(endpoint.welcome(os.getpid(), __version__, ours, proof))
+        try:
+            answer = json.loads(await self._line(reader))
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not endpoint.proves(
+            self._token, "proxy", ours, answer.get("proof")
         ):
-            log.info("refused an attach with an outdated or wrong token (pid %s)", peer_pid)
-            await self._refuse(stream, "wrong attach token", "Start the client again.", retry=True)
+            # A proxy that read an earlier owner's file fails here too; it tries again.
+            self._note("proof", "closed an attach without a valid proof (pid %s)", peer_pid)
             return None
         claimed = hello.get("pid")
         pid = peer_pid if peer_pid is not None else claimed if isinstance(claimed, int) else 0
@@ -195,8 +204,28 @@ class Attachments:
             log.info(
                 "proxy pid %s runs vestige %s; this is %s", pid, hello.get("version"), __version__
             )
-        await stream.send(endpoint.welcome(os.getpid(), __version__))
         return pid
+
+    async def _line(self, reader: BufferedByteReceiveStream) -> bytes:
+        """One handshake line, or b"" if none came whole in time."""
+        with anyio.move_on_after(endpoint.HELLO_TIMEOUT_S):
+            with contextlib.suppress(
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                anyio.DelimiterNotFound,
+                anyio.BrokenResourceError,
+                OSError,
+            ):
+                return await reader.receive_until(b"\n", endpoint.MAX_HELLO_BYTES)
+        return b""
+
+    def _note(self, kind: str, message: str, *args: object) -> None:
+        """Log a refused connection, at most once per :data:`REFUSAL_LOG_INTERVAL_S` per
+        kind: anyone local can knock on a TCP endpoint, and must not fill the disk."""
+        now = time.monotonic()
+        if now - self._logged.get(kind, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            self._logged[kind] = now
+            log.warning(message, *args)
 
     async def _refuse(
         self, stream: SocketStream, error: str, hint: str, *, retry: bool = False
@@ -215,7 +244,7 @@ class Attachments:
         async def receive() -> bytes:
             try:
                 return await reader.receive(READ_CHUNK_BYTES)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead, OSError):
                 return b""
 
         async def send(data: bytes) -> None:
@@ -266,14 +295,4 @@ def _client_name(params: dict[str, Any]) -> str | None:
 
 def _peer(stream: SocketStream) -> tuple[int | None, int | None]:
     """The connecting process's pid and uid, from the kernel (Linux Unix sockets only)."""
-    if not _LINUX:
-        return None, None
-    raw = stream.extra(SocketAttribute.raw_socket, None)  # noqa: S610 - anyio, not Django
-    if raw is None or raw.family != socket.AF_UNIX:
-        return None, None
-    try:
-        creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None, None
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
+    return endpoint.peer(stream.extra(SocketAttribute.raw_socket, None))  # noqa: S610 - anyio

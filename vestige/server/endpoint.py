@@ -16,15 +16,22 @@ fsync, rename), so a reader never sees half of one, and it is removed only by th
 names.  A stale file (its owner was killed) is harmless: its socket refuses connections, and
 the next owner replaces it.
 
-The handshake is one JSON line each way, before any MCP message::
+The handshake proves, both ways, that each side knows the token, without ever sending it:
+a process that only pretends to be the owner (another user who took the loopback port of
+an owner that died) learns nothing it could use and cannot pass as the owner::
 
-    proxy: {"vestige_attach": 1, "token": "...", "pid": 4242, "version": "0.3.0"}
-    owner: {"vestige_attach": 1, "ok": true, "pid": 4100, "version": "0.3.0"}
-       or: {"vestige_attach": 1, "ok": false, "error": "...", "hint": "..."}
+    proxy: {"vestige_attach": 1, "pid": 4242, "version": "0.3.0", "nonce": N1}
+    owner: {"vestige_attach": 1, "ok": true, "pid": 4100, "version": "0.3.0", "nonce": N2,
+            "proof": HMAC(token, "owner:" + N1)}
+       or: {"vestige_attach": 1, "ok": false, "error": "...", "hint": "...", "retry": false}
+    proxy: {"proof": HMAC(token, "proxy:" + N2)}
 
-``vestige_attach`` is the attach protocol.  Both sides refuse another number with a message
-naming both versions, never a garbled session; package versions may differ as long as the
-protocol is the same (the relayed messages are plain MCP).
+The proxy checks the owner's proof before it sends anything of its client's; the owner
+checks the proxy's before it serves a session.  A proof that fails on the proxy's side is a
+file that named an earlier owner (or an impostor): the proxy tries again with the file as it
+is then.  ``vestige_attach`` is the attach protocol.  Both sides refuse another number with
+a message naming both versions, never a garbled session; package versions may differ as
+long as the protocol is the same (the relayed messages are plain MCP).
 
 This module is light on purpose: the proxy imports it, and a proxy must start fast.
 """
@@ -32,8 +39,13 @@ This module is light on purpose: the proxy imports it, and a proxy must start fa
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import secrets
+import socket
+import struct
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -50,9 +62,11 @@ OWNER_LOG_FILE: Final = "vestige-mcp.attach.log"
 #: The attach protocol: the handshake and the framing of the relayed messages.
 PROTOCOL: Final = 1
 TOKEN_BYTES: Final = 32
+NONCE_BYTES: Final = 16
 #: Longest Unix socket path used; longer ones fall back to loopback TCP.  ``sun_path`` holds
 #: 108 bytes on Linux and 104 on macOS, both with a terminating NUL.
 MAX_SOCKET_PATH_BYTES: Final = 100
+_LINUX: Final = sys.platform.startswith("linux")
 #: Unix sockets where the platform has them for local use.
 UNIX_SOCKETS: Final = sys.platform != "win32"
 #: Seconds a connecting proxy has to send its hello, and to get the answer.
@@ -141,22 +155,51 @@ def withdraw(data_dir: Path, pid: int) -> None:
             os.unlink(current.unix)
 
 
-def hello(token: str, pid: int, version: str) -> bytes:
+def nonce() -> str:
+    return secrets.token_hex(NONCE_BYTES)
+
+
+def proof(token: str, role: str, their_nonce: str) -> str:
+    """What ``role`` ("owner" or "proxy") answers to the other side's nonce."""
+    return hmac.new(token.encode(), f"{role}:{their_nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def proves(token: str, role: str, our_nonce: str, claimed: object) -> bool:
+    """Whether ``claimed`` is ``role``'s proof for our nonce (compared in constant time)."""
+    return isinstance(claimed, str) and hmac.compare_digest(
+        claimed.encode(), proof(token, role, our_nonce).encode()
+    )
+
+
+def hello(pid: int, version: str, proxy_nonce: str) -> bytes:
     """The proxy's first line."""
-    return _line({"vestige_attach": PROTOCOL, "token": token, "pid": pid, "version": version})
+    return _line({"vestige_attach": PROTOCOL, "pid": pid, "version": version, "nonce": proxy_nonce})
 
 
-def welcome(pid: int, version: str) -> bytes:
-    """The owner's answer to a good hello."""
-    return _line({"vestige_attach": PROTOCOL, "ok": True, "pid": pid, "version": version})
+def welcome(pid: int, version: str, owner_nonce: str, owner_proof: str) -> bytes:
+    """The owner's answer to a hello it accepts (so far: the proxy must still prove itself)."""
+    return _line(
+        {
+            "vestige_attach": PROTOCOL,
+            "ok": True,
+            "pid": pid,
+            "version": version,
+            "nonce": owner_nonce,
+            "proof": owner_proof,
+        }
+    )
+
+
+def answer(proxy_proof: str) -> bytes:
+    """The proxy's last handshake line."""
+    return _line({"proof": proxy_proof})
 
 
 def refusal(error: str, hint: str, *, retry: bool = False) -> bytes:
     """The owner's answer to a hello it refuses; the connection is then closed.
 
-    ``retry`` marks a refusal that trying again can cure: a token read from the file of the
-    owner before this one (the new owner listens on the same socket path before its file
-    replaces the old one), or a moment when every handshake slot is taken.
+    ``retry`` marks a refusal that trying again can cure: a moment when every handshake
+    slot is taken.
     """
     return _line(
         {"vestige_attach": PROTOCOL, "ok": False, "error": error, "hint": hint, "retry": retry}
@@ -180,6 +223,19 @@ def mismatch(our_version: str, their_version: object, their_protocol: object, wh
         f"{who} runs vestige {their_version} (attach protocol {their_protocol}) and this is "
         f"vestige {our_version} (attach protocol {PROTOCOL}): they cannot share a session"
     )
+
+
+def peer(sock: socket.socket | None) -> tuple[int | None, int | None]:
+    """The pid and uid of the process at the other end of a Unix socket, from the kernel
+    (Linux); ``(None, None)`` where the kernel cannot say (TCP, other platforms)."""
+    if sock is None or not _LINUX or sock.family != getattr(socket, "AF_UNIX", None):
+        return None, None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None, None
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 def _line(message: dict[str, Any]) -> bytes:

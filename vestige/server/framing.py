@@ -19,6 +19,8 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from vestige.server import _wire
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -169,16 +171,7 @@ def _parse(text: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
-        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        what = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        return Refusal(
-            "not-json",
-            types.PARSE_ERROR,
-            f"Parse error: the line is not JSON ({what}{where}): send one JSON-RPC "
-            "message per line",
-            None,
-            answer=True,
-        )
+        return Refusal("not-json", types.PARSE_ERROR, _wire.not_json(exc), None, answer=True)
 
 
 def _decode(line: bytes) -> tuple[str, int | None]:

@@ -44,7 +44,15 @@ from vestige import __version__
 from vestige.errors import VestigeError
 from vestige.owner import LockState, lock_state, read_owners
 from vestige.owner.election import Election
-from vestige.server import EXIT_CONFIG, EXIT_OK, EXIT_OWNER_LOCKED, STOP_SIGNALS, endpoint
+from vestige.server import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_OWNER_LOCKED,
+    EXIT_STORE,
+    STOP_SIGNALS,
+    _wire,
+    endpoint,
+)
 from vestige.server._fds import claim_standard_fds
 from vestige.server.options import MAX_MESSAGE_BYTES, REQUEST_KEY_META
 
@@ -67,6 +75,9 @@ PARENT_POLL_S: Final = 0.25
 #: The owner's log is started afresh past this size (the previous one is kept as ``.1``).
 OWNER_LOG_MAX_BYTES: Final = 1024 * 1024
 READ_CHUNK_BYTES: Final = 64 * 1024
+#: Exit statuses of an owner that trying again will not cure: unusable configuration or
+#: data directory, a database that cannot be opened.
+FINAL_EXITS: Final = frozenset({EXIT_CONFIG, EXIT_STORE})
 #: JSON-RPC's "internal error": what a request gets when no owner can serve it.
 INTERNAL_ERROR: Final = -32603
 PARSE_ERROR: Final = -32700
@@ -116,6 +127,8 @@ class Proxy:
         self._init_id: str | None = None
         self._initialized: bytes | None = None
         self._subscriptions: dict[str, bytes] = {}
+        #: Lines that are not requests we track (not JSON, batches) read with no owner.
+        self._unsent: list[bytes] = []
         self._replays: dict[str, asyncio.Future[None]] = {}
         self._replay_seq = 0
         self._owner: _Owner | None = None
@@ -123,6 +136,7 @@ class Proxy:
         self._code = EXIT_OK
         self._client_ended = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_exit: int | None = None  # of the last owner this proxy started
 
     # -- the relay -------------------------------------------------------------------
 
@@ -153,7 +167,8 @@ class Proxy:
         """Called from the output thread."""
         log.info("the client stopped reading")
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._stop, EXIT_OK)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: leaving anyway
+            self._loop.call_soon_threadsafe(self._stop, EXIT_OK)
 
     async def _client_side(self) -> None:
         chunks: asyncio.Queue[bytes] = asyncio.Queue()
@@ -191,7 +206,10 @@ class Proxy:
             except OSError:
                 chunk = b""
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            try:
+                self._loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:  # the loop is closed: the proxy is leaving
+                return
             if not chunk:
                 return
 
@@ -207,8 +225,16 @@ class Proxy:
             return
         try:
             message = json.loads(line)
-        except ValueError:
-            message = None  # the owner answers it (id null), as a direct server would
+        except json.JSONDecodeError as exc:
+            # Answered here, as the owner would: sent to an owner that is dying, it would
+            # get no answer, and it has no id by which to send it again.
+            self._out.put(_error_line(None, PARSE_ERROR, _wire.not_json(exc)))
+            return
+        except (ValueError, RecursionError):
+            message = None  # not UTF-8, or nested too deeply: the owner says which
+        if not isinstance(message, dict) and self._owner is None:
+            self._unsent.append(line)  # not JSON, or a batch: its answer comes from the owner
+            return
         if isinstance(message, dict) and "method" in message:
             method = message["method"]
             if "id" in message:
@@ -232,10 +258,12 @@ class Proxy:
         method = message["method"]
         params = message.get("params")
         if method == "tools/call" and isinstance(params, dict):
-            meta = params.setdefault("_meta", {})
+            if params.get("_meta") is None:
+                params["_meta"] = {}
+            meta = params["_meta"]
             if isinstance(meta, dict) and REQUEST_KEY_META not in meta:
                 meta[REQUEST_KEY_META] = uuid.uuid4().hex
-                line = json.dumps(message).encode()
+                line = _dump(message)
         elif method == "resources/subscribe" and isinstance(params, dict):
             self._subscriptions[str(params.get("uri"))] = line
         elif method == "resources/unsubscribe" and isinstance(params, dict):
@@ -335,8 +363,9 @@ class Proxy:
             await self._replay(owner, line)
         # No await from here until _owner is set: a client line arriving in between would
         # be neither in this batch nor sent by _from_client.
-        for line in self._inflight.values():
+        for line in [*self._unsent, *self._inflight.values()]:
             owner.writer.write(line + b"\n")
+        self._unsent.clear()
         self._owner = owner
         await owner.writer.drain()
 
@@ -348,7 +377,7 @@ class Proxy:
         message["id"] = replay_id
         answered = asyncio.get_running_loop().create_future()
         self._replays[_key(replay_id)] = answered
-        owner.writer.write(json.dumps(message).encode() + b"\n")
+        owner.writer.write(_dump(message) + b"\n")
         await owner.writer.drain()
         return answered
 
@@ -371,9 +400,43 @@ class Proxy:
             await asyncio.sleep(ELECTION_POLL_S)
 
     async def _connect(self) -> _Owner | None:
+        """Attach to the owner the endpoint file names; None when it cannot be reached (no
+        file, a dead owner's, an earlier owner's token, an impostor): look again later."""
         where = endpoint.read(self._data_dir)
         if where is None:
             return None
+        streams = await self._open(where)
+        if streams is None:
+            return None
+        reader, writer = streams
+        ours = endpoint.nonce()
+        try:
+            writer.write(endpoint.hello(os.getpid(), __version__, ours))
+            await writer.drain()
+            welcome = endpoint.parse(
+                await asyncio.wait_for(reader.readline(), endpoint.HELLO_TIMEOUT_S)
+            )
+        except (OSError, TimeoutError, ValueError):
+            welcome = None
+        if welcome is not None and (
+            welcome["vestige_attach"] != endpoint.PROTOCOL or not welcome.get("ok")
+        ):
+            writer.close()
+            self._refused(welcome, where)
+            return None
+        if welcome is None or not endpoint.proves(where.token, "owner", ours, welcome.get("proof")):
+            # The file named an earlier owner (its token), or whoever answers is not the
+            # owner at all: send nothing of the client's, and look again.
+            writer.close()
+            return None
+        their = welcome.get("nonce")
+        writer.write(endpoint.answer(endpoint.proof(where.token, "proxy", str(their))))
+        pid = welcome.get("pid")
+        return _Owner(reader, writer, pid if isinstance(pid, int) else where.pid)
+
+    async def _open(
+        self, where: endpoint.Endpoint
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
             if where.unix is not None:
                 reader, writer = await asyncio.open_unix_connection(
@@ -385,42 +448,43 @@ class Proxy:
                 )
         except OSError:
             return None  # a dead owner's endpoint: the next owner replaces it
-        try:
-            writer.write(endpoint.hello(where.token, os.getpid(), __version__))
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.readline(), endpoint.HELLO_TIMEOUT_S)
-        except (OSError, TimeoutError, ValueError):
-            writer.close()
+        _pid, uid = endpoint.peer(writer.get_extra_info("socket"))
+        if uid is not None and uid not in (os.geteuid(), 0):
+            writer.close()  # another user listens where the file says: never talk to it
+            log.warning(
+                "the attach endpoint of %s belongs to user %d: ignored", self._data_dir, uid
+            )
             return None
-        welcome = endpoint.parse(answer)
-        if welcome is None:
-            writer.close()
-            return None
-        if welcome["vestige_attach"] != endpoint.PROTOCOL or not welcome.get("ok"):
-            writer.close()
-            if welcome.get("retry") is True:
-                return None  # e.g. the file still named the previous owner's token
-            if welcome["vestige_attach"] != endpoint.PROTOCOL:
-                raise AttachError(
-                    endpoint.mismatch(
-                        __version__,
-                        welcome.get("version"),
-                        welcome["vestige_attach"],
-                        f"the server that owns {self._data_dir} (pid {where.pid})",
-                    ),
-                    hint=str(welcome.get("hint") or ""),
-                )
+        return reader, writer
+
+    def _refused(self, welcome: dict[str, Any], where: endpoint.Endpoint) -> None:
+        """Return for a refusal worth another try; else raise the AttachError that ends this
+        proxy."""
+        if welcome.get("retry") is True:
+            return  # every handshake slot was taken for a moment
+        if welcome["vestige_attach"] != endpoint.PROTOCOL:
             raise AttachError(
-                f"the server that owns {self._data_dir} (pid {where.pid}) refused to attach "
-                f"this window: {welcome.get('error')}",
+                endpoint.mismatch(
+                    __version__,
+                    welcome.get("version"),
+                    welcome["vestige_attach"],
+                    f"the server that owns {self._data_dir} (pid {where.pid})",
+                ),
                 hint=str(welcome.get("hint") or ""),
             )
-        pid = welcome.get("pid")
-        return _Owner(reader, writer, pid if isinstance(pid, int) else where.pid)
+        raise AttachError(
+            f"the server that owns {self._data_dir} (pid {where.pid}) refused to attach "
+            f"this window: {welcome.get('error')}",
+            hint=str(welcome.get("hint") or ""),
+        )
 
     async def _start_owner(self, deadline: float) -> _Owner | None:
         """Start a detached owner if the directory is free; None while someone else holds it."""
         state = lock_state(self._data_dir)
+        if state is LockState.SHARED and not any(
+            o.alive and o.mode == "shared" for o in read_owners(self._data_dir)
+        ):
+            return None  # a probe caught the lock of an owner in its last moments: look again
         if state is LockState.SHARED:
             raise AttachError(
                 f"{self._data_dir} is served by --shared-writers servers, which accept no "
@@ -431,29 +495,35 @@ class Proxy:
             )
         if state is LockState.EXCLUSIVE:
             return None  # an owner still starting, a restore, or an older vestige
-        proc = self._spawn_owner()
+        log_path = self._data_dir / endpoint.OWNER_LOG_FILE
+        proc, logged_from = self._spawn_owner(log_path)
         log.info("started the owner of %s: pid %d", self._data_dir, proc.pid)
         while time.monotonic() < deadline:
             owner = await self._connect()
             if owner is not None:
                 return owner
             code = proc.poll()
-            if code is not None:
+            if code in FINAL_EXITS:
+                message, hint = _refusal_in(log_path, logged_from)
                 raise AttachError(
-                    f"the server started for {self._data_dir} exited with status {code}: "
-                    f"{_last_line(self._data_dir / endpoint.OWNER_LOG_FILE)}",
-                    hint=f"Its log is {self._data_dir / endpoint.OWNER_LOG_FILE}.",
-                    code=code if code > 1 else EXIT_CONFIG,
+                    f"the server started for {self._data_dir} could not start: {message}",
+                    hint=f"{hint} (Its log: {log_path}.)" if hint else f"Its log: {log_path}.",
+                    code=code,
                 )
+            if code is not None:  # killed, crashed, or another took the lock: elect again
+                self._last_exit = code
+                log.warning("the owner started for %s exited with status %s", self._data_dir, code)
+                return None
             await asyncio.sleep(ELECTION_POLL_S)
         return None
 
-    def _spawn_owner(self) -> subprocess.Popen[bytes]:
-        log_path = self._data_dir / endpoint.OWNER_LOG_FILE
+    def _spawn_owner(self, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+        """The owner's process, and the offset in its log where its own lines begin."""
         with contextlib.suppress(OSError):
             if log_path.stat().st_size > OWNER_LOG_MAX_BYTES:
                 os.replace(log_path, log_path.with_name(log_path.name + ".1"))
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        logged_from = os.lseek(fd, 0, os.SEEK_END)
         try:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
@@ -475,10 +545,28 @@ class Proxy:
             os.close(fd)
         # Reap it if it exits while we live (else it stays a zombie until we exit).
         threading.Thread(target=proc.wait, daemon=True).start()
-        return proc
+        return proc, logged_from
 
     def _no_owner(self) -> AttachError:
+        """Why no owner answered within :data:`ATTACH_WAIT_S`, as far as the proxy can tell."""
         holders = [o for o in read_owners(self._data_dir) if o.alive]
+        where = endpoint.read(self._data_dir)
+        if where is not None and where.pid in {o.pid for o in holders}:
+            return AttachError(
+                f"the server that owns {self._data_dir} (pid {where.pid}) did not answer "
+                f"within {ATTACH_WAIT_S:.0f} s: it may be stopped (SIGSTOP, a debugger) or "
+                "stuck",
+                hint=f"If you stopped it, `kill -CONT {where.pid}`; else stop it (`kill -INT "
+                f"{where.pid}`) and the windows start another. `vestige doctor` shows it.",
+                code=EXIT_OWNER_LOCKED,
+            )
+        if self._last_exit is not None:
+            return AttachError(
+                f"the servers started for {self._data_dir} kept exiting (the last with "
+                f"status {self._last_exit})",
+                hint=f"Their log is {self._data_dir / endpoint.OWNER_LOG_FILE}.",
+                code=EXIT_CONFIG,
+            )
         who = ", ".join(f"pid {o.pid}" for o in holders) or "another process"
         return AttachError(
             f"no server accepted this window on {self._data_dir} within {ATTACH_WAIT_S:.0f} s: "
@@ -534,6 +622,16 @@ class _Output:
                 return
 
 
+def _dump(message: dict[str, Any]) -> bytes:
+    """A message as one line, no longer than the client sent it: UTF-8 text stays as it
+    is (escaping it could triple a line past the size limit), and only text that UTF-8
+    cannot carry (a lone surrogate) is escaped, for the owner to refuse as it would."""
+    try:
+        return json.dumps(message, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(message).encode()
+
+
 def _key(request_id: object) -> str:
     """A JSON-RPC id as a dict key: 1 and "1" are different ids."""
     return json.dumps(request_id)
@@ -545,12 +643,19 @@ def _error_line(request_id: object, code: int, message: str) -> bytes:
     ).encode()
 
 
-def _last_line(path: Path) -> str:
+def _refusal_in(path: Path, start: int) -> tuple[str, str]:
+    """The message and hint an owner that could not start wrote to its log after ``start``
+    (its one ``vestige-mcp: ...`` line and the ``Hint:`` after it)."""
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+            f.seek(start)
+            lines = f.read(64 * 1024).decode(errors="replace").splitlines()
     except OSError:
-        return "(no log)"
-    return lines[-1] if lines else "(nothing logged)"
+        return "(its log cannot be read)", ""
+    for i, line in enumerate(lines):
+        if line.startswith("vestige-mcp: "):
+            rest = "\n".join(lines[i + 1 :])
+            hint = rest.removeprefix("Hint: ").strip() if rest.startswith("Hint: ") else ""
+            return line.removeprefix("vestige-mcp: "), hint
+    meaningful = [ln for ln in lines if ln.strip()]
+    return (meaningful[-1] if meaningful else "(it logged nothing)"), ""
