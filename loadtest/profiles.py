@@ -209,6 +209,26 @@ class LoadProfile:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _attach_profile(
+    name: str, description: str, *, servers: int, duration_s: float, plan: AttachPlan
+) -> LoadProfile:
+    """An attach profile: --attach clients only, their owner's death the one fault."""
+    return LoadProfile(
+        name=name,
+        description=description,
+        servers=servers,
+        duration_s=duration_s,
+        rate_per_server=20.0,
+        cli_read_every_s=0.0,
+        backup_every_s=0.0,
+        consolidate_every_s=0.0,
+        external_writer=False,
+        faults=Faults((), (), ()),
+        idle_probe_calls=0,
+        attach=plan,
+    )
+
+
 PROFILES: Final[dict[str, LoadProfile]] = {
     p.name: p
     for p in (
@@ -269,20 +289,13 @@ PROFILES: Final[dict[str, LoadProfile]] = {
                 exclusive_launch_at=(0.05, 0.45, 0.95),
             ),
         ),
-        LoadProfile(
-            name="attach",
-            description="4 `vestige-mcp --attach` clients, 150 s, the owner killed -9 12"
-            " times, duplicate spawns and probes: issue 13's proof",
+        _attach_profile(
+            "attach",
+            "4 `vestige-mcp --attach` clients, 150 s, the owner killed -9 12 times, duplicate"
+            " spawns and probes: issue 13's proof",
             servers=4,
             duration_s=150.0,
-            rate_per_server=20.0,
-            cli_read_every_s=0.0,
-            backup_every_s=0.0,
-            consolidate_every_s=0.0,
-            external_writer=False,
-            faults=Faults((), (), ()),
-            idle_probe_calls=0,
-            attach=AttachPlan(
+            plan=AttachPlan(
                 owner_kills_at=tuple(round(0.06 + i * 0.08, 2) for i in range(12)),
                 duplicate_spawn_at=(0.1, 0.5),
                 duplicate_at_kills=(4, 9),
@@ -290,20 +303,13 @@ PROFILES: Final[dict[str, LoadProfile]] = {
                 cold_starts_before=3,
             ),
         ),
-        LoadProfile(
-            name="attach-ci",
-            description="3 `vestige-mcp --attach` clients, 40 s, the owner killed -9 4"
-            " times, duplicate spawns and a probe: the CI gate of the attach mode",
+        _attach_profile(
+            "attach-ci",
+            "3 `vestige-mcp --attach` clients, 40 s, the owner killed -9 4 times, duplicate"
+            " spawns and a probe: the CI gate of the attach mode",
             servers=3,
             duration_s=40.0,
-            rate_per_server=20.0,
-            cli_read_every_s=0.0,
-            backup_every_s=0.0,
-            consolidate_every_s=0.0,
-            external_writer=False,
-            faults=Faults((), (), ()),
-            idle_probe_calls=0,
-            attach=AttachPlan(failover_guard_factor=3.0),
+            plan=AttachPlan(failover_guard_factor=3.0),
         ),
     )
 }

@@ -92,22 +92,22 @@ def search_ids(proxy: ServerProcess, query: str) -> list[str]:
     return [r["id"] for r in result["structuredContent"]["results"]]
 
 
-def exported(data_dir: Path, home: Path) -> list[dict[str, Any]]:
-    """Every memory, through the CLI (a face of its own)."""
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("vestige")),
-            "export",
-            "--no-changelog",
-            "--data-dir",
-            str(data_dir),
-        ],
+def vestige_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``vestige`` CLI (a face of its own), with the tests' environment."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("vestige")), *args],
         capture_output=True,
         text=True,
         env=server_env(home),
         timeout=CALL_TIMEOUT_S,
-        check=True,
+        check=False,
     )
+
+
+def exported(data_dir: Path, home: Path) -> list[dict[str, Any]]:
+    """Every memory, through the CLI."""
+    done = vestige_cli(home, "export", "--no-changelog", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
@@ -429,20 +429,7 @@ def test_doctor_and_the_refusal_name_every_attached_window(data_dir: Path, home:
             return bool(infos) and {s.pid for s in infos[0].sessions} == proxies
 
         assert wait_for(both_published, START_TIMEOUT_S), read_owners(data_dir)
-        done = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("vestige")),
-                "doctor",
-                "--json",
-                "--data-dir",
-                str(data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            env=server_env(home),
-            timeout=CALL_TIMEOUT_S,
-            check=False,
-        )
+        done = vestige_cli(home, "doctor", "--json", "--data-dir", str(data_dir))
         report = json.loads(done.stdout)
         holders = report["owner_lock"]["holders"]
         sessions = [s for h in holders if h["pid"] == owner for s in h["sessions"]]
