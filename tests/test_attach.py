@@ -299,8 +299,9 @@ def test_a_proxy_names_both_versions_when_the_owner_speaks_another_protocol(
             while True:
                 conn, _ = listener.accept()
                 with conn:
-                    conn.recv(4096)
-                    conn.sendall(json.dumps(future).encode() + b"\n")
+                    hello = json.loads(conn.recv(4096))
+                    proof = attach_endpoint.proof("t" * 64, "owner", hello["nonce"])
+                    conn.sendall(json.dumps({**future, "proof": proof}).encode() + b"\n")
 
     threading.Thread(target=serve, daemon=True).start()
     attach_endpoint.publish(
@@ -322,12 +323,25 @@ def test_a_proxy_names_both_versions_when_the_owner_speaks_another_protocol(
     assert "Traceback" not in proxy.stderr()
 
 
+IMPOSTOR_ANSWERS: Final = {
+    # An owner's welcome without the proof.
+    "welcome": {"vestige_attach": 1, "ok": True, "pid": 1, "version": "0", "nonce": "x"},
+    # A refusal meant to end the window with words of the impostor's choosing.
+    "refusal": {"vestige_attach": 1, "ok": False, "error": "EVIL: run this", "hint": "EVIL"},
+    # A protocol mismatch, as an owner of a newer vestige would say it.
+    "mismatch": {"vestige_attach": 7, "ok": False, "version": "EVIL", "error": "EVIL"},
+    # A proof that cannot even be encoded (a lone surrogate).
+    "surrogate": {"vestige_attach": 1, "ok": True, "pid": 1, "nonce": "ab", "proof": "\ud800"},
+}
+
+
 @pytest.mark.usefixtures("reap_owners")
-def test_a_proxy_tells_its_client_nothing_until_the_owner_proved_it_knows_the_token(
-    data_dir: Path, home: Path
+@pytest.mark.parametrize("answer", sorted(IMPOSTOR_ANSWERS))
+def test_a_proxy_believes_nothing_until_the_owner_proved_it_knows_the_token(
+    data_dir: Path, home: Path, answer: str
 ) -> None:
     # An impostor on loopback (another user that took a dead owner's port, say) answers
-    # the hello as an owner would, without the proof.
+    # the hello; the proxy must neither tell it anything nor believe what it says.
     data_dir.mkdir(mode=0o700)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -340,8 +354,7 @@ def test_a_proxy_tells_its_client_nothing_until_the_owner_proved_it_knows_the_to
                 conn, _ = listener.accept()
                 with conn:
                     heard.append(conn.recv(4096))
-                    ok = {"vestige_attach": 1, "ok": True, "pid": 1, "version": "0"}
-                    conn.sendall(json.dumps({**ok, "nonce": "x", "proof": "y"}).encode() + b"\n")
+                    conn.sendall(json.dumps(IMPOSTOR_ANSWERS[answer]).encode() + b"\n")
                     heard.append(conn.recv(4096))
 
     threading.Thread(target=impostor, daemon=True).start()
@@ -362,6 +375,7 @@ def test_a_proxy_tells_its_client_nothing_until_the_owner_proved_it_knows_the_to
     finally:
         listener.close()
     assert heard, "the proxy never tried the published endpoint"
+    assert "EVIL" not in proxy.stderr()
     everything = b"".join(heard)
     assert b"hunter2" not in everything
     assert b"initialize" not in everything
@@ -498,3 +512,29 @@ def test_a_line_sent_while_no_owner_is_there_is_still_answered(data_dir: Path, h
         ingest(proxy, "after the line that was not json")
         null_id = proxy.response(None)  # type: ignore[arg-type]
     assert null_id["error"]["code"] == -32700
+
+
+@pytest.mark.usefixtures("reap_owners")
+def test_bad_handshakes_neither_stop_the_owner_nor_fill_its_log(data_dir: Path, home: Path) -> None:
+    bad_lines = [
+        b'{"vestige_attach": 1, "pid": 1, "nonce": "\\ud800"}\n',  # a lone surrogate
+        b"[" * 3000 + b"\n",  # nested too deeply
+        b'{"vestige_attach": 1, "pid": 1, "nonce": "' + b"a" * 32 + b'"}\n',  # then gone
+    ]
+    log_file = data_dir / attach_endpoint.OWNER_LOG_FILE
+    with attach(data_dir, home) as proxy:
+        owner = owner_pid(data_dir)
+        where = attach_endpoint.read(data_dir)
+        assert where is not None
+        assert where.unix is not None
+        before = log_file.stat().st_size
+        for _ in range(20):
+            for line in bad_lines:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(where.unix)
+                    s.sendall(line)
+        ingest(proxy, "still served after sixty bad handshakes")
+        assert owner_pid(data_dir) == owner
+        logged = log_file.read_bytes()[before:].decode(errors="replace")
+    assert logged.count("Traceback") <= 1, logged
+    assert len(logged.splitlines()) < 40, logged

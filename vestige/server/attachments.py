@@ -141,19 +141,21 @@ class Attachments:
         """One connection; whatever goes wrong with it ends it alone, never the owner."""
         try:
             await self._connection(stream)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # the peer left
         except Exception:
-            log.exception("an attached connection failed; the owner goes on")
+            self._note("error", "an attached connection failed; the owner goes on", exc=True)
 
     async def _connection(self, stream: SocketStream) -> None:
         async with stream:
             if self._hellos >= MAX_PENDING_HELLOS or len(self._sessions) >= MAX_SESSIONS:
-                self._note("full", "refused an attached session: %d are served", self.count)
-                await self._refuse(
-                    stream,
-                    f"this server already serves {len(self._sessions)} attached sessions",
-                    "Close some windows, or start this one without --attach.",
-                    retry=self._hellos >= MAX_PENDING_HELLOS,
+                why = (
+                    f"{len(self._sessions)} attached sessions are served, the most there can be"
+                    if len(self._sessions) >= MAX_SESSIONS
+                    else f"{self._hellos} connections are in their handshake, the most at once"
                 )
+                self._note("full", "refused an attached session: %s", why)
+                await self._refuse(stream, f"this server is full: {why}", _FULL_HINT)
                 return
             self._hellos += 1
             try:
@@ -174,19 +176,19 @@ class Attachments:
             await self._refuse(stream, "another user's process cannot attach", "")
             return None
         hello = endpoint.parse(await self._line(reader))
-        if hello is None or not isinstance(hello.get("nonce"), str):
+        if hello is None or not endpoint.valid_nonce(hello.get("nonce")):
             self._note("hello", "refused a connection on the attach endpoint: no valid hello")
             await self._refuse(stream, "no valid attach hello", "Use vestige-mcp --attach.")
             return None
+        proof = endpoint.proof(self._token, "owner", hello["nonce"])
         if hello["vestige_attach"] != endpoint.PROTOCOL:
             message = endpoint.mismatch(
                 __version__, hello.get("version"), hello["vestige_attach"], "the proxy"
             )
             self._note("protocol", "refused an attach: %s", message)
-            await self._refuse(stream, message, _UPGRADE_HINT)
+            await self._refuse(stream, message, _UPGRADE_HINT, proof)
             return None
         ours = endpoint.nonce()
-        proof = endpoint.proof(self._token, "owner", hello["nonce"])
         await stream.send(endpoint.welcome(os.getpid(), __version__, ours, proof))
         try:
             answer = json.loads(await self._line(reader))
@@ -219,20 +221,21 @@ class Attachments:
                 return await reader.receive_until(b"\n", endpoint.MAX_HELLO_BYTES)
         return b""
 
-    def _note(self, kind: str, message: str, *args: object) -> None:
-        """Log a refused connection, at most once per :data:`REFUSAL_LOG_INTERVAL_S` per
-        kind: anyone local can knock on a TCP endpoint, and must not fill the disk."""
+    def _note(self, kind: str, message: str, *args: object, exc: bool = False) -> None:
+        """Log a refused or failed connection, at most once per
+        :data:`REFUSAL_LOG_INTERVAL_S` per kind: anyone local can knock on a TCP endpoint,
+        and must not fill the disk."""
         now = time.monotonic()
         if now - self._logged.get(kind, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
             self._logged[kind] = now
-            log.warning(message, *args)
+            log.warning(message, *args, exc_info=exc)
 
     async def _refuse(
-        self, stream: SocketStream, error: str, hint: str, *, retry: bool = False
+        self, stream: SocketStream, error: str, hint: str, proof: str | None = None
     ) -> None:
         with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             with anyio.move_on_after(endpoint.HELLO_TIMEOUT_S):
-                await stream.send(endpoint.refusal(error, hint, retry=retry))
+                await stream.send(endpoint.refusal(error, hint, proof))
 
     async def _session(
         self, stream: SocketStream, reader: BufferedByteReceiveStream, pid: int
@@ -278,6 +281,7 @@ class Attachments:
         )
 
 
+_FULL_HINT: Final = "Close some windows, or start this one without --attach."
 _UPGRADE_HINT: Final = (
     "After an upgrade, restart every client that uses this data directory, so that all of "
     "them run one version of vestige."

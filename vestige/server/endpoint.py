@@ -23,11 +23,13 @@ an owner that died) learns nothing it could use and cannot pass as the owner::
     proxy: {"vestige_attach": 1, "pid": 4242, "version": "0.3.0", "nonce": N1}
     owner: {"vestige_attach": 1, "ok": true, "pid": 4100, "version": "0.3.0", "nonce": N2,
             "proof": HMAC(token, "owner:" + N1)}
-       or: {"vestige_attach": 1, "ok": false, "error": "...", "hint": "...", "retry": false}
+       or: {"vestige_attach": 1, "ok": false, "error": "...", "hint": "...",
+            "proof": HMAC(token, "owner:" + N1)}
     proxy: {"proof": HMAC(token, "proxy:" + N2)}
 
-The proxy checks the owner's proof before it sends anything of its client's; the owner
-checks the proxy's before it serves a session.  A proof that fails on the proxy's side is a
+The proxy checks the owner's proof before it believes anything the owner says (a refusal
+included) or sends anything of its client's; the owner checks the proxy's before it serves
+a session.  A proof that fails on the proxy's side is a
 file that named an earlier owner (or an impostor): the proxy tries again with the file as it
 is then.  ``vestige_attach`` is the attach protocol.  Both sides refuse another number with
 a message naming both versions, never a garbled session; package versions may differ as
@@ -63,6 +65,7 @@ OWNER_LOG_FILE: Final = "vestige-mcp.attach.log"
 PROTOCOL: Final = 1
 TOKEN_BYTES: Final = 32
 NONCE_BYTES: Final = 16
+PROOF_CHARS: Final = 64  # hex of an HMAC-SHA256
 #: Longest Unix socket path used; longer ones fall back to loopback TCP.  ``sun_path`` holds
 #: 108 bytes on Linux and 104 on macOS, both with a terminating NUL.
 MAX_SOCKET_PATH_BYTES: Final = 100
@@ -166,8 +169,21 @@ def proof(token: str, role: str, their_nonce: str) -> str:
 
 def proves(token: str, role: str, our_nonce: str, claimed: object) -> bool:
     """Whether ``claimed`` is ``role``'s proof for our nonce (compared in constant time)."""
-    return isinstance(claimed, str) and hmac.compare_digest(
-        claimed.encode(), proof(token, role, our_nonce).encode()
+    return _hex(claimed, PROOF_CHARS) and hmac.compare_digest(
+        str(claimed).encode(), proof(token, role, our_nonce).encode()
+    )
+
+
+def valid_nonce(value: object) -> bool:
+    """A nonce as this protocol makes them: hex, of the right length (so it can be signed)."""
+    return _hex(value, NONCE_BYTES * 2)
+
+
+def _hex(value: object, length: int) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == length
+        and all(c in "0123456789abcdef" for c in value)
     )
 
 
@@ -195,14 +211,22 @@ def answer(proxy_proof: str) -> bytes:
     return _line({"proof": proxy_proof})
 
 
-def refusal(error: str, hint: str, *, retry: bool = False) -> bytes:
+def refusal(error: str, hint: str, owner_proof: str | None = None) -> bytes:
     """The owner's answer to a hello it refuses; the connection is then closed.
 
-    ``retry`` marks a refusal that trying again can cure: a moment when every handshake
-    slot is taken.
+    A proxy believes a refusal only with the owner's proof for its nonce: without one (the
+    owner could not read a nonce, or whoever answers is not the owner) it tries again, so a
+    process that merely listens where an owner was can neither end a window's session nor
+    put words in its error messages.
     """
     return _line(
-        {"vestige_attach": PROTOCOL, "ok": False, "error": error, "hint": hint, "retry": retry}
+        {
+            "vestige_attach": PROTOCOL,
+            "ok": False,
+            "error": error,
+            "hint": hint,
+            "proof": owner_proof,
+        }
     )
 
 
@@ -210,9 +234,10 @@ def parse(line: bytes) -> dict[str, Any] | None:
     """A handshake line as a dict, or None if it is not one."""
     try:
         message = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(message, dict) or not isinstance(message.get("vestige_attach"), int):
+    version = message.get("vestige_attach") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or isinstance(version, bool) or not isinstance(version, int):
         return None
     return message
 

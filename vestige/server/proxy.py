@@ -312,6 +312,10 @@ class Proxy:
             except OSError as exc:
                 self._give_up(AttachError(f"cannot attach: {exc.strerror or exc}"))
                 return
+            except Exception as exc:  # a bug: say so to the client rather than fall silent
+                log.exception("attaching failed")
+                self._give_up(AttachError(f"internal error while attaching: {exc!r}"))
+                return
             reading = asyncio.create_task(self._pump(owner))
             try:
                 await self._resume(owner, reading)
@@ -418,18 +422,19 @@ class Proxy:
             )
         except (OSError, TimeoutError, ValueError):
             welcome = None
-        if welcome is not None and (
-            welcome["vestige_attach"] != endpoint.PROTOCOL or not welcome.get("ok")
-        ):
-            writer.close()
-            self._refused(welcome, where)
-            return None
         if welcome is None or not endpoint.proves(where.token, "owner", ours, welcome.get("proof")):
-            # The file named an earlier owner (its token), or whoever answers is not the
-            # owner at all: send nothing of the client's, and look again.
+            # The file named an earlier owner (its token), whoever answers is not the owner
+            # at all, or an owner too busy to read our nonce: believe nothing it says, send
+            # nothing of the client's, and look again.
             writer.close()
             return None
+        if welcome["vestige_attach"] != endpoint.PROTOCOL or not welcome.get("ok"):
+            writer.close()
+            raise self._refused(welcome, where)
         their = welcome.get("nonce")
+        if not endpoint.valid_nonce(their):
+            writer.close()
+            return None
         writer.write(endpoint.answer(endpoint.proof(where.token, "proxy", str(their))))
         pid = welcome.get("pid")
         return _Owner(reader, writer, pid if isinstance(pid, int) else where.pid)
@@ -457,13 +462,10 @@ class Proxy:
             return None
         return reader, writer
 
-    def _refused(self, welcome: dict[str, Any], where: endpoint.Endpoint) -> None:
-        """Return for a refusal worth another try; else raise the AttachError that ends this
-        proxy."""
-        if welcome.get("retry") is True:
-            return  # every handshake slot was taken for a moment
+    def _refused(self, welcome: dict[str, Any], where: endpoint.Endpoint) -> AttachError:
+        """The error that ends this proxy, for a refusal the owner proved it sent."""
         if welcome["vestige_attach"] != endpoint.PROTOCOL:
-            raise AttachError(
+            return AttachError(
                 endpoint.mismatch(
                     __version__,
                     welcome.get("version"),
@@ -472,7 +474,7 @@ class Proxy:
                 ),
                 hint=str(welcome.get("hint") or ""),
             )
-        raise AttachError(
+        return AttachError(
             f"the server that owns {self._data_dir} (pid {where.pid}) refused to attach "
             f"this window: {welcome.get('error')}",
             hint=str(welcome.get("hint") or ""),
