@@ -247,7 +247,7 @@ def latency_checks(
             room = rel.idle_rounds * idle.p50
             for label, w, r, times in (
                 ("p50", write.p50, read.p50, rel.times),
-                ("p99", write.p99, read.p99, rel.times),
+                ("p99", write.p99, read.p99, rel.p99_times),
                 ("max", write.max, read.max, rel.max_times),
             ):
                 basis = (

@@ -37,6 +37,10 @@ class Relative:
     """
 
     times: float = 3.0
+    #: The p99 gets a little more: a write's tail holds its wait at the gate behind the other
+    #: servers' writes and the WAL checkpoints, which no read waits for (a CI run
+    #: measured write/read p99 3.7 with nothing wrong; the 20 ms fault gives 24x).
+    p99_times: float = 4.0
     #: Up to this many idle read round trips on top: room for a write's own work.
     idle_rounds: float = 3.0
     #: The maximum is one sample, so it gets more room than the percentiles (write/read max
