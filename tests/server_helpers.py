@@ -124,6 +124,8 @@ class ServerProcess:
         self._ids = itertools.count(1)
         self._lines: queue.Queue[bytes] = queue.Queue()
         self._responses: dict[int, dict[str, Any]] = {}
+        #: Notifications from the server, oldest first, until taken by ``notification``.
+        self.notifications: list[dict[str, Any]] = []
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
     @property
@@ -154,14 +156,32 @@ class ServerProcess:
     def response(self, rid: int, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while rid not in self._responses:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"no response to request {rid}: {self.stderr()}") from None
-            message = json.loads(line)
-            if "id" in message:
-                self._responses[message["id"]] = message
+            if not self._take_line(deadline):
+                raise TimeoutError(f"no response to request {rid}: {self.stderr()}")
         return self._responses.pop(rid)
+
+    def notification(self, method: str, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+        """The oldest notification ``method`` received (waiting for one); others stay."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, note in enumerate(self.notifications):
+                if note["method"] == method:
+                    return self.notifications.pop(i)
+            if not self._take_line(deadline):
+                raise TimeoutError(f"no {method} notification: {self.stderr()}")
+
+    def _take_line(self, deadline: float) -> bool:
+        """Read one message into the responses or the notifications; False at the deadline."""
+        try:
+            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return False
+        message = json.loads(line)
+        if "id" in message and "method" not in message:
+            self._responses[message["id"]] = message
+        elif "id" not in message:
+            self.notifications.append(message)
+        return True
 
     def drain_responses(self) -> list[dict[str, Any]]:
         """Every response already received (after the server exited)."""

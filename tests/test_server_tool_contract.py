@@ -297,13 +297,13 @@ def test_resources_are_served_and_prompts_not_advertised(tmp_path: Path, data_di
                 assert caps is not None
                 assert caps.prompts is None, mode
                 assert caps.resources is not None, mode
-                assert caps.resources.subscribe is False, mode  # nothing is published yet
+                assert caps.resources.subscribe is True, mode  # test_server_notify.py
                 with pytest.raises(MCPError) as refused:
                     await client.list_prompts()
                 assert refused.value.error.code == -32601  # method not found
 
                 uris = {str(r.uri): r for r in (await client.list_resources()).resources}
-                assert set(uris) == {"memory://stats", "memory://recent"}
+                assert set(uris) == {"memory://stats", "memory://recent", "memory://changes"}
                 assert {r.mime_type for r in uris.values()} == {"application/json"}
                 if mode == "legacy":
                     for i in range(RECENT_MEMORIES + 3):

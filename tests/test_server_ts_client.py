@@ -153,7 +153,7 @@ def check(report: dict[str, Any]) -> None:
     assert report["afterwards"]["structured"]["total_memories"] == 1  # nothing else stored
 
     assert report["capabilities"].get("prompts") is None  # none served, none advertised
-    assert report["capabilities"]["resources"]["subscribe"] is False
+    assert report["capabilities"]["resources"]["subscribe"] is True
     for name, schema in report["schemas"].items():
         assert schema["inputAdditional"] is False, (name, schema)
         assert schema["hasOutputSchema"] is True, (name, schema)
@@ -338,3 +338,37 @@ def test_typescript_sdk_through_attach_survives_owner_kill(
     ]
     assert sorted(contents) == sorted(expected)  # each exactly once, nothing else
     assert after["statsA"]["structured"]["total_memories"] == len(expected)
+
+
+def test_typescript_sdk_subscriber_hears_a_write_through_another_server(
+    ts_client: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Issue 14's done-when, through a client nobody here wrote: a subscribed client of one
+    server is told of a write made through another server on the same directory."""
+    command = server_command("--data-dir", str(data_dir), "--shared-writers")
+    config = {
+        "command": command[0],
+        "args": command[1:],
+        "env": server_env(tmp_path),
+        "cwd": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["node", "subscribe.mjs", json.dumps(config)],
+        cwd=ts_client,
+        capture_output=True,
+        text=True,
+        env=NPM_ENV,
+        timeout=DRIVE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["errors"] == [], report
+    assert report["capabilities"]["resources"]["subscribe"] is True
+    made = report["write"]["structured"]["id"]
+    assert report["notified"] is not None, done.stderr  # told, not left to poll
+    assert report["notified"]["uri"] == "memory://changes"
+    [change] = report["page"]["structured"]["changes"]
+    assert (change["kind"], change["memory_id"]) == ("created", made)
+    assert change["process"] == f"vestige-mcp pid {report['writerPid']}"
+    assert "Traceback" not in done.stderr

@@ -80,6 +80,8 @@ class ServerApp:
         self.started = time.time()
         self.cache = VersionedCache(store.data_version)
         self.upkeep: Upkeep | None = None
+        #: Called after each write this server commits (the change notifier looks at once).
+        self.wrote: Callable[[], None] = _nothing
         self.closing = False
         self._limiter = anyio.CapacityLimiter(DB_THREADS)
         self._inflight = 0
@@ -137,6 +139,10 @@ class ServerApp:
             "maintenance_owner": bool(self.upkeep and self.upkeep.owner),
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+
+def _nothing() -> None:
+    pass
 
 
 def _acting_for(

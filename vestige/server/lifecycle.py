@@ -39,6 +39,7 @@ from vestige.server import (
     EXIT_OK,
     EXIT_STORE,
     STOP_SIGNALS,
+    notify,
     resources,
     tools,
 )
@@ -113,9 +114,9 @@ def run(lock: OwnerLock, opts: Options, sock: socket.socket | None) -> int:
     app = ServerApp(store, lock, opts)
     code = EXIT_ERROR
     try:
-        mcp = _build(app)
+        mcp, notifier = _build(app)
         _startup_built()
-        anyio.run(_serve, app, mcp, sock)  # _serve leaves through _exit
+        anyio.run(_serve, app, mcp, notifier, sock)  # _serve leaves through _exit
     except KeyboardInterrupt:
         code = EXIT_OK
     except ConfigError as err:
@@ -155,8 +156,9 @@ def _startup_built() -> None:
     gc.enable()
 
 
-def _build(app: ServerApp) -> MCPServer[Any]:
+def _build(app: ServerApp) -> tuple[MCPServer[Any], notify.ChangeNotifier]:
     extra: dict[str, Any] = {}
+    bus = notify.CountingBus()
     if app.options.transport == "http":
         from vestige.server import http  # noqa: PLC0415 - stdio never loads the HTTP stack
 
@@ -168,14 +170,22 @@ def _build(app: ServerApp) -> MCPServer[Any]:
         log_level=app.options.log_level,
         tools=list(tools.build(app)),
         resources=resources.build(app),
-        subscriptions=False,  # nothing is published yet: advertise no subscriptions
+        subscriptions=bus,
         **extra,
     )
     resources.withdraw_prompts(mcp)
-    return mcp
+    notifier = notify.ChangeNotifier(app, bus)
+    notify.install(mcp, notifier)
+    app.wrote = notifier.wrote
+    return mcp, notifier
 
 
-async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None) -> NoReturn:
+async def _serve(
+    app: ServerApp,
+    mcp: MCPServer[Any],
+    notifier: notify.ChangeNotifier,
+    sock: socket.socket | None,
+) -> NoReturn:
     anyio.to_thread.current_default_thread_limiter().total_tokens = DEFAULT_THREAD_TOKENS
     stop = Stop()
     app.upkeep = Upkeep(app)
@@ -202,6 +212,7 @@ async def _serve(app: ServerApp, mcp: MCPServer[Any], sock: socket.socket | None
         if attachments is not None:
             tg.start_soon(attachments.serve)
         tg.start_soon(app.upkeep.run)
+        tg.start_soon(notifier.run)
         log.info(
             "serving %s (%s owner, %s, pid %d)",
             app.store.path,

@@ -14,11 +14,13 @@ client its session: every proxy notices at once (its connection ends), one wins 
 election and starts the next owner, and all of them re-attach.  Each then replays its
 client's session setup under private ids, whose answers it swallows: ``initialize`` and
 ``notifications/initialized`` (a 2026-style client sends neither: each request carries its
-own envelope, so there is nothing to replay), and resource subscriptions.  Then it resends
-every request that was in flight.  Reads are simply run again; each ``tools/call`` carries a
-request key the proxy assigned (``params._meta``, :data:`REQUEST_KEY_META`), which the owner
-records in the write's own transaction, so a write that had committed before the owner died
-answers with its first answer instead of running twice.
+own envelope, so there is nothing to replay), and resource subscriptions, after which it
+tells the client that each subscribed resource may have changed (nobody announced what was
+committed while no owner was there).  Then it resends every request that was in flight.
+Reads are simply run again; each ``tools/call`` carries a request key the proxy assigned
+(``params._meta``, :data:`REQUEST_KEY_META`), which the owner records in the write's own
+transaction, so a write that had committed before the owner died answers with its first
+answer instead of running twice.
 
 The proxy imports no MCP SDK, no pydantic and no SQLite: it starts in a fraction of a direct
 server's time and stays small.  It parses each line only as far as it must (ids, methods).
@@ -332,6 +334,7 @@ class Proxy:
                         owner.pid,
                         (time.monotonic() - lost_at) * 1000,
                     )
+                    self._announce_subscribed()
             await reading
             self._owner = None
             lost_at = time.monotonic()
@@ -372,6 +375,24 @@ class Proxy:
         self._unsent.clear()
         self._owner = owner
         await owner.writer.drain()
+
+    def _announce_subscribed(self) -> None:
+        """Tell the client that each resource it subscribed to may have changed.
+
+        Changes committed while no owner was there reached nobody; the new owner announces
+        only later ones.  One notification too many makes the client read again; one too
+        few would leave it wrong until the next change.
+        """
+        for uri in self._subscriptions:
+            self._out.put(
+                _dump(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/resources/updated",
+                        "params": {"uri": uri},
+                    }
+                )
+            )
 
     async def _replay(self, owner: _Owner, line: bytes) -> asyncio.Future[None]:
         """Send ``line`` again under a private id; the future is done when it is answered."""

@@ -1,8 +1,10 @@
-"""What the server offers besides tools: two JSON resources, and no prompts.
+"""What the server offers besides tools: three JSON resources, and no prompts.
 
-A client that lists resources finds ``memory://stats`` (what the stats tool returns) and
-``memory://recent`` (the newest memories, their text cut as at summary detail), both read
-fresh on every read.  The SDK advertises prompts whether or not any exist; a server that
+A client that lists resources finds ``memory://stats`` (what the stats tool returns),
+``memory://recent`` (the newest memories, their text cut as at summary detail) and
+``memory://changes`` (the newest changelog entries), each read fresh on every read.  A
+client may subscribe to any of them and is told when a change by any process made it stale
+(:mod:`vestige.server.notify`).  The SDK advertises prompts whether or not any exist; a server that
 advertises what it never serves sends clients looking for nothing, so ``withdraw_prompts``
 takes the prompt methods away (a client asking gets "method not found").
 """
@@ -15,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 import pydantic_core
 from mcp.server.mcpserver.resources import FunctionResource, Resource
 
+from vestige import config
 from vestige.server import results
+from vestige.server.notify import CHANGES_URI, RECENT_URI, STATS_URI
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -26,8 +30,8 @@ log = logging.getLogger("vestige.server")
 
 #: Memories listed by memory://recent, newest first.
 RECENT_MEMORIES: Final = 20
-STATS_URI: Final = "memory://stats"
-RECENT_URI: Final = "memory://recent"
+#: Changelog entries listed by memory://changes, newest first.
+RECENT_CHANGES: Final = config.CHANGELOG_DEFAULT_LIMIT
 JSON: Final = "application/json"
 #: The beginning of time for "newest, whatever their age".
 _EPOCH: Final = "0001-01-01"
@@ -51,6 +55,15 @@ def build(app: ServerApp) -> list[Resource]:
             }
         )
 
+    async def changes() -> str:
+        page = await app.run(app.store.changes, limit=RECENT_CHANGES)
+        shown = results.changelog(page, with_before=False).model_dump(mode="json")
+        shown["hint"] = shown["hint"] or (
+            "for exactly what came after a change you saw, call memory_changelog with "
+            "since_seq set to its seq"
+        )
+        return _json(shown)
+
     return [
         FunctionResource.from_function(
             stats,
@@ -69,6 +82,17 @@ def build(app: ServerApp) -> list[Resource]:
             description=f"The {RECENT_MEMORIES} newest memories, newest first, each with its "
             f"id, node_type, tags, created_at and the first {results.SUMMARY_CONTENT_CHARS} "
             "characters of its text (content_truncated says when cut).",
+            mime_type=JSON,
+        ),
+        FunctionResource.from_function(
+            changes,
+            uri=CHANGES_URI,
+            name="changes",
+            title="Recent changes",
+            description=f"The {RECENT_CHANGES} newest changelog entries, newest first (seq, "
+            "time, kind, memory ids, who), and newest_seq.  Subscribe to be told when any "
+            "process changes the memory; then memory_changelog with since_seq gives exactly "
+            "what came after the last seq you saw (gap says when some of it is gone).",
             mime_type=JSON,
         ),
     ]

@@ -193,7 +193,9 @@ async def _write(
     key = request_key_of(ctx)
     client = client_of(ctx)
     if key is None:
-        return call.answer(await app.run(fn, client=client, **kwargs))
+        answer = call.answer(await app.run(fn, client=client, **kwargs))
+        app.wrote()
+        return answer
     guard = request_keys.RequestKey(
         key,
         request_keys.fingerprint(call.name, call.arguments),
@@ -201,6 +203,7 @@ async def _write(
     )
     try:
         result = await app.run(fn, client=client, request_key=guard, **kwargs)
+        app.wrote()
     except request_keys.RequestRepeated as repeat:
         log.info("%s: request key %s seen before; answered as the first time", call.name, key)
         return call.model.model_validate_json(repeat.answer)
@@ -468,6 +471,7 @@ def _writes_of(app: ServerApp, tool: Adder) -> None:
         # A request key is ignored (see the module docstring): the pass is many transactions
         # under a lease, and a second pass moments after the first changes next to nothing.
         report = await app.run(store.decay, client=client_of(ctx))
+        app.wrote()
         return ConsolidateResult.model_validate(report.to_dict())
 
 

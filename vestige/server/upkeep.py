@@ -87,6 +87,7 @@ class Upkeep:
             if due_in > 0:
                 return due_in
         report = await self.app.run(self.app.store.decay)
+        self.app.wrote()
         if report.ran:
             log.info(
                 "decay pass: %d memories, %d changed, %d ms",
