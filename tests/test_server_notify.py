@@ -294,3 +294,21 @@ def test_http_clients_of_both_eras_hear_a_cli_write(tmp_path: Path, data_dir: Pa
                             break
 
         anyio.run(scenario)
+
+
+def test_a_window_that_leaves_takes_its_subscriptions_along(tmp_path: Path, data_dir: Path) -> None:
+    """The owner follows the changelog only while someone listens: once the last
+    subscribed window left, it stops (the idle cost goes back to nothing)."""
+    with ServerProcess(data_dir, home=tmp_path, env=QUIET) as owner:
+        owner.initialize()
+        with ServerProcess(data_dir, "--attach", home=tmp_path, env=QUIET) as window:
+            window.initialize()
+            reply = window.response(window.send("resources/subscribe", {"uri": CHANGES}))
+            assert reply.get("result") == {}, reply
+            cli(tmp_path, data_dir, "ingest", "heard by the attached window")
+            window.notification("notifications/resources/updated", NOTICE_WAIT_S)
+            assert "a client subscribed: following the changelog" in owner.stderr()
+        assert wait_for(
+            lambda: "stopped following the changelog" in owner.stderr(), NOTICE_WAIT_S
+        ), owner.stderr()
+        assert owner.call_tool("stats", {})["structuredContent"]["total_memories"] == 1

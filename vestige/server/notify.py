@@ -161,6 +161,8 @@ class ChangeNotifier:
     async def run(self) -> None:
         while True:
             if not self.watching:
+                if self._feed is not None:
+                    log.info("no client is subscribed any more: stopped following the changelog")
                 self._feed = None  # nobody listens: no look at all until someone does
                 self._watch_from = None
                 self._due.clear()
@@ -180,6 +182,7 @@ class ChangeNotifier:
             if self._feed is None:
                 since = datetime.fromtimestamp(self._watch_from or time.time(), UTC).isoformat()
                 self._feed = await self._app.run(ChangeFeed, self._app.store, since=since)
+                log.info("a client subscribed: following the changelog for changes by any process")
             batch = await self._app.run(self._feed.poll)
         except Exception as err:  # the server goes on; its tools report the same fault
             now = time.monotonic()
