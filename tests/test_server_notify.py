@@ -10,6 +10,7 @@ then asks ``memory_changelog`` for what came after the last change it saw.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from tests.server_helpers import (
     ServerProcess,
     free_port,
     owner_of,
+    server_command,
     server_env,
     stdio_params,
     tool_text,
@@ -312,3 +314,64 @@ def test_a_window_that_leaves_takes_its_subscriptions_along(tmp_path: Path, data
             lambda: "stopped following the changelog" in owner.stderr(), NOTICE_WAIT_S
         ), owner.stderr()
         assert owner.call_tool("stats", {})["structuredContent"]["total_memories"] == 1
+
+
+def test_a_client_that_stopped_reading_holds_up_only_itself(tmp_path: Path, data_dir: Path) -> None:
+    """A subscribed client that stopped reading (the owner's own stdio client here: its
+    answers pile up unread until the pipe is full and the owner's write blocks) must not
+    keep the attached windows from being told: each connection is written to in a task of
+    its own."""
+    with Store.open(data_dir) as store:
+        for i in range(20):
+            store.ingest(f"bulky memory {i} " + "lorem ipsum dolor " * 60)
+    stuck = subprocess.Popen(
+        server_command("--data-dir", str(data_dir)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # never read
+        stderr=subprocess.DEVNULL,
+        env=server_env(tmp_path, **QUIET),
+        cwd=tmp_path,
+    )
+    try:
+        owner_of(data_dir, stuck.pid)
+        assert stuck.stdin is not None
+        setup: list[dict[str, Any]] = [
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "stuck", "version": "0"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "resources/subscribe",
+                "params": {"uri": CHANGES},
+            },
+        ]
+        reads = [
+            {"jsonrpc": "2.0", "id": 2 + i, "method": "resources/read", "params": {"uri": RECENT}}
+            for i in range(100)  # about 13 KB each: more than a pipe holds, never read
+        ]
+        stuck.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in setup + reads))
+        stuck.stdin.flush()
+        with ServerProcess(data_dir, "--attach", home=tmp_path, env=QUIET) as window:
+            window.initialize()
+            reply = window.response(window.send("resources/subscribe", {"uri": CHANGES}))
+            assert reply.get("result") == {}, reply
+            for n in range(3):
+                cli(tmp_path, data_dir, "ingest", f"the others still hear this, take {n}")
+                window.notification("notifications/resources/updated", NOTICE_WAIT_S)
+            assert window.call_tool("stats", {})["structuredContent"]["total_memories"] == 23
+    finally:
+        stuck.kill()
+        stuck.wait(10)
+        for pipe in (stuck.stdin, stuck.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()

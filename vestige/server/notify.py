@@ -42,8 +42,9 @@ from vestige.changelog import ChangeKind
 from vestige.feed import FEED_POLL_S, ChangeFeed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable
+    from collections.abc import Awaitable
 
+    from anyio.abc import TaskGroup
     from mcp.server.context import ServerRequestContext
     from mcp.server.mcpserver import MCPServer
     from mcp.server.subscriptions import ServerEvent
@@ -126,7 +127,10 @@ class ChangeNotifier:
         self._last_sent: dict[str, float] = {}
         self._wake = anyio.Event()
         self._error_logged_at = -FEED_ERROR_LOG_S
-        self.notices = 0  # notifications sent (for the server log at shutdown)
+        self._owed: dict[object, dict[str, Send]] = {}  # per connection: URIs not yet sent
+        self._delivering: set[object] = set()  # connections with a delivery task running
+        self._deliveries: TaskGroup | None = None
+        self.notices = 0  # notifications written
 
     # -- who listens ----------------------------------------------------------------
 
@@ -159,6 +163,12 @@ class ChangeNotifier:
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        async with anyio.create_task_group() as deliveries:
+            self._deliveries = deliveries
+            await self._follow()
+            deliveries.cancel_scope.cancel()
+
+    async def _follow(self) -> None:
         while True:
             if not self.watching:
                 if self._feed is not None:
@@ -203,14 +213,39 @@ class ChangeNotifier:
                 continue  # announced a moment ago: this one goes out when the window ends
             self._due.discard(uri)
             self._last_sent[uri] = now
-            await self._send(uri, self._subscribers[uri].values())
+            await self._send(uri, self._subscribers[uri])
 
-    async def _send(self, uri: str, sends: Iterable[Send]) -> None:
-        for send in list(sends):
-            await send(uri)  # the SDK drops a notification to a closed connection
-            self.notices += 1
+    async def _send(self, uri: str, subscribers: dict[object, Send]) -> None:
+        for key, send in subscribers.items():
+            self._owe(key, uri, send)
         if self._bus.listeners:
-            await self._bus.publish(ResourceUpdated(uri=uri))
+            await self._bus.publish(ResourceUpdated(uri=uri))  # buffered per stream: no wait
+
+    def _owe(self, key: object, uri: str, send: Send) -> None:
+        """Queue ``uri`` for one connection, which gets its notifications in a task of its
+        own: a client that stopped reading holds up only itself (its transport's write
+        blocks), never the others.  While one is being written, later ones coalesce."""
+        owed = self._owed.setdefault(key, {})
+        owed[uri] = send
+        if key not in self._delivering:
+            self._delivering.add(key)
+            assert self._deliveries is not None  # subscriptions are served while run() runs
+            self._deliveries.start_soon(self._deliver, key)
+
+    async def _deliver(self, key: object) -> None:
+        try:
+            while owed := self._owed.get(key):
+                uri = min(owed)
+                send = owed.pop(uri)
+                try:
+                    await send(uri)  # the SDK drops a notification to a closed connection
+                except Exception as err:  # that connection's problem, not the server's
+                    log.debug("could not notify a client of %s: %r", uri, err)
+                else:
+                    self.notices += 1
+        finally:
+            self._delivering.discard(key)
+            self._owed.pop(key, None)
 
 
 def install(mcp: MCPServer[Any], notifier: ChangeNotifier) -> None:
