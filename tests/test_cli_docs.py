@@ -63,7 +63,8 @@ def test_stats_does_not_import_the_process_scan() -> None:
 def test_every_command_is_documented_with_its_options() -> None:
     docs = DOCS.read_text("utf-8")
     assert COMMANDS == [
-        "backup", "consolidate", "delete", "doctor", "edit", "export", "health", "import",
+        "backup", "consolidate", "dashboard", "delete", "doctor", "edit", "export", "health",
+        "import",
         "ingest", "log", "purge", "restore", "salvage", "search", "stats", "undo",
     ]  # fmt: skip
     for name in COMMANDS:

@@ -11,9 +11,10 @@ import pytest
 from vestige import Store, fsrs
 from vestige.config import DataDirSource
 from vestige.errors import ConfigError
+from vestige.local_access import host_names, load_token
 from vestige.server import argument_errors, options, results
 from vestige.server.app import VersionedCache
-from vestige.server.http import host_names, load_token, security
+from vestige.server.http import security
 
 
 def test_defaults_and_flags(tmp_path: Path) -> None:

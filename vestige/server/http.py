@@ -1,12 +1,9 @@
 """Streamable HTTP: one server, many clients, behind a bearer token and DNS-rebinding checks.
 
-The token is ``VESTIGE_AUTH_TOKEN`` if set, else the contents of ``<data-dir>/auth_token``,
-created (0600, 32 random bytes) on first use.  A token under :data:`MIN_TOKEN_CHARS` is
-refused at start (a cloned repository or a dotfile can ship a known short one), and so is
-an empty file, rather than a server that refuses everyone without saying why.  A request
-without the token gets 401.  Host and Origin headers must name a loopback address or the
---host given, never a wildcard such as ``0.0.0.0``, so a web page cannot reach the server
-through DNS rebinding.  Connections are capped and timed (:mod:`vestige.server.connections`).
+The token and the Host and Origin rules are :mod:`vestige.local_access`'s, shared with
+`vestige dashboard`: a request without the token gets 401, and Host and Origin headers must
+name a loopback address or the --host given, so a web page cannot reach the server through
+DNS rebinding.  Connections are capped and timed (:mod:`vestige.server.connections`).
 
 uvicorn runs inside our event loop with its own signal handling turned off: the lifecycle
 handles SIGINT/SIGTERM the same way for both transports and asks uvicorn to stop.
@@ -16,12 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import logging
-import os
-import secrets
-import socket
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,8 +24,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
-from vestige.config import FILE_MODE, secure_file
-from vestige.errors import ConfigError
+from vestige.local_access import host_names, is_loopback, load_token, token_matches
 from vestige.server import EXIT_ERROR
 from vestige.server.connections import ConnectionGuard, DisconnectFilter
 from vestige.server.http_gate import RequestGate
@@ -45,12 +36,11 @@ from vestige.server.options import (
     HTTP_MAX_CONNECTIONS,
     HTTP_MAX_HEAD_BYTES,
     HTTP_PATH,
-    is_loopback,
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     from mcp.server.mcpserver import MCPServer
 
@@ -58,9 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vestige.server.http")
 
-AUTH_TOKEN_ENV: Final = "VESTIGE_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
-TOKEN_FILE: Final = "auth_token"  # noqa: S105 - a file name
-MIN_TOKEN_CHARS: Final = 32
 #: The connection cap never goes below this, however low the descriptor limit.
 MIN_CONNECTIONS: Final = 8
 SCOPE: Final = "vestige"
@@ -75,7 +62,6 @@ HTTP_MAX_SESSIONS: Final = 256
 HTTP_SESSION_IDLE_S: Final = 600.0
 #: The SDK's logger for streamable HTTP requests.
 SDK_HTTP_LOGGER: Final = "mcp.server.streamable_http"
-_LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
 
 
 class StaticToken:
@@ -85,7 +71,7 @@ class StaticToken:
         self._token = token
 
     def matches(self, token: bytes) -> bool:
-        return hmac.compare_digest(token, self._token.encode())
+        return token_matches(token, self._token)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         # The gate (http_gate) has checked the token on the request's head already; the
@@ -93,45 +79,6 @@ class StaticToken:
         if self.matches(token.encode()):
             return AccessToken(token=token, client_id="vestige-local", scopes=[SCOPE])
         return None
-
-
-def load_token(data_dir: Path, environ: dict[str, str] | None = None) -> str:
-    """The bearer token; ConfigError if it is empty or shorter than MIN_TOKEN_CHARS."""
-    env = os.environ if environ is None else environ
-    token = env.get(AUTH_TOKEN_ENV, "").strip()
-    if token:
-        return _long_enough(token, AUTH_TOKEN_ENV, f"unset {AUTH_TOKEN_ENV} to use {TOKEN_FILE}")
-    path = data_dir / TOKEN_FILE
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-        log.info("created the HTTP bearer token in %s", path)
-    secure_file(path)
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read the HTTP bearer token from {path}: {exc}",
-            hint=f"Delete {path}: the next start writes a new random token.",
-        ) from exc
-    if not token:
-        raise ConfigError(
-            f"{path} is empty: every HTTP client would be refused",
-            hint=f"Delete {path}: the next start writes a new random token.",
-        )
-    return _long_enough(token, str(path), f"delete {path} and a new random token is written")
-
-
-def _long_enough(token: str, source: str, fix: str) -> str:
-    if len(token) < MIN_TOKEN_CHARS:
-        raise ConfigError(
-            f"the HTTP bearer token in {source} has {len(token)} characters; at least "
-            f"{MIN_TOKEN_CHARS} are needed, since a short or shipped token is easy to guess",
-            hint=f"Use a random one: {fix}, or set {AUTH_TOKEN_ENV} to the output of "
-            "python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
-        )
-    return token
 
 
 def auth_kwargs(opts: Options) -> dict[str, Any]:
@@ -152,37 +99,6 @@ def security() -> TransportSecuritySettings:
     (``localhost:3928.evil.com`` passed) and case (``LOCALHOST`` failed), and runs only after
     the body is read.  :class:`vestige.server.http_gate.RequestGate` checks them instead."""
     return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-
-
-def host_names(host: str) -> list[str]:
-    """Every name the Host and Origin headers may give: loopback, and the --host."""
-    return list(dict.fromkeys((*_LOOPBACK, *allowed_hosts(host))))
-
-
-def allowed_hosts(host: str) -> list[str]:
-    """Host header values (without port) that name this server, besides loopback.
-
-    A wildcard bind (``0.0.0.0``, ``::``) is not a name anyone reaches the server by, so
-    it is never allowed itself; it stands for this machine's own addresses and name.
-    """
-    try:
-        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        wildcard = False
-    if not wildcard:
-        return [_bracketed(host)]
-    import psutil  # noqa: PLC0415 - only for a wildcard bind
-
-    found = [socket.gethostname()]
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family in (socket.AF_INET, socket.AF_INET6):
-                found.append(_bracketed(address.address.split("%")[0]))
-    return found
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def connection_cap() -> int:

@@ -9,8 +9,8 @@ So here, on the head alone:
 - a ``Content-Length`` over :data:`MAX_BODY_BYTES` gets 413 (a body without a length is
   cut off there too);
 - a ``Host`` that is not loopback or the --host given gets 421, an ``Origin`` that is not
-  ``http(s)://`` one of those gets 403 (DNS rebinding), compared as whole names, case
-  aside: ``localhost:3928.evil.com`` and ``127.0.0.1:3928@evil.com`` are not loopback;
+  ``http(s)://`` one of those gets 403 (DNS rebinding; the rules are
+  :class:`vestige.local_access.HostRules`, shared with the dashboard);
 - a missing or wrong bearer token gets 401 (compared in constant time).
 
 Each refusal closes the connection.  The connection guard asks :meth:`RequestGate.admits`
@@ -27,9 +27,9 @@ batch, or a 500 to an id it cannot write back.  Everything else goes to the SDK 
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Final
 
+from vestige.local_access import HostRules
 from vestige.server import framing
 from vestige.server.options import HTTP_PATH, MAX_MESSAGE_BYTES
 
@@ -45,10 +45,6 @@ log = logging.getLogger("vestige.server.http")
 #: A request body longer than this is refused with 413 before it is read: the largest
 #: message stdio takes (a megabyte of content, every character escaped, fits).
 MAX_BODY_BYTES: Final = MAX_MESSAGE_BYTES
-#: A Host header: a name or an IPv4 address, or an IPv6 address in brackets, and a port.
-_AUTHORITY: Final = r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?"
-_HOST: Final = re.compile(_AUTHORITY)
-_ORIGIN: Final = re.compile(r"https?://" + _AUTHORITY)
 
 
 def _plain(status: int, body: str, *extra: tuple[bytes, bytes]) -> list[Message]:
@@ -91,7 +87,7 @@ class RequestGate:
     def __init__(self, app: ASGIApp, token: StaticToken, hosts: Iterable[str]) -> None:
         self._app = app
         self._token = token
-        self._hosts = frozenset(h.lower() for h in hosts)
+        self._rules = HostRules(hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,21 +129,14 @@ class RequestGate:
         length = found.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return _TOO_LARGE
-        if not self._names_us(_HOST, found.get(b"host")):
+        if not self._rules.host_ok(found.get(b"host")):
             return _BAD_HOST
-        origin = found.get(b"origin")
-        if origin is not None and not self._names_us(_ORIGIN, origin):
+        if not self._rules.origin_ok(found.get(b"origin")):
             return _BAD_ORIGIN
         scheme, _, token = found.get(b"authorization", b"").strip().partition(b" ")
         if scheme.lower() != b"bearer" or not self._token.matches(token.strip()):
             return _NO_TOKEN
         return None
-
-    def _names_us(self, form: re.Pattern[str], value: bytes | None) -> bool:
-        if value is None:
-            return False
-        matched = form.fullmatch(value.decode("latin-1").strip().lower())
-        return matched is not None and matched.group(1) in self._hosts
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:

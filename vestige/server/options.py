@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from vestige import __version__, config
 from vestige.errors import ConfigError
+from vestige.local_access import is_loopback
 
 if TYPE_CHECKING:
     from vestige.config import DataDir
@@ -218,16 +218,6 @@ def parse(argv: list[str] | None, environ: dict[str, str] | None = None) -> Opti
         attach=attach and not args.attach_owner,
         attach_owner=bool(args.attach_owner),
     )
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses; any other name counts as remote."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:
