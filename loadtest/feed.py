@@ -54,6 +54,7 @@ Every process is stopped by pid in ``finally`` (the registry).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import secrets
@@ -200,7 +201,9 @@ def delay_check(
     detail = f"p99 {delay.p99:.1f} ms <= {bound:.1f} ms ({basis})"
     if not enough:
         detail = f"{delay.count} timed writes of {timed} noticed (need >= {MIN_TIMED_WRITES})"
-    return Check(DELAY_CHECK, ok, detail, measure=Measure(delay.p99, bound, "ms", basis))
+    # No bound without its baseline (no changelog read, say): nothing to draw.
+    measure = None if math.isnan(bound) else Measure(delay.p99, bound, "ms", basis)
+    return Check(DELAY_CHECK, ok, detail, measure=measure)
 
 
 def missed_check(state: FeedState) -> Check:
@@ -537,8 +540,9 @@ def summary_lines(state: FeedState) -> list[str]:
     ]
     if state.idle is not None:
         i = state.idle
+        watched = "a subscribed client" if state.subscribed else "a client never subscribed (fault)"
         lines.append(
-            f"idle cost over {i.window_s:.1f} s: server with a subscribed client "
+            f"idle cost over {i.window_s:.1f} s: server with {watched} "
             f"{i.watching_per_min:.3f} CPU-s/min, server with no subscriber "
             f"{i.unwatched_per_min:.3f} CPU-s/min (difference "
             f"{i.watching_per_min - i.unwatched_per_min:.3f} CPU-s/min)"
