@@ -70,7 +70,8 @@ def loadtest(session: nox.Session) -> None:
 
     Without posargs: the load test's own tests first (a tiny end-to-end run; the CI bounds
     failing on an injected slow write path and passing beside busy loops), then the CI
-    profile, then ``attach-ci`` (``vestige-mcp --attach`` clients, their owner killed -9).
+    profile, then ``attach-ci`` (``vestige-mcp --attach`` clients, their owner killed -9), then
+    ``feed-ci`` (a write through one server reaching a subscribed client of another).
     With posargs: `python -m loadtest POSARGS` only.
     """
     session.install("-e", ".[loadtest,test]")
@@ -80,3 +81,4 @@ def loadtest(session: nox.Session) -> None:
     session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "-rP", "--durations=5")
     session.run("python", "-m", "loadtest", "--profile", "ci")
     session.run("python", "-m", "loadtest", "--profile", "attach-ci")
+    session.run("python", "-m", "loadtest", "--profile", "feed-ci")

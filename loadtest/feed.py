@@ -459,9 +459,11 @@ class FeedRun:
             ticks += 1
             if self.config.progress and not ticks % 5:
                 s = self.state
+                missed = sum(w.missed for w in s.writes)
+                errors = sum(self.recorder.errors.values())
                 print(
                     f"[{ticks:4d} s] writes {len(s.writes)}  notices {len(s.notices)}  missed "
-                    f"{len(s.missed())}  errors {sum(self.recorder.errors.values())}",
+                    f"{missed}  errors {errors}",
                     file=sys.stderr,
                     flush=True,
                 )
