@@ -48,9 +48,9 @@ def bench(session: nox.Session) -> None:
     Arguments before the first marker go to bench_store.py, those after ``--scale`` to
     bench_scale.py, those after ``--attach`` to bench_attach.py, those after ``--feed`` to
     bench_feed.py (in any order): ``nox -s bench -- --quick --scale --size 1000000
-    --baseline-venv ../main/.venv/bin --attach --quick --feed --quick``.  The scale benchmark's stores are
-    built once (100k: minutes) and cached under ``~/.cache/vestige-bench``
-    (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
+    --baseline-venv ../main/.venv/bin --attach --quick --feed --quick``.  The scale
+    benchmark's stores are built once (100k: minutes) and cached under
+    ``~/.cache/vestige-bench`` (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
     """
     session.install("-e", ".")
     parts: dict[str, list[str]] = {"": [], "--scale": [], "--attach": [], "--feed": []}
