@@ -19,9 +19,10 @@ A's client writes.  The run:
    notification of ``memory://changes`` as it arrives (stamped by the client's message
    handler), then calls ``memory_changelog`` with ``since_seq`` (the last seq it read)
    and notes every memory it learns of.  After a round, the next starts only
-   ``NOTIFY_MIN_INTERVAL_S + FEED_POLL_S + PAUSE_MARGIN_S`` after the last notification:
-   a notification is never held back by the coalescing window of the one before, and a
-   burst's trailing notification cannot be taken for the next write's.
+   ``NOTIFY_MIN_INTERVAL_S + FEED_POLL_S + PAUSE_MARGIN_S`` after the last notification,
+   plus a random part of a poll interval: a notification is never held back by the
+   coalescing window of the one before, a burst's trailing notification cannot be taken
+   for the next write's, and the writes do not all meet B's polls at the same phase.
 
    A write's **delay** is measured to the first notification that arrived after it was
    sent.  The commit lies between the send and the acknowledgement, so two figures bound
