@@ -42,17 +42,18 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (not tests): store throughput and gate fairness;
     search, smart_ingest, stats, doctor and cold start at 1k, 10k and 100k memories; then
-    ``--attach``: spawn, proxied round trips and failover after a killed owner.
+    ``--attach``: spawn, proxied round trips and failover after a killed owner; then
+    ``--feed``: ingest throughput with and without a subscribed client.
 
-    Arguments before ``--scale`` and ``--attach`` go to bench_store.py, those after
-    ``--scale`` to bench_scale.py, those after ``--attach`` to bench_attach.py (either
-    marker may come first): ``nox -s bench -- --quick --scale --size 1000000
-    --baseline-venv ../main/.venv/bin --attach --quick``.  The scale benchmark's stores are
-    built once (100k: minutes) and cached under ``~/.cache/vestige-bench``
-    (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
+    Arguments before the first marker go to bench_store.py, those after ``--scale`` to
+    bench_scale.py, those after ``--attach`` to bench_attach.py, those after ``--feed`` to
+    bench_feed.py (in any order): ``nox -s bench -- --quick --scale --size 1000000
+    --baseline-venv ../main/.venv/bin --attach --quick --feed --quick``.  The scale
+    benchmark's stores are built once (100k: minutes) and cached under
+    ``~/.cache/vestige-bench`` (``--cache-dir``); docs/BENCHMARKS.md says what each figure is.
     """
     session.install("-e", ".")
-    parts: dict[str, list[str]] = {"": [], "--scale": [], "--attach": []}
+    parts: dict[str, list[str]] = {"": [], "--scale": [], "--attach": [], "--feed": []}
     part = ""
     for arg in session.posargs:
         if arg in parts:
@@ -62,6 +63,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/bench_store.py", *parts[""])
     session.run("python", "tests/benchmarks/bench_scale.py", *parts["--scale"])
     session.run("python", "tests/benchmarks/bench_attach.py", *parts["--attach"])
+    session.run("python", "tests/benchmarks/bench_feed.py", *parts["--feed"])
 
 
 @nox.session
@@ -70,7 +72,8 @@ def loadtest(session: nox.Session) -> None:
 
     Without posargs: the load test's own tests first (a tiny end-to-end run; the CI bounds
     failing on an injected slow write path and passing beside busy loops), then the CI
-    profile, then ``attach-ci`` (``vestige-mcp --attach`` clients, their owner killed -9).
+    profile, then ``attach-ci`` (``vestige-mcp --attach`` clients, their owner killed -9), then
+    ``feed-ci`` (a write through one server reaching a subscribed client of another).
     With posargs: `python -m loadtest POSARGS` only.
     """
     session.install("-e", ".[loadtest,test]")
@@ -80,3 +83,4 @@ def loadtest(session: nox.Session) -> None:
     session.run("pytest", "-m", "loadtest", "-p", "no:cacheprovider", "-rP", "--durations=5")
     session.run("python", "-m", "loadtest", "--profile", "ci")
     session.run("python", "-m", "loadtest", "--profile", "attach-ci")
+    session.run("python", "-m", "loadtest", "--profile", "feed-ci")

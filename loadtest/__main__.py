@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from loadtest import attach, report, spawn
+from loadtest import attach, feed, report, spawn
 from loadtest.profiles import (
     DEFAULT_PROFILE,
     PROFILES,
@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
         "latency bounds catch a slow write path)",
     )
     add(
+        "--idle-window",
+        type=_positive(float),
+        metavar="S",
+        help="feed profiles: seconds both servers idle, one watched, one not (CPU per minute)",
+    )
+    add(
+        "--inject-no-subscribe",
+        action="store_true",
+        help="fault, feed profiles: the subscriber never subscribes (every write must then "
+        "be reported missed: shows that the check can fail)",
+    )
+    add(
         "--baseline",
         action="store_true",
         help="also run the same load against the naive configuration (busy_timeout only) "
@@ -210,6 +222,12 @@ def configure(args: argparse.Namespace) -> RunConfig:
             raise ValueError("--failover-room applies to the attach profiles only")
         plan = dataclasses.replace(profile.attach, failover_room_s=args.failover_room)
         profile = profile.with_overrides(attach=plan)
+    if args.idle_window is not None or args.inject_no_subscribe:
+        if profile.feed is None:
+            raise ValueError("--idle-window and --inject-no-subscribe apply to the feed profiles")
+        if args.idle_window is not None:
+            feed_plan = dataclasses.replace(profile.feed, idle_window_s=args.idle_window)
+            profile = profile.with_overrides(feed=feed_plan)
     if profile.payload_min_bytes > profile.payload_max_bytes:
         raise ValueError("--payload-min is larger than --payload-max")
     server = args.server_cmd or spawn.find_command("vestige-mcp")
@@ -222,6 +240,7 @@ def configure(args: argparse.Namespace) -> RunConfig:
         progress=not args.quiet,
         log_level=args.server_log_level,
         write_delay_ms=args.inject_write_delay_ms or 0.0,
+        no_subscribe=args.inject_no_subscribe,
     )
 
 
@@ -238,7 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     try:
         for naive in (False, True) if args.baseline else (False,):
-            label = "naive" if naive else "attach" if base.profile.attach else "shared"
+            label = (
+                "naive"
+                if naive
+                else "attach"
+                if base.profile.attach
+                else "feed"
+                if base.profile.feed
+                else "shared"
+            )
             if args.tmp is not None:
                 args.tmp.mkdir(parents=True, exist_ok=True)
             workdir = Path(tempfile.mkdtemp(prefix=f"vestige-loadtest-{label}-", dir=args.tmp))
@@ -261,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             try:
-                run = attach.execute if p.attach is not None else execute
+                run = (
+                    attach.execute
+                    if p.attach is not None
+                    else feed.execute
+                    if p.feed is not None
+                    else execute
+                )
                 result = anyio.run(run, config)
             except SetupError as exc:
                 print(f"loadtest: could not start: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import mcp_types
 from mcp import Client
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import SessionMessage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from mcp.client._transport import TransportStreams
+    from mcp.client.session import MessageHandlerFnT
 
     from loadtest.spawn import Child
 
@@ -147,7 +149,9 @@ def _parse(line: bytes) -> SessionMessage | Exception:
 class TimedClient:
     """An MCP session on one server process; ``call`` never raises for a failed tool call."""
 
-    def __init__(self, child: Child, clock: Clock) -> None:
+    def __init__(
+        self, child: Child, clock: Clock, *, message_handler: MessageHandlerFnT | None = None
+    ) -> None:
         self.child = child
         self.clock = clock
         # The read timeout bounds the handshake too (a server that never answers); a
@@ -157,6 +161,7 @@ class TimedClient:
             mode="legacy",
             cache=None,
             read_timeout_seconds=CONNECT_TIMEOUT_S,
+            message_handler=message_handler,
         )
         self.tools: dict[str, dict[str, Any]] = {}
 
@@ -175,6 +180,13 @@ class TimedClient:
         # client entered outside it (anyio then cancels the wrong task).
         with suppress(Exception):
             await self._client.__aexit__(None, None, None)
+
+    async def subscribe(self, uri: str) -> None:
+        """``resources/subscribe`` (the handshake-era way, which this client speaks); raises
+        on refusal: a subscription that failed leaves nothing to measure."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)  # 2025-era API, on purpose
+            await self._client.subscribe_resource(uri)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> Outcome:
         started = self.clock.now()

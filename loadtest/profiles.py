@@ -161,6 +161,25 @@ class AttachPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedPlan:
+    """The ``feed`` profiles (loadtest/feed.py): a write through one server reaches a
+    subscribed client of another; what that takes, and what watching costs an idle server.
+
+    The profile's ``duration_s`` is the write phase; the idle window comes before it.
+    """
+
+    #: Both servers idle, one with a subscribed client and one without: the same window
+    #: for both, so the machine's other work weighs on both alike.
+    idle_window_s: float = 10.0
+    #: After subscribing and before the idle window: the servers' start-up work is over.
+    settle_s: float = 2.0
+    #: Every this many rounds, a burst of ``burst_writes`` writes back to back instead of
+    #: one timed write: coalesced into fewer notifications, each write must still be read.
+    burst_every: int = 3
+    burst_writes: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class LoadProfile:
     name: str
     description: str
@@ -208,6 +227,9 @@ class LoadProfile:
     #: Set for the ``attach`` profiles: proxies to one detached owner instead of shared
     #: writers, no external writer, and the owner killed instead of the ``faults``.
     attach: AttachPlan | None = None
+    #: Set for the ``feed`` profiles: two shared writers, a subscriber on one, writes on
+    #: the other; none of the mixed load, side traffic or faults.
+    feed: FeedPlan | None = None
 
     def with_overrides(self, **changes: Any) -> LoadProfile:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -230,6 +252,26 @@ def _attach_profile(
         faults=Faults((), (), ()),
         idle_probe_calls=0,
         attach=plan,
+    )
+
+
+def _feed_profile(name: str, description: str, *, duration_s: float, plan: FeedPlan) -> LoadProfile:
+    """A feed profile: servers A and B, writes through A, a subscriber on B."""
+    return LoadProfile(
+        name=name,
+        description=description,
+        servers=2,
+        duration_s=duration_s,
+        inflight=1,
+        rate_per_server=0.0,
+        mix={"ingest": 1},
+        cli_read_every_s=0.0,
+        backup_every_s=0.0,
+        consolidate_every_s=0.0,
+        external_writer=False,
+        faults=Faults((), (), ()),
+        idle_probe_calls=0,
+        feed=plan,
     )
 
 
@@ -314,6 +356,20 @@ PROFILES: Final[dict[str, LoadProfile]] = {
             servers=3,
             duration_s=40.0,
             plan=AttachPlan(failover_guard_factor=3.0),
+        ),
+        _feed_profile(
+            "feed",
+            "2 shared writers, a subscriber on one, writes on the other for 60 s; the idle "
+            "cost of watching over 30 s: issue 14's figures",
+            duration_s=60.0,
+            plan=FeedPlan(idle_window_s=30.0),
+        ),
+        _feed_profile(
+            "feed-ci",
+            "2 shared writers, a subscriber on one, writes on the other for 20 s; the idle "
+            "cost of watching over 10 s: the CI gate of the change feed",
+            duration_s=20.0,
+            plan=FeedPlan(idle_window_s=10.0),
         ),
     )
 }

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final
 
-from loadtest import attach
+from loadtest import attach, feed
 from loadtest.checks import fairness
 from loadtest.profiles import READ_OPS, WRITE_OPS
 
@@ -136,6 +136,7 @@ def run_to_dict(r: RunResult) -> dict[str, Any]:
         ],
         "leftover_pids": r.leftover_pids,
         "attach": None if r.attach is None else attach.state_dict(r.attach),
+        "feed": None if r.feed is None else feed.state_dict(r.feed),
         "checks": [c.to_dict() for c in r.checks],
     }
 
@@ -223,15 +224,16 @@ def _run_details(r: RunResult) -> list[str]:
     rates = r.write_rates()
     if owners:
         lines.append(f"maintenance owner: {', '.join(owners)}")
-    lines.append(
-        "per server: "
-        + "  ".join(
-            f"{s.name} {rates.get(s.name, 0):.1f} writes/s, p99 "
-            f"{fmt(r.summary_of(WRITE_OPS, s.name).p99)} ms, pids {len(s.pids)}"
-            for s in r.slots
+    if r.feed is None:  # one writer and one reader: the figures are in feed's lines
+        lines.append(
+            "per server: "
+            + "  ".join(
+                f"{s.name} {rates.get(s.name, 0):.1f} writes/s, p99 "
+                f"{fmt(r.summary_of(WRITE_OPS, s.name).p99)} ms, pids {len(s.pids)}"
+                for s in r.slots
+            )
+            + f"  -> fairness {fairness(rates):.2f}"
         )
-        + f"  -> fairness {fairness(rates):.2f}"
-    )
     final = next((v for v in r.verdicts if v.name == "ledger after the run"), None)
     if final is not None:
         c = final.counts
@@ -248,6 +250,8 @@ def _run_details(r: RunResult) -> list[str]:
         lines.append(f"fault at {f.at - _origin(r):5.1f} s: {f.kind} {f.target}: {f.detail}{took}")
     if r.attach is not None and p.attach is not None:
         lines += attach.summary_lines(r.attach, p.attach, r.load_started)
+    if r.feed is not None:
+        lines += feed.summary_lines(r.feed)
     return lines
 
 

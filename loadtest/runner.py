@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from loadtest.attach import AttachState
+    from loadtest.feed import FeedState
     from loadtest.profiles import LoadProfile
     from loadtest.spawn import Child
 
@@ -103,6 +104,8 @@ class RunConfig:
     log_level: str = "WARNING"
     #: Injected into every server (--inject-write-delay-ms); 0 for a real run.
     write_delay_ms: float = 0.0
+    #: The feed profiles' fault (--inject-no-subscribe): the subscriber never subscribes.
+    no_subscribe: bool = False
 
 
 @dataclass
@@ -122,6 +125,8 @@ class RunResult:
     leftover_pids: list[int] = field(default_factory=list)
     #: The attach profiles' owners, failovers and cold starts (loadtest/attach.py).
     attach: AttachState | None = None
+    #: The feed profiles' writes, notifications and idle cost (loadtest/feed.py).
+    feed: FeedState | None = None
 
     @property
     def ok(self) -> bool:
