@@ -149,9 +149,23 @@ class ChangeNotifier:
             self._subscribers[each].pop(key, None)
 
     def wrote(self) -> None:
-        """This server committed a write: look at the feed now rather than at the next tick."""
-        if self.watching:
+        """This server committed a write: look at the feed now rather than at the next tick,
+        unless no notice could go out now anyway (every resource anyone listens to was
+        announced within NOTIFY_MIN_INTERVAL_S).  Then the next tick finds the write, and a
+        burst of writes costs a look per tick instead of one per write: looking after each
+        one took a fifth of an unpaced writer's throughput (docs/BENCHMARKS.md)."""
+        if self.watching and self._may_announce(time.monotonic()):
             self._woken()
+
+    def _may_announce(self, now: float) -> bool:
+        listened = SUBSCRIBABLE if self._bus.listeners else self._subscribed()
+        return any(
+            now - self._last_sent.get(uri, -NOTIFY_MIN_INTERVAL_S) >= NOTIFY_MIN_INTERVAL_S
+            for uri in listened
+        )
+
+    def _subscribed(self) -> tuple[str, ...]:
+        return tuple(uri for uri, subscribers in self._subscribers.items() if subscribers)
 
     def _woken(self) -> None:
         """Called on the event loop, before a subscription is answered: when nobody was
