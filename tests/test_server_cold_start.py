@@ -40,7 +40,7 @@ SDK_PACKAGES: Final = frozenset(
 )
 #: vestige's own HTTP transport, and the HTTP parser only it loads.
 HTTP_MODULES: Final = frozenset(
-    {"vestige.server.http", "vestige.server.connections", "vestige.server.http_gate", "h11"}
+    {"vestige.server.http", "vestige.http_connections", "vestige.server.http_gate", "h11"}
 )
 
 

@@ -11,7 +11,7 @@ import pytest
 from vestige import Store, fsrs
 from vestige.config import DataDirSource
 from vestige.errors import ConfigError
-from vestige.local_access import host_names, load_token
+from vestige.local_access import HostRules, host_names, load_token
 from vestige.server import argument_errors, options, results
 from vestige.server.app import VersionedCache
 from vestige.server.http import security
@@ -191,3 +191,13 @@ def test_a_list_is_cut_at_its_byte_budget_and_keeps_its_first_item() -> None:
     huge = "y" * (2 * results.RESPONSE_BUDGET_BYTES)
     assert results.fit([huge, "z"]) == ([huge], True)  # one item is never cut
     assert results.fit(["a", "b"]) == (["a", "b"], False)
+
+
+def test_every_host_and_origin_header_must_name_this_machine() -> None:
+    """A repeated header is judged in full: a proxy or framework may believe either one."""
+    rules = HostRules(host_names("127.0.0.1"))
+    assert rules.refusal([(b"host", b"127.0.0.1:3928")]) is None
+    assert rules.refusal([(b"Host", b"127.0.0.1:3928"), (b"host", b"evil.example")]) == "host"
+    assert rules.refusal([(b"origin", b"http://localhost")]) == "host"  # no Host at all
+    two_origins = [(b"origin", b"http://localhost"), (b"origin", b"http://evil.example")]
+    assert rules.refusal([(b"host", b"localhost"), *two_origins]) == "origin"

@@ -19,7 +19,6 @@ nothing of the MCP SDK or of any web framework:
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import ipaddress
 import logging
@@ -55,8 +54,18 @@ def load_token(data_dir: Path, environ: dict[str, str] | None = None) -> str:
     if token:
         return _long_enough(token, AUTH_TOKEN_ENV, f"unset {AUTH_TOKEN_ENV} to use {TOKEN_FILE}")
     path = data_dir / TOKEN_FILE
-    with contextlib.suppress(FileExistsError):
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the HTTP bearer token {path}: {exc.strerror or exc}",
+            hint=f"Set {AUTH_TOKEN_ENV} to a random token (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'), or run once where the data directory is "
+            "writable, which writes the file.",
+        ) from exc
+    else:
         with os.fdopen(fd, "w", encoding="ascii") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
         log.info("created the HTTP bearer token in %s", path)
@@ -134,6 +143,26 @@ class HostRules:
 
     def __init__(self, hosts: Iterable[str]) -> None:
         self._hosts = frozenset(h.lower() for h in hosts)
+
+    def refusal(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """``"host"`` or ``"origin"`` if that header does not name us, else None.
+
+        Every value counts: a request that repeats Host (loopback first, another name
+        second) is refused, whichever one a proxy or framework would have believed.
+        """
+        hosts: list[bytes] = []
+        origins: list[bytes] = []
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                hosts.append(value)
+            elif lowered == b"origin":
+                origins.append(value)
+        if not hosts or not all(self.host_ok(h) for h in hosts):
+            return "host"
+        if not all(self.origin_ok(o) for o in origins):
+            return "origin"
+        return None
 
     def host_ok(self, value: bytes | None) -> bool:
         """A request must name us in its Host header (HTTP/1.1 requires one)."""

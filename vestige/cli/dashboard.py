@@ -36,7 +36,7 @@ def dashboard(port: int, report_path: Path | None) -> None:
     finds them; the counts; and the latest load-test report.  It only reads.
 
     Open the address it prints: it carries the token (the HTTP server's, from
-    VESTIGE_AUTH_TOKEN or <data-dir>/auth_token), which the page keeps in a cookie.
+    VESTIGE_AUTH_TOKEN or <data-dir>/auth_token), which the page keeps for its tab.
 
     \b
     Example:

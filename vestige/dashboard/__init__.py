@@ -14,9 +14,12 @@ carries the token.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import signal
 import socket
+import sys
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
@@ -25,6 +28,7 @@ import uvicorn
 
 from vestige.dashboard.app import Dashboard
 from vestige.errors import ConfigError
+from vestige.http_connections import ConnectionGuard
 from vestige.local_access import host_names, load_token
 
 if TYPE_CHECKING:
@@ -46,6 +50,22 @@ HOST: Final = "127.0.0.1"
 SHUTDOWN_S: Final = 1.0
 #: How often the dashboard looks whether it was asked to stop (uvicorn looks every 0.1 s).
 STOP_POLL_S: Final = 0.05
+#: Open connections at most (each open page holds one event stream and makes a request
+#: every few seconds); past it the oldest idle connection is closed, so a flood of idle
+#: connections cannot take the descriptors a page needs (http_connections).
+DASHBOARD_MAX_CONNECTIONS: Final = 128
+MIN_CONNECTIONS: Final = 8
+#: Descriptors kept for the database, the log and the process's own files.
+FD_RESERVE: Final = 64
+BACKLOG: Final = 32
+#: A request must arrive whole within this, from the connect.
+REQUEST_TIMEOUT_S: Final = 10.0
+KEEP_ALIVE_S: Final = 5
+MAX_HEAD_BYTES: Final = 16 * 1024
+#: Each kind of refused or dropped connection is logged at most this often, with a count.
+LOG_INTERVAL_S: Final = 10.0
+
+log = logging.getLogger("vestige.dashboard")
 
 
 def bind(port: int) -> socket.socket:
@@ -86,6 +106,31 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def connection_cap() -> int:
+    """DASHBOARD_MAX_CONNECTIONS, lowered to fit under this process's descriptor limit."""
+    if sys.platform == "win32":
+        return DASHBOARD_MAX_CONNECTIONS
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DASHBOARD_MAX_CONNECTIONS
+    room = soft - FD_RESERVE - BACKLOG
+    return max(MIN_CONNECTIONS, min(DASHBOARD_MAX_CONNECTIONS, room))
+
+
+class _QuietStop(logging.Filter):
+    """Once asked to stop, uvicorn cuts a stream whose page stopped reading after
+    SHUTDOWN_S and logs an error with a traceback for each: that is the stop working."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        super().__init__()
+        self._server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._server.should_exit
+
+
 def serve(
     store: Store,
     data_dir: DataDir,
@@ -98,26 +143,33 @@ def serve(
     token = load_token(data_dir.path)
     port = sock.getsockname()[1]
     dashboard = Dashboard(store, data_dir, report)
-    app = dashboard.app(token, host_names(HOST), port)
+    gate = dashboard.app(token, host_names(HOST))
+    guard = ConnectionGuard(connection_cap(), REQUEST_TIMEOUT_S, LOG_INTERVAL_S, log, gate.admits)
     config = uvicorn.Config(
-        app,
+        gate,
+        http=guard.protocol(),
         log_level="warning",
         access_log=False,
         lifespan="off",
+        backlog=BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         timeout_graceful_shutdown=SHUTDOWN_S,  # type: ignore[arg-type] # a float works
     )
     server = _Server(config)
+    logging.getLogger("uvicorn.error").addFilter(_QuietStop(server))
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(guard.loop_exception)
         await dashboard.hub.start()
         async with anyio.create_task_group() as tg:
             tg.start_soon(dashboard.hub.run)
 
             async def announce() -> None:
                 while not server.started and not server.should_exit:
-                    await anyio.sleep(0.01)
+                    await anyio.sleep(STOP_POLL_S)
                 if server.started:
-                    on_ready(f"http://{HOST}:{port}/?token={quote(token, safe='')}")
+                    on_ready(f"http://{HOST}:{port}/#token={quote(token, safe='')}")
 
             async def end_streams() -> None:
                 while not server.should_exit:

@@ -2,22 +2,27 @@
 
 Every request is judged on its head first, by the same rules as ``vestige-mcp --transport
 http`` (:mod:`vestige.local_access`): a Host that does not name this machine's loopback gets
-421, an Origin from elsewhere 403, and a request without the token 401.  A browser cannot
-send a bearer header with a page load or an ``EventSource``, so the address the command
-prints carries the token once (``/?token=…``); the page trades it for a cookie that
-scripts cannot read (HttpOnly) and other sites cannot send (SameSite=Strict), and redirects
-to itself without it, so the token leaves the address bar and the history.
+421, an Origin from elsewhere 403.  The page and its script and style hold no data and are
+served to anyone who passes those checks; everything with data (the feed, the panels, the
+load-test report) needs the token, as ``Authorization: Bearer`` or, where a browser cannot
+send a header (an ``EventSource``, a link), as ``?token=``.
 
-The page and its script are static files with no build step; every text the page shows
-is set as text, never as markup, and a Content-Security-Policy allows scripts from this
-origin only, so a memory or a client name that looks like HTML stays text.
+The address the command prints carries the token in its fragment (``/#token=…``), which a
+browser never sends to any server.  The page keeps it in ``sessionStorage`` (one tab, this
+origin and port only) and drops it from the address.  No cookie: a browser sends a cookie
+for 127.0.0.1 to every port of it, so any local web server the user opened would receive
+the token, and another program's unparsable cookie could hide ours.
+
+The page is static files with no build step; every text it shows is set as text, never as
+markup, and a Content-Security-Policy allows scripts from this origin only, so a memory or a
+client name that looks like HTML stays text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from http.cookies import SimpleCookie
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
@@ -34,7 +39,7 @@ from vestige.errors import VestigeError
 from vestige.local_access import HostRules, token_matches
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from starlette.requests import Request
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -57,8 +62,6 @@ RECONNECT_MS: Final = 2000
 #: Status (a doctor run and the counts) is computed at most this often, however many
 #: pages ask: each asks every few seconds.
 STATUS_FRESH_S: Final = 2.0
-#: The session cookie lasts as long as the browser session, no longer.
-COOKIE_PREFIX: Final = "vestige_dashboard_"
 _STATIC: Final = {
     "/": ("page.html", "text/html; charset=utf-8"),
     "/page.js": ("page.js", "text/javascript; charset=utf-8"),
@@ -75,8 +78,11 @@ _SECURITY_HEADERS: Final = (
     (b"cache-control", b"no-store"),
 )
 #: The load test's own page: its charts are inline images and styles, and it has no script.
+#: It comes from a folder on disk, which may be a cloned repository's: it runs sandboxed, may
+#: not submit forms anywhere nor load anything from elsewhere.
 _REPORT_CSP: Final = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
+    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 
@@ -96,67 +102,53 @@ def _plain(status_code: int, body: str, *extra: tuple[bytes, bytes]) -> list[dic
 
 
 class Gate:
-    """ASGI middleware: the Host, Origin and token rules, and the token-for-cookie trade."""
+    """ASGI middleware: the Host and Origin rules for every request, the token for data."""
 
-    def __init__(self, app: ASGIApp, token: str, hosts: list[str], port: int) -> None:
+    def __init__(self, app: ASGIApp, token: str, hosts: list[str]) -> None:
         self._app = app
         self._token = token
         self._rules = HostRules(hosts)
-        self._cookie = f"{COOKIE_PREFIX}{port}"  # two dashboards on two ports keep both
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        found: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            found.setdefault(name.lower(), value)
-        refusal = self._judge(scope, found)
+        refusal = self.judge(scope)
         if refusal is not None:
             for message in refusal:
                 await send(message)
             return
         await self._app(scope, receive, _secured(send))
 
-    def _judge(self, scope: Scope, found: dict[bytes, bytes]) -> list[dict[str, Any]] | None:
-        if not self._rules.host_ok(found.get(b"host")):
-            return _plain(421, "the Host header does not name this dashboard (loopback)\n")
-        if not self._rules.origin_ok(found.get(b"origin")):
-            return _plain(403, "the Origin header does not name this dashboard (loopback)\n")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        given = query.get("token", [""])[-1]
-        if given:
-            if scope["path"] == "/" and token_matches(given.encode(), self._token):
-                return self._trade()
-            return self._refuse("the token in the address is not this dashboard's")
-        if self._has_token(found):
+    def admits(self, scope: Mapping[str, Any]) -> bool:
+        """For the connection guard: a request that passed counts as in service."""
+        return self.judge(scope) is None
+
+    def judge(self, scope: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        match self._rules.refusal(scope["headers"]):
+            case "host":
+                return _plain(421, "the Host header does not name this dashboard (loopback)\n")
+            case "origin":
+                return _plain(403, "the Origin header does not name this dashboard (loopback)\n")
+        if scope["path"] in _STATIC or self._has_token(scope):
             return None
-        return self._refuse("this request carries no token")
-
-    def _has_token(self, found: dict[bytes, bytes]) -> bool:
-        scheme, _, bearer = found.get(b"authorization", b"").strip().partition(b" ")
-        if scheme.lower() == b"bearer" and token_matches(bearer.strip(), self._token):
-            return True
-        cookies: SimpleCookie = SimpleCookie()
-        try:
-            cookies.load(found.get(b"cookie", b"").decode("latin-1"))
-        except ValueError:  # http.cookies raises CookieError, a ValueError
-            return False
-        morsel = cookies.get(self._cookie)
-        return morsel is not None and token_matches(morsel.value.encode(), self._token)
-
-    def _trade(self) -> list[dict[str, Any]]:
-        """The token in the address becomes a cookie, and the address loses it."""
-        cookie = f"{self._cookie}={self._token}; Path=/; HttpOnly; SameSite=Strict"
-        return _plain(303, "", (b"location", b"/"), (b"set-cookie", cookie.encode()))
-
-    def _refuse(self, why: str) -> list[dict[str, Any]]:
         return _plain(
             401,
-            f"{why}: open the address `vestige dashboard` printed (it carries the token), or "
-            "send Authorization: Bearer <token> (VESTIGE_AUTH_TOKEN, else <data-dir>/auth_token)\n",
+            "this request carries no valid token: open the address `vestige dashboard` "
+            "printed (it carries the token), or send Authorization: Bearer <token> "
+            "(VESTIGE_AUTH_TOKEN, else <data-dir>/auth_token)\n",
             (b"www-authenticate", b'Bearer realm="vestige"'),
         )
+
+    def _has_token(self, scope: Mapping[str, Any]) -> bool:
+        for name, value in scope["headers"]:
+            if name.lower() == b"authorization":
+                scheme, _, bearer = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer" and token_matches(bearer.strip(), self._token):
+                    return True
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        given = query.get("token", [])
+        return len(given) == 1 and token_matches(given[0].encode(), self._token)
 
 
 def _secured(send: Send) -> Send:
@@ -189,7 +181,7 @@ class Dashboard:
 
         return await anyio.to_thread.run_sync(bound, limiter=self._limiter)
 
-    def app(self, token: str, hosts: list[str], port: int) -> ASGIApp:
+    def app(self, token: str, hosts: list[str]) -> Gate:
         routes = [
             *(Route(path, self._static) for path in _STATIC),
             Route("/events", self._events),
@@ -197,7 +189,7 @@ class Dashboard:
             Route("/api/report", self._report_json),
             Route("/report", self._report_page),
         ]
-        return Gate(Starlette(routes=routes), token, hosts, port)
+        return Gate(Starlette(routes=routes), token, hosts)
 
     async def _static(self, request: Request) -> Response:
         name, media = _STATIC[request.url.path]
@@ -235,22 +227,25 @@ class Dashboard:
     async def _stream(self, resume: int | None) -> AsyncIterator[str]:
         """Recent (or missed) changes from the changelog, then live ones from the hub.
 
-        If the changelog cannot be read, the page is told why and the stream ends: the
-        browser reconnects on its own, from the last change it saw.
+        What a page missed is sent as it is read, a page of the changelog at a time, so a
+        page far behind costs one page of memory, not its whole backlog.  If the changelog
+        cannot be read, the page is told why and the stream ends: the browser reconnects on
+        its own, from the last change it saw.
         """
         listener, upto = self.hub.join()
         try:
             yield f"retry: {RECONNECT_MS}\n\n"
             sent = resume
             while True:
+                caught = _CaughtUp(sent)
                 try:
-                    events, sent = await self._catch_up(sent, upto)
+                    async for event in self._catch_up(caught, upto):
+                        yield event
                 except VestigeError as exc:
                     yield _event("problem", {"message": exc.message, "hint": exc.hint})
                     return
-                for event in events:
-                    yield event
-                yield _event("live", {"seq": sent})
+                seen = upto if caught.seq is None else caught.seq  # set by the catch-up
+                yield _event("live", {"seq": seen})
                 while not listener.overflowed:
                     items = await listener.next(HEARTBEAT_S)
                     if listener.closed:
@@ -258,28 +253,53 @@ class Dashboard:
                     if not items:
                         yield ": still here\n\n"
                     for item in items:
-                        text, sent = _render(item, sent)
+                        text, seen = _render(item, seen)
                         if text:
                             yield text
+                sent = seen
                 # The page stopped reading for a while: read on from the changelog.
                 self.hub.leave(listener)
                 listener, upto = self.hub.join()
         finally:
             self.hub.leave(listener)
 
-    async def _catch_up(self, sent: int | None, upto: int) -> tuple[list[str], int]:
-        """The events a page is owed up to ``upto``, and the last change it has then seen:
-        the newest few on a fresh page, every change after the last one it saw on a
-        reconnect (with a gap first if some were trimmed)."""
-        if sent is None:
+    async def _catch_up(self, caught: _CaughtUp, upto: int) -> AsyncIterator[str]:
+        """The events a page is owed up to ``upto``: the newest few on a fresh page, every
+        change after the last one it saw on a reconnect (with a gap first if some were
+        trimmed).  ``caught.seq`` is then the last change the page has seen."""
+        if caught.seq is not None and caught.seq > upto:
+            # The page saw changes this log never had: the database was replaced (another
+            # data directory behind the same address, a new database).  Say so, start over.
+            yield _event(
+                "gap",
+                {
+                    "message": f"this page had seen changes up to #{caught.seq}, but the "
+                    f"changelog ends at #{upto}: the database was replaced; showing its "
+                    "changes from now on"
+                },
+            )
+            caught.seq = None
+        if caught.seq is None:
             page = await self.call(self._store.changes, limit=RECENT_CHANGES)
-            owed = [c for c in reversed(page.changes) if c.seq <= upto]
-            return [_change_event(c) for c in owed], upto
-        events: list[str] = []
-        async for found in self.hub.replay(sent, upto):
-            text, sent = _render(found, sent)
-            events.append(text)
-        return events, max(sent, upto)
+            for change in reversed(page.changes):
+                if change.seq <= upto:
+                    yield _change_event(change)
+            caught.seq = upto
+            return
+        last = upto if caught.seq is None else caught.seq
+        async for found in self.hub.replay(last, upto):
+            text, last = _render(found, last)
+            caught.seq = last
+            if text:
+                yield text
+        caught.seq = max(last, upto)
+
+
+@dataclass(slots=True)
+class _CaughtUp:
+    """How far a stream's catching up has got (the last change seq sent, None: fresh)."""
+
+    seq: int | None
 
 
 def _resume_point(request: Request) -> int | None:

@@ -9,6 +9,18 @@ const REPORT_EVERY_MS = 30000; // the load-test report
 
 const $ = (id) => document.getElementById(id);
 
+// The token comes in the address's fragment (never sent to a server), is kept for this tab
+// and this origin only, and leaves the address bar and the history at once.
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (given) {
+    sessionStorage.setItem("vestige-token", given);
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem("vestige-token");
+})();
+const withToken = (path) => `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}`;
+
 function el(tag, text, attrs) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
@@ -85,7 +97,7 @@ function showProblem(p) {
 }
 
 function follow() {
-  const source = new EventSource("/events");
+  const source = new EventSource(withToken("/events"));
   const state = $("feed-state");
   source.addEventListener("change", (e) => showChange(JSON.parse(e.data)));
   source.addEventListener("gap", (e) => showGap(JSON.parse(e.data).message));
@@ -99,10 +111,15 @@ function follow() {
 // -- the panels -----------------------------------------------------------------------
 
 async function getJSON(path) {
-  const answer = await fetch(path, { cache: "no-store" });
-  const data = await answer.json();
-  if (!answer.ok) throw new Error(data.error ? `${data.error} ${data.hint || ""}` : answer.status);
-  return data;
+  const answer = await fetch(path, { cache: "no-store", headers: { Authorization: `Bearer ${TOKEN}` } });
+  const text = await answer.text();
+  if (answer.ok) return JSON.parse(text);
+  let message = text.trim() || `HTTP ${answer.status}`;
+  try {
+    const data = JSON.parse(text);
+    message = `${data.error} ${data.hint || ""}`.trim();
+  } catch (_) { /* a plain-text refusal says it all */ }
+  throw new Error(message);
 }
 
 function showHolders(d) {
@@ -190,7 +207,7 @@ async function refreshReport() {
     setPill($("report-verdict"), r.ok ? "ok" : "fail", r.ok ? "PASS" : "FAIL");
     box.append(el("p", `${r.folder} — finished ${r.finished}, ${r.runs} run(s)`, { class: "muted" }));
     if (r.has_page) {
-      const link = el("a", "the full report (charts)", { href: "/report", target: "_blank", rel: "noopener" });
+      const link = el("a", "the full report (charts)", { href: withToken("/report"), target: "_blank", rel: "noopener noreferrer" });
       box.append(link);
     }
     box.append(el("pre", r.summary));
@@ -199,8 +216,17 @@ async function refreshReport() {
   }
 }
 
-follow();
-refreshStatus();
-refreshReport();
-setInterval(refreshStatus, STATUS_EVERY_MS);
-setInterval(refreshReport, REPORT_EVERY_MS);
+if (!TOKEN) {
+  setPill($("feed-state"), "down", "no token");
+  showProblem({ message: "This page was opened without its token.", hint: "Open the address `vestige dashboard` printed: it carries the token." });
+} else {
+  start();
+}
+
+function start() {
+  follow();
+  refreshStatus();
+  refreshReport();
+  setInterval(refreshStatus, STATUS_EVERY_MS);
+  setInterval(refreshReport, REPORT_EVERY_MS);
+}

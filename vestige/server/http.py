@@ -3,7 +3,7 @@
 The token and the Host and Origin rules are :mod:`vestige.local_access`'s, shared with
 `vestige dashboard`: a request without the token gets 401, and Host and Origin headers must
 name a loopback address or the --host given, so a web page cannot reach the server through
-DNS rebinding.  Connections are capped and timed (:mod:`vestige.server.connections`).
+DNS rebinding.  Connections are capped and timed (:mod:`vestige.http_connections`).
 
 uvicorn runs inside our event loop with its own signal handling turned off: the lifecycle
 handles SIGINT/SIGTERM the same way for both transports and asks uvicorn to stop.
@@ -24,9 +24,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
+from vestige.http_connections import ConnectionGuard, DisconnectFilter
 from vestige.local_access import host_names, is_loopback, load_token, token_matches
 from vestige.server import EXIT_ERROR
-from vestige.server.connections import ConnectionGuard, DisconnectFilter
 from vestige.server.http_gate import RequestGate
 from vestige.server.options import (
     HTTP_BACKLOG,
@@ -136,7 +136,7 @@ class HttpTransport:
         token = StaticToken(load_token(opts.data_dir.path))
         gate = RequestGate(app, token, host_names(opts.host))
         self._guard = ConnectionGuard(
-            connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S, gate.admits
+            connection_cap(), opts.http_request_timeout_s, HTTP_LOG_INTERVAL_S, log, gate.admits
         )
         config = uvicorn.Config(
             gate,

@@ -34,7 +34,7 @@ from vestige.server import framing
 from vestige.server.options import HTTP_PATH, MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -118,21 +118,23 @@ class RequestGate:
 
         await self._app(scope, replayed, send)
 
-    def admits(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        return self.judge_head(headers) is None
+    def admits(self, scope: Mapping[str, Any]) -> bool:
+        return self.judge_head(scope["headers"]) is None
 
     def judge_head(self, headers: Iterable[tuple[bytes, bytes]]) -> list[Message] | None:
         """The refusal a request gets on its head alone, or None if it may go on."""
+        headers = list(headers)
         found: dict[bytes, bytes] = {}
         for name, value in headers:
             found.setdefault(name.lower(), value)
         length = found.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return _TOO_LARGE
-        if not self._rules.host_ok(found.get(b"host")):
-            return _BAD_HOST
-        if not self._rules.origin_ok(found.get(b"origin")):
-            return _BAD_ORIGIN
+        match self._rules.refusal(headers):
+            case "host":
+                return _BAD_HOST
+            case "origin":
+                return _BAD_ORIGIN
         scheme, _, token = found.get(b"authorization", b"").strip().partition(b" ")
         if scheme.lower() != b"bearer" or not self._token.matches(token.strip()):
             return _NO_TOKEN

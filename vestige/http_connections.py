@@ -12,16 +12,16 @@ and asyncio logged a traceback for every failed ``accept()``, thousands a second
   closes the oldest connection with no request in service, so a flood of idle connections
   cannot lock out a client that actually sends a request; only when every connection is
   busy is the new one refused with 503.  A request is in service only once its head has
-  passed the token, Host and Origin checks (``head_ok``, the rule of
-  :mod:`vestige.server.http_gate`, asked as soon as the head is in): a connection with no
-  token that dribbles a body stays one the cap may close;
+  passed the token, Host and Origin checks (``head_ok``, asked as soon as the head is in):
+  a connection with no token that dribbles a body stays one the cap may close;
 - each kind of drop, asyncio's "out of system resource" accept error, and the SDK's
   traceback for a client gone before its body arrived, is logged at most once per interval
   with a count, never as a traceback per event.
 
 uvicorn's own settings do the rest: ``timeout_keep_alive`` closes idle keep-alive
 connections, ``h11_max_incomplete_event_size`` bounds a request head, ``backlog`` the
-kernel's queue.  This is uvicorn's h11 protocol with those checks added around it.
+kernel's queue.  This is uvicorn's h11 protocol with those checks added around it, used by
+both local web faces: ``vestige-mcp --transport http`` and `vestige dashboard`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Iterable
-
-log = logging.getLogger("vestige.server.http")
+    from collections.abc import Callable, Mapping
 
 
 def _response(status: str, body: str, *headers: str) -> bytes:
@@ -66,7 +64,13 @@ _BUSY: Final = _response(
 class ThrottledLog:
     """A warning per kind of event at most once per interval, saying how many happened."""
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
         self._interval = interval_s
         self._clock = clock
         self._last: dict[str, float] = {}
@@ -82,9 +86,9 @@ class ThrottledLog:
         self._last[kind] = now
         self._counts[kind] = 0
         if last is None:
-            log.warning("%s (repeats are summed up every %g s)", message, self._interval)
+            self._log.warning("%s (repeats are summed up every %g s)", message, self._interval)
         else:
-            log.warning("%s (%d times since the last such line)", message, count)
+            self._log.warning("%s (%d times since the last such line)", message, count)
 
 
 class ConnectionGuard:
@@ -95,12 +99,13 @@ class ConnectionGuard:
         max_connections: int,
         request_timeout_s: float,
         log_interval_s: float,
-        head_ok: Callable[[Iterable[tuple[bytes, bytes]]], bool] = lambda headers: True,
+        log: logging.Logger,
+        head_ok: Callable[[Mapping[str, Any]], bool] = lambda scope: True,
     ) -> None:
         self.max_connections = max_connections
         self.head_ok = head_ok
         self.request_timeout_s = request_timeout_s
-        self.log = ThrottledLog(log_interval_s)
+        self.log = ThrottledLog(log_interval_s, log)
         self.open: dict[GuardedH11, None] = {}  # insertion order: oldest first
 
     def protocol(self) -> type[GuardedH11]:
@@ -179,7 +184,7 @@ class GuardedH11(H11Protocol):
             self._arm()
         super().data_received(data)
         if not self._serving and not self.idle():  # a new head is in: judge it now
-            self._serving = self.guard.head_ok(self.cycle.scope["headers"])
+            self._serving = self.guard.head_ok(self.cycle.scope)
         if not self._awaiting_request():
             self._disarm()
 
