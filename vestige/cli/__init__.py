@@ -36,6 +36,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
         ("backup", "restore", "export", "salvage", "import", "consolidate"), "safekeeping"
     ),
     "doctor": "doctor",
+    "watch": "watch",
 }
 
 
