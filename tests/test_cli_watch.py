@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import select
 import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO, Any, Final
@@ -335,3 +338,44 @@ def test_a_missing_database_is_the_usual_error(tmp_path: Path) -> None:
     assert result.returncode == NOT_FOUND
     assert len(error_lines(result.stderr)) == 1, result.stderr
     assert not (tmp_path / "nothing here").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_on_a_terminal_the_text_mode_says_what_it_watches(data_dir: Path, as_json: bool) -> None:
+    """One line on stderr when a person watches; never in --json (a script's stream)."""
+    ingest(data_dir, "seen on a terminal")
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "watch", "--since", "0", "--data-dir", str(data_dir)]
+            + (["--json"] if as_json else []),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=child,
+        )
+        os.close(child)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline()  # past its start: the line, if any, was written
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(EXIT_WAIT_S) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(EXIT_WAIT_S)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        seen = b""
+        while select.select([main], [], [], 0)[0]:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child side is closed: everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+    banner = f"Watching {data_dir / 'vestige.db'} for changes (Ctrl-C to stop)".encode()
+    assert seen.strip() == (b"" if as_json else banner)
