@@ -76,9 +76,9 @@ def watch(*, memory_id: str | None, since: str | None, as_json: bool) -> None:
       vestige watch
       vestige watch --json --since 120 | jq -c '{seq, kind, memory_id}'
     """
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
     try:
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         after_seq, since_time = _changes.parse_since(since)
         with open_store() as store:
             feed = _open_feed(store, memory_id, after_seq, since_time)
