@@ -37,6 +37,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     ),
     "doctor": "doctor",
     "dashboard": "dashboard",
+    "watch": "watch",
 }
 
 

@@ -10,14 +10,13 @@ as the CLI's, with the command that made it (``open_store``).
 from __future__ import annotations
 
 import sys
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from vestige import config
 from vestige.changelog import ChangeKind
-from vestige.cli import _render, _stdin, fail
+from vestige.cli import _changes, _render, _stdin, fail
 from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store
 from vestige.errors import MemoryNotFound
@@ -99,7 +98,7 @@ def log(
       vestige log --memory 5558aac0-b14a-4cde-810e-c96509896539
       vestige log --since 120 --oldest-first --json
     """
-    after_seq, since_time = _parse_since(since)
+    after_seq, since_time = _changes.parse_since(since)
     wanted = [k.strip() for v in kinds for k in v.split(",") if k.strip()]
     with open_store() as store:
         page = store.changes(
@@ -120,33 +119,11 @@ def log(
         click.echo(_next_page_hint(page, oldest_first=oldest_first), err=True)
 
 
-def _parse_since(since: str | None) -> tuple[int | None, str | None]:
-    """A change number, or a time; a time without a zone is local, as `log` shows times."""
-    if since is None:
-        return None, None
-    text = since.strip().removeprefix("#")
-    if text.isascii() and text.isdigit():
-        return int(text), None
-    try:
-        parsed = datetime.fromisoformat(since.strip())
-    except ValueError:
-        return None, since  # the library says what a time must look like
-    if parsed.tzinfo is None:
-        return None, parsed.astimezone().isoformat()
-    return None, since
-
-
 def _log_text(page: ChangePage) -> None:
     if not page.changes:
         click.echo("No changes recorded yet." if page.newest_seq == 0 else "No changes match.")
         return
-    _render.table(
-        ("SEQ", "WHEN", "KIND", "MEMORY", "WHO", "DETAIL"),
-        [
-            (c.seq, _local(c.at), c.kind, c.memory_id, _who(c), _render.one_line(_detail(c), 70))
-            for c in page.changes
-        ],
-    )
+    _render.table(_changes.HEADERS, [_changes.row(c) for c in page.changes])
 
 
 def _next_page_hint(page: ChangePage, *, oldest_first: bool) -> str:
@@ -162,56 +139,6 @@ def _next_page_hint(page: ChangePage, *, oldest_first: bool) -> str:
         f"More changes match than the {shown} shown. Next page: add --before {last} "
         "(with the same other options)."
     )
-
-
-def _local(at: str) -> str:
-    try:
-        return datetime.fromisoformat(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return at
-
-
-def _who(c: Change) -> str:
-    """The client, with the face it came through (a client names itself: it may say anything)."""
-    return f"{c.client} via {c.transport}" if c.client else f"{c.transport}/{c.process}"
-
-
-def _ids(ids: Any) -> str:
-    return ", ".join(map(str, ids)) if isinstance(ids, list | tuple) else str(ids)
-
-
-def _detail(c: Change) -> str:
-    """One short line on what the change did, from the fields its kind fills in."""
-    d = c.detail or {}
-    parts = [_what(c, d)]
-    if d.get("brought_back"):
-        parts.append(f"brought back {_ids(d['brought_back'])}")
-    if c.origin:
-        parts.append(f"imported history ({c.origin})")
-    return "; ".join(p for p in parts if p)
-
-
-def _what(c: Change, d: dict[str, Any]) -> str:
-    what = ""
-    match c.kind:
-        case ChangeKind.CREATED | ChangeKind.REINFORCED | ChangeKind.UPDATED:
-            what = f"similarity {d['similarity']}" if "similarity" in d else ""
-        case ChangeKind.SUPERSEDED:
-            what = f"replaced {c.other_id}"
-        case ChangeKind.EDITED:
-            what = "changed " + " and ".join(d.get("changed", []))
-        case ChangeKind.PURGED:
-            what = "" if d.get("was_live", True) else "was deleted already"
-        case ChangeKind.UNDONE:
-            removed = f"; removed {_ids(d['removed'])}" if d.get("removed") else ""
-            what = f"undid #{c.undoes} ({d.get('undone_kind', '?')}){removed}"
-        case ChangeKind.DECAYED:
-            trimmed = d.get("changelog_trimmed")
-            more = f"; {trimmed} old changes trimmed" if trimmed else ""
-            what = f"{d.get('nodes_processed', '?')} memories{more}"
-        case ChangeKind.RESTORED:
-            what = f"from {d.get('backup', '?')}"
-    return what
 
 
 # -- vestige undo -------------------------------------------------------------------------
@@ -245,9 +172,9 @@ def _undo_text(done: Change) -> None:
     click.echo(f"Undid change #{done.undoes} ({d.get('undone_kind', '?')}) as change #{done.seq}.")
     _render.key_values(
         [
-            *([("Put back as it was", _ids(put_back))] if put_back else []),
-            *([("Brought back", _ids(brought_back))] if brought_back else []),
-            *([("Removed", _ids(removed))] if removed else []),
+            *([("Put back as it was", _changes.ids(put_back))] if put_back else []),
+            *([("Brought back", _changes.ids(brought_back))] if brought_back else []),
+            *([("Removed", _changes.ids(removed))] if removed else []),
         ],
         indent=2,
     )
@@ -326,7 +253,7 @@ def delete(memory_id: str, as_json: bool) -> None:
     def text() -> None:
         click.echo(f"Deleted memory {data['id']}" + (f" (change #{seq})." if seq else "."))
         if back:
-            click.echo(f"Brought back what it had superseded: {_ids(back)}")
+            click.echo(f"Brought back what it had superseded: {_changes.ids(back)}")
         if seq:
             click.echo(f"To bring it back: vestige undo {seq}")
 
@@ -394,7 +321,7 @@ def _purge_text(r: PurgeReport) -> None:
         [
             ("Was", "live" if r.was_live else "deleted already (only its history held it)"),
             ("Changelog entries redacted", r.changelog_entries_redacted),
-            *([("Brought back", _ids(r.brought_back))] if r.brought_back else []),
+            *([("Brought back", _changes.ids(r.brought_back))] if r.brought_back else []),
             ("Checkpointed", "yes" if r.checkpointed else "no (another process was reading)"),
         ],
         indent=2,
