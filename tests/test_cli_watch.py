@@ -25,6 +25,7 @@ import pytest
 
 from tests.cli_helpers import CLI, cli_json, holds, run_cli
 from tests.server_helpers import ServerProcess, owner_of, tool_text, wait_for
+from vestige import config
 from vestige.owner import read_owners
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -164,6 +165,29 @@ def test_since_a_number_replays_from_there_then_follows(data_dir: Path, watch: A
     assert [c["memory_id"] for c in replayed] == ids[1:]
     later = ingest(data_dir, "made after the replay")
     assert w.change()["memory_id"] == later
+
+
+def test_changes_trimmed_before_it_read_them_are_one_warning(data_dir: Path, watch: Any) -> None:
+    """Asked to start where the log was trimmed since: one warning, then the oldest kept."""
+    for i in range(6):
+        ingest(data_dir, f"memory number {i}")
+    trimmed = run_cli(
+        "consolidate",
+        data_dir=data_dir,
+        env={**os.environ, config.CHANGELOG_KEEP_ENV: "3"},
+    )
+    assert trimmed.returncode == 0, trimmed.stderr
+    oldest = cli_json("log", "--oldest-first", "-n", "1", data_dir=data_dir)["changes"][0]["seq"]
+    assert oldest > 2
+    newest = newest_seq(data_dir)
+    w = watch("--json", "--since", "1")
+    kept = [w.change()["seq"] for _ in range(newest - oldest + 1)]
+    assert kept == list(range(oldest, newest + 1))
+    later = ingest(data_dir, "made after the trim")
+    assert w.change()["memory_id"] == later
+    warnings = [line for line in w.stderr().splitlines() if line]
+    assert len(warnings) == 1, warnings
+    assert "may be missing" in warnings[0]
 
 
 def test_memory_keeps_only_that_memory(data_dir: Path, watch: Any) -> None:
