@@ -27,6 +27,7 @@ both local web faces: ``vestige-mcp --transport http`` and `vestige dashboard`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -59,6 +60,34 @@ _BUSY: Final = _response(
     "every connection is busy with a request: try again in a moment\n",
     "retry-after: 1",
 )
+
+
+def plain_response(status: int, body: str, *extra: tuple[bytes, bytes]) -> list[Any]:
+    """A refusal as ASGI messages: a short text that says what to do, and a closed connection."""
+    data = body.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(data)),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": data, "more_body": False},
+    ]
+
+
+def connection_cap(most: int, *, reserve: int, backlog: int, least: int) -> int:
+    """``most`` open connections, lowered to fit under this process's descriptor limit with
+    ``reserve`` descriptors and the ``backlog`` to spare, but never below ``least``."""
+    if sys.platform == "win32":
+        return most
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return most
+    return max(least, min(most, soft - reserve - backlog))
 
 
 class ThrottledLog:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
@@ -28,7 +27,7 @@ import uvicorn
 
 from vestige.dashboard.app import Dashboard
 from vestige.errors import ConfigError
-from vestige.http_connections import ConnectionGuard
+from vestige.http_connections import ConnectionGuard, connection_cap
 from vestige.local_access import host_names, load_token
 
 if TYPE_CHECKING:
@@ -106,19 +105,6 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def connection_cap() -> int:
-    """DASHBOARD_MAX_CONNECTIONS, lowered to fit under this process's descriptor limit."""
-    if sys.platform == "win32":
-        return DASHBOARD_MAX_CONNECTIONS
-    import resource  # noqa: PLC0415 - POSIX only
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return DASHBOARD_MAX_CONNECTIONS
-    room = soft - FD_RESERVE - BACKLOG
-    return max(MIN_CONNECTIONS, min(DASHBOARD_MAX_CONNECTIONS, room))
-
-
 class _QuietStop(logging.Filter):
     """Once asked to stop, uvicorn cuts a stream whose page stopped reading after
     SHUTDOWN_S and logs an error with a traceback for each: that is the stop working."""
@@ -144,7 +130,10 @@ def serve(
     port = sock.getsockname()[1]
     dashboard = Dashboard(store, data_dir, report)
     gate = dashboard.app(token, host_names(HOST))
-    guard = ConnectionGuard(connection_cap(), REQUEST_TIMEOUT_S, LOG_INTERVAL_S, log, gate.admits)
+    cap = connection_cap(
+        DASHBOARD_MAX_CONNECTIONS, reserve=FD_RESERVE, backlog=BACKLOG, least=MIN_CONNECTIONS
+    )
+    guard = ConnectionGuard(cap, REQUEST_TIMEOUT_S, LOG_INTERVAL_S, log, gate.admits)
     config = uvicorn.Config(
         gate,
         http=guard.protocol(),

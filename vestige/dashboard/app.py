@@ -36,6 +36,7 @@ from vestige.changelog import Gap
 from vestige.dashboard.hub import Hub, Problem
 from vestige.dashboard.panels import status
 from vestige.errors import VestigeError
+from vestige.http_connections import plain_response
 from vestige.local_access import HostRules, token_matches
 
 if TYPE_CHECKING:
@@ -87,18 +88,7 @@ _REPORT_CSP: Final = (
 
 
 def _plain(status_code: int, body: str, *extra: tuple[bytes, bytes]) -> list[dict[str, Any]]:
-    data = body.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(data)),
-        (b"connection", b"close"),
-        *_SECURITY_HEADERS,
-        *extra,
-    ]
-    return [
-        {"type": "http.response.start", "status": status_code, "headers": headers},
-        {"type": "http.response.body", "body": data, "more_body": False},
-    ]
+    return plain_response(status_code, body, *_SECURITY_HEADERS, *extra)
 
 
 class Gate:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -24,6 +23,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
+from vestige import http_connections
 from vestige.http_connections import ConnectionGuard, DisconnectFilter
 from vestige.local_access import host_names, is_loopback, load_token, token_matches
 from vestige.server import EXIT_ERROR
@@ -103,15 +103,9 @@ def security() -> TransportSecuritySettings:
 
 def connection_cap() -> int:
     """HTTP_MAX_CONNECTIONS, lowered to fit under this process's descriptor limit."""
-    if sys.platform == "win32":
-        return HTTP_MAX_CONNECTIONS
-    import resource  # noqa: PLC0415 - POSIX only
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return HTTP_MAX_CONNECTIONS
-    room = soft - HTTP_FD_RESERVE - HTTP_BACKLOG
-    return max(MIN_CONNECTIONS, min(HTTP_MAX_CONNECTIONS, room))
+    return http_connections.connection_cap(
+        HTTP_MAX_CONNECTIONS, reserve=HTTP_FD_RESERVE, backlog=HTTP_BACKLOG, least=MIN_CONNECTIONS
+    )
 
 
 class _Uvicorn(uvicorn.Server):

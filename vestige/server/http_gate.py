@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from vestige.http_connections import plain_response
 from vestige.local_access import HostRules
 from vestige.server import framing
 from vestige.server.options import HTTP_PATH, MAX_MESSAGE_BYTES
@@ -47,33 +48,19 @@ log = logging.getLogger("vestige.server.http")
 MAX_BODY_BYTES: Final = MAX_MESSAGE_BYTES
 
 
-def _plain(status: int, body: str, *extra: tuple[bytes, bytes]) -> list[Message]:
-    data = body.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(data)),
-        (b"connection", b"close"),
-        *extra,
-    ]
-    return [
-        {"type": "http.response.start", "status": status, "headers": headers},
-        {"type": "http.response.body", "body": data, "more_body": False},
-    ]
-
-
-_TOO_LARGE: Final = _plain(
+_TOO_LARGE: Final = plain_response(
     413,
     f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send smaller messages\n",
 )
-_BAD_HOST: Final = _plain(
+_BAD_HOST: Final = plain_response(
     421,
     "the Host header does not name this server (loopback or its --host)\n",
 )
-_BAD_ORIGIN: Final = _plain(
+_BAD_ORIGIN: Final = plain_response(
     403,
     "the Origin header does not name this server (loopback or its --host)\n",
 )
-_NO_TOKEN: Final = _plain(
+_NO_TOKEN: Final = plain_response(
     401,
     "send Authorization: Bearer <token>; the token is VESTIGE_AUTH_TOKEN, else the "
     "contents of <data-dir>/auth_token\n",
