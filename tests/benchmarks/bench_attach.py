@@ -55,6 +55,10 @@ from typing import IO, Any, Final
 import psutil
 
 ROOT: Final = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # for tests.benchmarks.peers when run as a script
+
+from tests.benchmarks.peers import server_command, server_env  # noqa: E402
+
 sys.path.insert(0, str(ROOT))  # for vestige when run as a script from a checkout
 
 from vestige.owner import read_owners  # noqa: E402
@@ -90,23 +94,6 @@ WORDS: Final = [
 ]
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "VESTIGE_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("vestige-mcp")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "vestige.server"]
-
-
 class Peer:
     """One ``vestige-mcp`` (direct or ``--attach``) spoken to with raw JSON-RPC lines.
 
@@ -119,11 +106,11 @@ class Peer:
         self._stderr: IO[bytes] = (work / f"peer-{time.monotonic_ns()}.err").open("w+b")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [*_command(), "--data-dir", str(data_dir), *args],
+            [*server_command(), "--data-dir", str(data_dir), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=_env(work),
+            env=server_env(work),
             cwd=work,
         )
         self._ids = itertools.count(1)

@@ -51,6 +51,10 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # for tests.benchmarks.peers when run as a script
+
+from tests.benchmarks.peers import server_command, server_env  # noqa: E402
+
 PROTOCOL_VERSION: Final = "2025-11-25"
 CHANGES: Final = "memory://changes"
 #: "again" is "none" a second time: its ratio to "none" in the same round is the noise a
@@ -67,24 +71,6 @@ DRAIN_TIMEOUT_S: Final = 10.0
 NO_DECAY_HOURS: Final = "1000"
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "VESTIGE_LOG_LEVEL": "WARNING",
-        "VESTIGE_CONSOLIDATION_INTERVAL_HOURS": NO_DECAY_HOURS,
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("vestige-mcp")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "vestige.server"]
-
-
 class Peer:
     """One ``vestige-mcp --shared-writers`` spoken to with raw JSON-RPC lines; a reader
     thread sorts answers (by id) from notifications (queued for the follower)."""
@@ -93,11 +79,11 @@ class Peer:
         self.name = name
         self._stderr: IO[bytes] = (work / f"{name}.err").open("w+b")
         self.proc = subprocess.Popen(
-            [*_command(), "--data-dir", str(data_dir), "--shared-writers"],
+            [*server_command(), "--data-dir", str(data_dir), "--shared-writers"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=_env(work),
+            env=server_env(work, VESTIGE_CONSOLIDATION_INTERVAL_HOURS=NO_DECAY_HOURS),
             cwd=work,
         )
         self._ids = itertools.count(1)
