@@ -15,8 +15,9 @@ load from elsewhere falls on all of them alike:
 - **other**: B's client is subscribed to ``memory://changes``, and, like an agent, calls
   ``memory_changelog`` with ``since_seq`` after every notification (B polls the feed ten
   times a second and announces at most four times a second);
-- **same**: the same on A, the writing server: its notifier looks at the feed after each
-  of its own writes, and its client's reads share the writer's server.
+- **same**: the same on A, the writing server: its notifier looks at the feed after an
+  own write when a notice could go out now, and its client's reads share the writer's
+  server.
 
 Subscriptions are made and dropped between conditions (``resources/subscribe`` and
 ``resources/unsubscribe``).  Printed: writes/s per condition (median over rounds, with
