@@ -239,7 +239,9 @@ def test_a_server_starts_and_writes_beside_a_watcher_which_prints_its_change(
 # -- how it ends ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 @pytest.mark.parametrize("mode", [("--json",), ()], ids=["json", "text"])
 def test_a_signal_ends_it_with_0_and_nothing_on_stderr(
     data_dir: Path, watch: Any, signum: int, mode: tuple[str, ...]
@@ -250,6 +252,61 @@ def test_a_signal_ends_it_with_0_and_nothing_on_stderr(
     w.proc.send_signal(signum)
     assert w.wait() == 0
     assert w.stderr() == ""
+
+
+def test_signals_in_quick_succession_end_it_once_quietly(data_dir: Path, watch: Any) -> None:
+    """Ctrl-C, Ctrl-C, then SIGTERM while it stops: still exit 0 and nothing on stderr."""
+    ingest(data_dir, "one change to see")
+    w = watch("--json", "--since", "0")
+    w.line()
+    for signum in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ProcessLookupError):
+            w.proc.send_signal(signum)
+    assert w.wait() == 0
+    assert w.stderr() == ""
+
+
+def test_a_database_replaced_under_it_is_an_error_not_silence(
+    data_dir: Path, watch: Any, tmp_path: Path
+) -> None:
+    ingest(data_dir, "one change to see")
+    w = watch("--json", "--since", "0")
+    w.line()
+    (data_dir / "vestige.db").rename(tmp_path / "moved-away.db")  # no process writes it now
+    assert w.wait() == 1
+    assert error_lines(w.stderr()) == [
+        f"Error: {data_dir / 'vestige.db'} was deleted or replaced while watching: this watch "
+        "followed the old file"
+    ]
+
+
+def test_stdout_closed_is_one_clear_error_and_stderr_closed_still_prints(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    ingest(data_dir, "one change to see")
+    base = [*CLI, "watch", "--json", "--since", "0", "--data-dir", str(data_dir)]
+    closed_out = subprocess.run(
+        _closed(1, base), stderr=subprocess.PIPE, text=True, check=False, timeout=EXIT_WAIT_S
+    )
+    assert closed_out.returncode == 2
+    assert error_lines(closed_out.stderr) == [
+        "Error: standard output is closed: there is nowhere to print the changes"
+    ]
+    out = tmp_path / "changes.jsonl"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(_closed(2, base), stdout=sink)
+        try:
+            assert wait_for(lambda: out.stat().st_size > 0, LINE_WAIT_S)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(EXIT_WAIT_S) == 0
+    assert json.loads(out.read_text().splitlines()[0])["seq"] == 1
+    assert (data_dir / "vestige.gate.lock").stat().st_size == 0  # nothing written into a lock
+
+
+def _closed(fd: int, argv: list[str]) -> list[str]:
+    """``argv`` started with ``fd`` closed, as a shell's ``N>&-`` does."""
+    return ["sh", "-c", f'exec "$@" {fd}>&-', "sh", *argv]
 
 
 def test_a_reader_that_left_ends_it_quietly_at_the_next_write(
@@ -329,7 +386,11 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("Error:")]
 
 
-@pytest.mark.parametrize("since", ["yesterday", "2025-13-45", "-3"])
+@pytest.mark.parametrize(
+    "since",
+    # Past the newest change, or in the future: not an endless silence, an error.
+    ["yesterday", "2025-13-45", "-3", "1000", "2999-01-01", "2999-01-01T00:00:00+00:00"],
+)
 def test_a_bad_since_is_one_clear_error(data_dir: Path, since: str) -> None:
     ingest(data_dir, "a database to watch")
     result = run_cli("watch", "--since", since, data_dir=data_dir)

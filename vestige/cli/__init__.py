@@ -128,8 +128,23 @@ def _exit_on_terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
+def _reserve_standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed (``2>&-``), a command would hand that
+    number to the next file it opens, and a lock file would receive its warnings: point
+    each closed one at /dev/null first (the lowest free number is the closed one)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`vestige`)."""
+    _reserve_standard_fds()
     signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
         cli.main(args=argv, prog_name="vestige")

@@ -18,17 +18,20 @@ import signal
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, NoReturn
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from vestige.cli import _changes, _render
+from vestige.cli import _changes, _render, fail
+from vestige.cli._exit import ExitCode
 from vestige.cli._options import data_dir_option, json_option, open_store, resolved_data_dir
-from vestige.errors import MemoryNotFound
+from vestige.errors import InvalidInput, MemoryNotFound, VestigeError
 from vestige.feed import FEED_POLL_S, ChangeFeed
 from vestige.printable import escape_json_controls
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import FrameType
 
     from vestige.changelog import Change, Gap
@@ -43,14 +46,29 @@ _GAP_ADVICE = (
 
 
 class _Stopped(BaseException):
-    """Ctrl-C or SIGTERM: the way a watch is meant to end, not an error."""
+    """Ctrl-C, SIGTERM or a closed terminal: the way a watch is meant to end, not an error."""
 
 
-def _stop(_signum: int, _frame: FrameType | None) -> NoReturn:
-    # One signal is enough: later ones must not interrupt the store closing on the way out.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Stopped
+#: The signals that end a watch quietly (SIGHUP: the terminal or ssh session closed).
+_STOP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()),
+)
+
+
+class _Stopper:
+    """Raises :class:`_Stopped` once; later signals (a second Ctrl-C while the store closes)
+    are let go, so nothing interrupts the way out.  The handler itself changes no handler:
+    doing so from inside a handler raced with the next signal and printed a traceback."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise _Stopped
 
 
 @click.command()
@@ -76,16 +94,23 @@ def watch(*, memory_id: str | None, since: str | None, as_json: bool) -> None:
       vestige watch
       vestige watch --json --since 120 | jq -c '{seq, kind, memory_id}'
     """
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        fail(
+            "standard output is closed: there is nowhere to print the changes",
+            "Give it somewhere to write, e.g. `vestige watch > changes.log`.",
+            ExitCode.USAGE,
+        )
+    stopper = _Stopper()
     try:
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, stopper)
         after_seq, since_time = _changes.parse_since(since)
         with open_store() as store:
             feed = _open_feed(store, memory_id, after_seq, since_time)
             if not as_json and sys.stderr.isatty():
                 where = resolved_data_dir().database
                 click.echo(f"Watching {where} for changes (Ctrl-C to stop)", err=True)
-            _follow(feed, as_json=as_json)
+            _follow(feed, store.path, as_json=as_json)
     except _Stopped:
         return
     except BrokenPipeError:
@@ -100,7 +125,19 @@ def _open_feed(
     store: Store, memory_id: str | None, after_seq: int | None, since_time: str | None
 ) -> ChangeFeed:
     """The feed, with a bad --since or an unknown memory refused before anything prints."""
-    store.changes(after_seq=after_seq, since=since_time, limit=1)  # the library's checks
+    newest = store.changes(after_seq=after_seq, since=since_time, limit=1).newest_seq
+    if after_seq is not None and after_seq > newest:
+        # Not silence until change N+1 some day: a typo, or another database's number.
+        raise InvalidInput(
+            f"--since {after_seq} is past the newest change, #{newest}",
+            hint="Leave --since out to watch from now on, or give a change number up to "
+            f"{newest} (`vestige log` lists them).",
+        )
+    if since_time is not None and _in_future(since_time):
+        raise InvalidInput(
+            f"--since {since_time} is in the future: no change was made after it yet",
+            hint="Leave --since out to watch from now on, or give a past time.",
+        )
     if memory_id is not None:
         try:
             store.get(memory_id)
@@ -111,10 +148,19 @@ def _open_feed(
     return ChangeFeed(store, after_seq=after_seq, since=since_time, memory_id=memory_id)
 
 
-def _follow(feed: ChangeFeed, *, as_json: bool) -> None:
+def _follow(feed: ChangeFeed, database: Path, *, as_json: bool) -> None:
     """Poll until stopped: at once while behind, else every FEED_POLL_S."""
     reader = _PipeReader()
+    opened = _identity(database)
     while not reader.gone():
+        if _identity(database) != opened:
+            # The connection still reads the old file, which nothing writes any more: an
+            # endless silence is the one wrong answer.
+            raise VestigeError(
+                f"{database} was deleted or replaced while watching: this watch followed "
+                "the old file",
+                hint="Run `vestige watch` again to follow the database that is there now.",
+            )
         batch = feed.poll()
         if batch is not None:
             if batch.gap is not None:
@@ -124,6 +170,22 @@ def _follow(feed: ChangeFeed, *, as_json: bool) -> None:
             if batch.behind:
                 continue
         time.sleep(FEED_POLL_S)
+
+
+def _in_future(when: str) -> bool:
+    try:
+        return datetime.fromisoformat(when) > datetime.now(UTC)
+    except (ValueError, TypeError):  # a form the library took and Python does not compare
+        return False
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` (device, inode), read with stat: never opened."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 class _PipeReader:
@@ -143,7 +205,7 @@ class _PipeReader:
             if hasattr(select, "poll") and stat.S_ISFIFO(os.fstat(fd).st_mode):
                 self._poller = select.poll()
                 self._poller.register(fd, 0)  # no events asked for: errors are always reported
-        except (OSError, ValueError):  # stdout closed or replaced by something with no fd
+        except (OSError, ValueError, AttributeError):  # no stdout, or one with no fd
             self._poller = None
 
     def gone(self) -> bool:
