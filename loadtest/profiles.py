@@ -49,10 +49,11 @@ class Relative:
     max_times: float = 5.0
     #: ... or this many times the run's own write p99, whichever is larger.  A read maximum
     #: is one sample: in runs where every read happened to be fast (20-43 ms) the slowest of
-    #: ~2,400 writes, caught by an autocheckpoint's fsync behind the gate, was 5.5-9.3x it,
-    #: with nothing wrong, and failed 3 of 5 CI-profile runs of the same code (2026-12-03:
-    #: write max / write p99 4.0-6.5 in those runs).  A stall every few hundred writes leaves
-    #: the p99 where it was and puts the maximum tens of times above it (2 s over ~50 ms).
+    #: ~2,400 writes (probably behind an auto-checkpoint's fsync, then inside the gate) was
+    #: 5.5-9.3x it with nothing wrong, and failed 3 of 6 CI-profile runs of the same code
+    #: (2026-12-03: write max / write p99 4.0-6.5 in those runs).  A stall every few hundred
+    #: writes leaves the p99 where it was and puts the maximum tens of times above it (2 s
+    #: over ~50 ms).
     max_tail_times: float = 15.0
 
 

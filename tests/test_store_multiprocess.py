@@ -127,6 +127,51 @@ def test_write_gate_held_by_another_process_is_store_busy(
     assert store.ingest("the gate is free again").content == "the gate is free again"
 
 
+def test_a_passive_checkpoint_runs_while_another_process_holds_the_write_gate(
+    store: Store, worker_pool: WorkerPool, tmp_path: Path
+) -> None:
+    # The upkeep's minutely checkpoint: it once took the gate and so held every other
+    # process's writes through its fsyncs (and waited behind theirs).  PASSIVE needs no gate.
+    for n in range(50):
+        store.ingest(f"memory {n} to be checkpointed")
+    store._db.write_deadline_s = 1.0
+    release = tmp_path / "release-gate"
+    holder = worker_pool.spawn(
+        "hold-gate", "gate", gate=str(store.data_dir.gate), release=str(release)
+    )
+    worker_pool.wait_ready(holder)
+    try:
+        log_pages, done = store.checkpoint()  # StoreBusyError if it waited for the gate
+    finally:
+        release.touch()
+        worker_pool.join(holder, deadline_s=30)
+    assert log_pages > 0
+    assert done == log_pages
+    # TRUNCATE still queues at the gate like a writer: it waits for writers to finish.
+    release_again = tmp_path / "release-gate-again"
+    holder = worker_pool.spawn(
+        "hold-gate", "gate-again", gate=str(store.data_dir.gate), release=str(release_again)
+    )
+    worker_pool.wait_ready(holder)
+    try:
+        with pytest.raises(StoreBusyError):
+            store.checkpoint(truncate=True)
+    finally:
+        release_again.touch()
+        worker_pool.join(holder, deadline_s=30)
+
+
+def test_writes_checkpoint_the_wal_once_it_is_long(store: Store) -> None:
+    # SQLite's auto-checkpoint is replaced by one after the gate is released: if that were
+    # lost, the WAL would grow with every write (about 4 pages each here) and never reset.
+    text = "a memory long enough to fill a page or so of the log " * 20
+    writes = config.WAL_CHECKPOINT_PAGES  # ~4x the pages that trigger a checkpoint
+    for n in range(writes):
+        store.ingest(f"{n} {text}")
+    page = 4096
+    assert store.wal_bytes() < 2 * config.WAL_CHECKPOINT_PAGES * page, store.wal_bytes()
+
+
 # -- many writers ------------------------------------------------------------------------------
 
 

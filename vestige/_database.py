@@ -13,6 +13,11 @@ Strictly private: the store builds on it; nothing outside ``vestige`` should.
 - A write made inside ``request_keys.guarding`` records its request key in its own
   transaction, so the key exists exactly when the write committed (``vestige.request_keys``):
   still one way in, the key is part of the write.
+- The WAL is checkpointed after the write that filled it, once the gate is released: SQLite's
+  own auto-checkpoint runs inside COMMIT, so it held the gate through the checkpoint's
+  fsyncs and every other process's writes stalled behind it (0.5-0.8 s each on a loaded
+  machine, seen in the load test).  A PASSIVE checkpoint needs no gate: writers append to
+  the WAL while it copies what came before them.
 - ``Database.read()`` gives one consistent snapshot for several statements.
 - After a full disk or an I/O error on the writer, both connections are replaced by fresh
   ones before their next use: a connection that saw its transaction undone by SQLite may
@@ -230,6 +235,8 @@ class Database:
         self._reader_stale = False
         #: Why writes are refused (``refuse_writes``); None while they are allowed.
         self._refusal: StoreError | None = None
+        #: Pages in the WAL after this process's last commit (the writer's WAL hook).
+        self._wal_pages = _WalPages()
         _open_databases.add(self)
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
@@ -296,6 +303,9 @@ class Database:
                 # The reader never writes: a bug that tries fails loudly instead of
                 # bypassing the gate.
                 conn.execute("PRAGMA query_only = ON").fetchall()
+            else:
+                # Replaces SQLite's auto-checkpoint (the same hook): see _checkpoint_if_due.
+                conn.set_wal_hook(self._wal_pages.note)
         except apsw.Error as exc:
             raise translate(exc, self.path) from exc
         return conn
@@ -369,11 +379,34 @@ class Database:
         if guard is not None:
             fn = functools.partial(request_keys.run_guarded, guard=guard, fn=fn)
         deadline = time.monotonic() + self.write_deadline_s
-        with self._writer_lock, self._gated(deadline):
-            result = self._transact(fn, deadline)
+        with self._writer_lock:
+            with self._gated(deadline):
+                result = self._transact(fn, deadline)
+            self._checkpoint_if_due()
         if guard is not None:
             guard.used = True  # committed with its key: the context's later writes are free
         return result
+
+    def _checkpoint_if_due(self) -> None:
+        """A PASSIVE checkpoint once a commit left the WAL at ``WAL_CHECKPOINT_PAGES`` or more
+        (SQLite's auto-checkpoint threshold), outside the gate; the caller holds the writer
+        mutex.
+
+        The write has committed: nothing here may fail it (a client told "failed" would send
+        it again).  Busy means another process is checkpointing already, which is as good.
+        Any other error is logged, and a full disk or I/O error replaces the connections as
+        after a failed write; the next write that finds the WAL long tries again.
+        """
+        if self._wal_pages.count < config.WAL_CHECKPOINT_PAGES or self._refusal is not None:
+            return
+        self._wal_pages.count = 0
+        try:
+            self._current_writer().wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:
+            if is_busy(exc):
+                return
+            self._after_error(exc)
+            log.warning("checkpoint of %s after a write failed: %s", self.path, exc)
 
     def refuse_writes(self, reason: StoreError) -> None:
         """Refuse every later write with ``reason`` (reads go on); for a damaged database."""
@@ -393,13 +426,17 @@ class Database:
         """For migrations only: the caller already holds the writer mutex and the gate."""
         return self._transact(fn, time.monotonic() + self.write_deadline_s)
 
-    @contextlib.contextmanager
-    def _gated(self, deadline: float) -> Iterator[None]:
+    def _check_file_writable(self) -> None:
+        """The store is open and its file can be written (not a read-only mount)."""
         self._check_open()
         if self.read_only:
             raise config.read_only_filesystem(
                 self.path.parent, f"{self.path.name} cannot be changed"
             )
+
+    @contextlib.contextmanager
+    def _gated(self, deadline: float) -> Iterator[None]:
+        self._check_file_writable()
         if self._gate is None:
             yield
             return
@@ -530,14 +567,19 @@ class Database:
         """Checkpoint the WAL; TRUNCATE leaves it empty (for idle moments and shutdown).
 
         Not while writes are refused: a checkpoint writes the WAL's pages into the file,
-        and nothing more is written to a damaged one.
+        and nothing more is written to a damaged one.  Only TRUNCATE takes the write gate:
+        it waits for writers to finish, while a PASSIVE one works beside them, and holding
+        the gate through its fsyncs would stall every other process's writes.
         """
         if self._refusal is not None:
             log.info("no checkpoint of %s: writes are refused (%s)", self.path, self._refusal)
             return 0, 0
         mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
         deadline = time.monotonic() + self.write_deadline_s
-        with self._writer_lock, self._gated(deadline):
+        if not truncate:
+            self._check_file_writable()
+        gate = self._gated(deadline) if truncate else contextlib.nullcontext()
+        with self._writer_lock, gate:
             try:
                 log_frames, done = self._current_writer().wal_checkpoint(mode=mode)
             except apsw.Error as exc:
@@ -606,6 +648,19 @@ class Database:
             self._reader = self._writer = None
             if self._gate is not None:
                 self._gate.close()
+
+
+class _WalPages:
+    """The WAL's length in pages after the last commit, as SQLite's WAL hook tells it."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        self.count = pages
+        return apsw.SQLITE_OK
 
 
 #: Every open database, so a forked child can disown its copies (see the module docstring).

@@ -82,6 +82,9 @@ BUSY_TIMEOUT_MS: Final = 5_000
 CACHE_SIZE_KIB: Final = 64_000  # PRAGMA cache_size takes -KiB
 MMAP_SIZE_BYTES: Final = 268_435_456  # 256 MiB
 JOURNAL_SIZE_LIMIT_BYTES: Final = 67_108_864  # 64 MiB: WAL truncated to this when it resets
+#: A write that leaves the WAL this long (4 KiB pages) checkpoints it after the write, out of
+#: the write gate (SQLite's auto-checkpoint threshold, which would do it inside COMMIT).
+WAL_CHECKPOINT_PAGES: Final = 1_000
 #: 0x10000 check all tables, 0x10 bounded analysis (analysis_limit), 0x2 run ANALYZE where useful.
 #: 0x10002 (the Rust original's value) has no analysis limit and grows with the database.
 OPTIMIZE_MASK: Final = 0x10012
