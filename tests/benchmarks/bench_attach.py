@@ -57,7 +57,7 @@ import psutil
 ROOT: Final = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for tests.benchmarks.peers when run as a script
 
-from tests.benchmarks.peers import server_command, server_env  # noqa: E402
+from tests.benchmarks.peers import server_command, server_env, stop_process  # noqa: E402
 
 sys.path.insert(0, str(ROOT))  # for vestige when run as a script from a checkout
 
@@ -183,22 +183,8 @@ class Peer:
         return self._stderr.read().decode(errors="replace")
 
     def stop(self) -> None:
-        """stdin EOF, then SIGTERM, then SIGKILL, each with a deadline; always reaped."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            for then in (signal.SIGTERM, signal.SIGKILL, None):
-                try:
-                    self.proc.wait(10)
-                    break
-                except subprocess.TimeoutExpired:
-                    if then is not None:
-                        self.proc.send_signal(then)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        """Stopped as a client would (``peers.stop_process``)."""
+        stop_process(self.proc)
         self._stderr.close()
 
 

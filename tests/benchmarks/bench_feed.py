@@ -41,7 +41,6 @@ import os
 import platform
 import queue
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from typing import IO, Any, Final
 ROOT: Final = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for tests.benchmarks.peers when run as a script
 
-from tests.benchmarks.peers import server_command, server_env  # noqa: E402
+from tests.benchmarks.peers import server_command, server_env, stop_process  # noqa: E402
 
 PROTOCOL_VERSION: Final = "2025-11-25"
 CHANGES: Final = "memory://changes"
@@ -164,21 +163,11 @@ class Peer:
         return self._stderr.read().decode(errors="replace")
 
     def stop(self) -> int | None:
-        """stdin EOF, then SIGTERM, then SIGKILL, each with a deadline; always reaped."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            for then in (signal.SIGTERM, signal.SIGKILL, None):
-                try:
-                    self.proc.wait(10)
-                    break
-                except subprocess.TimeoutExpired:
-                    if then is not None:
-                        self.proc.send_signal(then)
+        """Stopped as a client would (``peers.stop_process``); its exit status."""
+        code = stop_process(self.proc)
         with contextlib.suppress(OSError):
             self._stderr.close()
-        return self.proc.returncode
+        return code
 
 
 class Follower:
