@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="share the data directory with other servers started with this flag "
-        "(experimental pattern; the store's write gate and retries keep it safe)",
+        "(supported, opt-in: the store's write gate and retries keep concurrent writes "
+        "safe; --attach, one server shared by every window, is the simpler choice)",
     )
     parser.add_argument(
         "--attach",
