@@ -103,13 +103,13 @@ def test_read_commands_work_on_a_read_only_mount(ro_data_dir: Path) -> None:
     contents = [json.loads(line).get("content") for line in exported.stdout.splitlines()]
     assert sorted(c for c in contents if c) == sorted(MEMORIES)
     doctor = run_cli("doctor", "--json", data_dir=ro_data_dir)
-    assert doctor.returncode in (0, UNHEALTHY), doctor.stderr  # a killed server's metadata
+    assert doctor.returncode == 0, doctor.stderr  # a killed server's metadata only warns
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["permissions"]["status"] == "warn"
     assert "is mounted read-only" in checks["permissions"]["detail"]
     assert "chmod" not in doctor.stdout
     failed = {name for name, c in checks.items() if c["status"] == "fail"}
-    assert failed <= {"owner-metadata"}, checks
+    assert failed == set(), checks
     assert fingerprint(ro_data_dir) == before
 
 

@@ -45,7 +45,8 @@ def doctor(deep: bool, remove_stale: bool, as_json: bool) -> None:
     Without --deep, doctor does not read the file's pages (it stays as fast at 100k
     memories as at 1k) and says so; --deep runs SQLite's integrity_check on all of it.
 
-    Exits 0 when healthy, 3 when a check fails.
+    Exits 0 when no check fails (warnings, such as the file a server killed with kill -9
+    leaves behind, block nothing), 3 when one does.
 
     \b
     Example:

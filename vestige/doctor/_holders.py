@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from vestige import _linux_proc, owner
-from vestige.config import WRITE_DEADLINE_S
+from vestige.config import WRITE_DEADLINE_S, DataDirSource
 from vestige.doctor._report import Report, Status
 from vestige.printable import command_line, escape_controls, shell_arg
 
@@ -135,6 +135,9 @@ def _process(pid: int) -> str:
 
 
 def _report_stale(report: Report, stale: list[OwnerInfo], *, remove: bool) -> None:
+    """Metadata left by a holder that died (``kill -9``, a crash) is a warning, not a failure:
+    the kernel freed its lock, the next server removes the file, and nothing waits on it.
+    Failing here made doctor exit 3 after every kill -9, on a directory that works."""
     described = "; ".join(
         f"{escape_controls(str(i.path))} ({escape_controls(i.problem)})" for i in stale
     )
@@ -142,10 +145,10 @@ def _report_stale(report: Report, stale: list[OwnerInfo], *, remove: bool) -> No
         paths = " ".join(shell_arg(i.path) for i in stale)
         report.add(
             "owner-metadata",
-            Status.FAIL,
-            f"stale holder metadata: {described}",
-            f"No live holder wrote these, and the lock does not depend on them; remove only "
-            f"these files: rm {paths}  (or run `vestige doctor --remove-stale`)",
+            Status.WARN,
+            f"stale holder metadata (blocks nothing; the next server removes it): {described}",
+            f"To clean up now, run `vestige doctor --remove-stale{_data_dir_arg(report)}`; it "
+            f"removes only these files, after checking them again: rm {paths}",
         )
         return
     removed = [str(p) for p in owner.remove_stale_metadata(report.data_dir.path)]
@@ -156,6 +159,14 @@ def _report_stale(report: Report, stale: list[OwnerInfo], *, remove: bool) -> No
         Status.OK,
         f"removed stale holder metadata: {shown or 'none left'}",
     )
+
+
+def _data_dir_arg(report: Report) -> str:
+    """`` --data-dir DIR`` when a rule other than the platform default chose it, so the
+    command in a hint works pasted into another shell (without that VESTIGE_DATA_DIR)."""
+    if report.data_dir.source is DataDirSource.DEFAULT:
+        return ""
+    return f" --data-dir {shell_arg(report.data_dir.path)}"
 
 
 def check_processes(report: Report, scan: Scan) -> None:
