@@ -35,6 +35,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     **dict.fromkeys(
         ("backup", "restore", "export", "salvage", "import", "consolidate"), "safekeeping"
     ),
+    "config": "config",
     "doctor": "doctor",
     "dashboard": "dashboard",
     "watch": "watch",
