@@ -23,6 +23,7 @@ from vestige.config import prepare_data_dir
 from vestige.errors import ConfigError, OwnerLockHeld, VestigeError
 from vestige.owner import OwnerLock, acquire_owner
 from vestige.server import options as _options
+from vestige.server import terminal
 
 if TYPE_CHECKING:
     from vestige.config import DataDir
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Asked first: the transport later points fd 0 at the null device.
+    person = terminal.stdin_is_terminal()
     held = _hold(STOP_SIGNALS)  # a stop signal waits until its handler is in place
     try:
         data_dir = prepare_data_dir(opts.data_dir)
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             _release(held)
             from vestige.server import proxy  # noqa: PLC0415 - a proxy loads no SDK
 
+            if person:
+                terminal.show(terminal.banner(opts))
             return proxy.run(opts)
         lock = _acquire(data_dir, opts)
     except _StopPending:  # a stop signal came while a young owner was being waited out
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as err:  # any failure of the data directory: one line
         _release(held)
         return _fail(err if isinstance(err, ConfigError) else _start_failed(err, opts), EXIT_CONFIG)
-    return _serve(lock, opts, held)
+    return _serve(lock, opts, held, banner=person)
 
 
 def _acquire(data_dir: DataDir, opts: _options.Options) -> OwnerLock:
@@ -127,7 +132,9 @@ def _stop_pending() -> None:
         raise _StopPending
 
 
-def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signals]) -> int:
+def _serve(
+    lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signals], *, banner: bool
+) -> int:
     # Until the event loop takes signals over, a stop signal must unwind like Ctrl-C
     # (releasing the lock and its metadata) instead of killing the process outright.
     for signum in STOP_SIGNALS:
@@ -138,6 +145,8 @@ def _serve(lock: OwnerLock, opts: _options.Options, held: set[int | signal.Signa
             sock = _bind(opts) if opts.transport == "http" else None
         except ConfigError as err:
             return _fail(err, EXIT_CONFIG)
+        if banner:  # a person started it on a terminal: say so before the slow imports
+            terminal.show(terminal.banner(opts))
         # Only now, with the lock held: the SDK and pydantic cost most of the start-up time.
         # They build ~95k objects that all live as long as the server; the cyclic collector
         # would walk them again and again while they are built (~15% of the start-up's CPU).

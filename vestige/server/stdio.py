@@ -36,7 +36,7 @@ import anyio
 import mcp_types as types
 from mcp.shared.message import SessionMessage
 
-from vestige.server import EXIT_ERROR
+from vestige.server import EXIT_ERROR, terminal
 from vestige.server._fds import claim_standard_fds
 from vestige.server.framing import Refusal, dump, frame
 from vestige.server.options import MAX_MESSAGE_BYTES
@@ -123,11 +123,13 @@ class LineSession:
         send: Callable[[bytes], Awaitable[None]],
         *,
         on_request: Callable[[types.JSONRPCRequest], None] | None = None,
+        on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
         self._server = server
         self._receive = receive
         self._send = send
         self._on_request = on_request
+        self._on_refused = on_refused
         #: Ids of the requests passed to the server and not yet answered.
         self._unanswered: set[str | int] = set()
         self.output_closed = False
@@ -181,6 +183,8 @@ class LineSession:
             log.warning("refused %s from the client: %s", framed.what, framed.message)
             if framed.answer:
                 await to_client.send(framed.reply())
+            if self._on_refused is not None:
+                self._on_refused(framed)
 
     async def _write(
         self, to_client: MemoryObjectReceiveStream[SessionMessage], scope: anyio.CancelScope
@@ -226,7 +230,9 @@ class StdioTransport:
                 _write_all, stdout, data, abandon_on_cancel=True, limiter=self._writes
             )
 
-        session = LineSession(self._server, receive, send)
+        # A person typing at the server on a terminal gets a hint besides the parse error.
+        on_refused = _hint_to_a_person if os.isatty(stdin) else None
+        session = LineSession(self._server, receive, send, on_refused=on_refused)
         try:
             with self._scope:
                 async with anyio.create_task_group() as tg:
@@ -262,6 +268,13 @@ class StdioTransport:
         while not poller.poll(0):
             await anyio.sleep(STDOUT_POLL_S)
         self._on_end(STDOUT_CLOSED)
+
+
+def _hint_to_a_person(refusal: Refusal) -> None:
+    """After the answer to a line that is no JSON-RPC message (``hello``), say in words what
+    this server is and what to do; a client's malformed message (bad text) gets no hint."""
+    if refusal.reason in ("not-json", "not-jsonrpc"):
+        terminal.show(terminal.NOT_JSON_RPC_HINT)
 
 
 def _encode(message: SessionMessage) -> bytes:
