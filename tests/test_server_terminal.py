@@ -27,6 +27,7 @@ from tests.server_helpers import (
     server_env,
     wait_for,
 )
+from vestige.owner import read_owners
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -155,3 +156,38 @@ def test_an_http_server_on_a_terminal_gives_its_url_and_stops_with_ctrl_c(
         os.close(main)
         if child >= 0:
             os.close(child)
+
+
+def test_an_attached_window_on_a_terminal_says_so_and_hints_too(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    main, child = pty.openpty()
+    try:
+        with server(data_dir, tmp_path, child, "--attach") as (proc, log):
+            os.close(child)
+            child = -1
+            assert wait_for(lambda: "started the owner" in text_of(log), START_TIMEOUT_S)
+            banner = text_of(log).split(" INFO ", 1)[0]
+            assert "through the server that owns it (--attach)" in banner, banner
+            assert "vestige config claude-code" in banner
+            os.write(main, TYPED)
+            assert json.loads(first_line(proc))["error"]["code"] == -32700
+            assert wait_for(lambda: HINT in text_of(log), CALL_TIMEOUT_S), text_of(log)
+            os.write(main, END_OF_INPUT)
+            assert proc.wait(CALL_TIMEOUT_S) == 0, text_of(log)
+    finally:
+        os.close(main)
+        if child >= 0:
+            os.close(child)
+        # The detached owner ends by itself once its last window left; else stop it by pid.
+        for owner in read_owners(data_dir):
+            if owner.alive and not wait_for(lambda o=owner: not _running(o.pid), START_TIMEOUT_S):
+                os.kill(owner.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -54,6 +54,7 @@ from vestige.server import (
     STOP_SIGNALS,
     _wire,
     endpoint,
+    terminal,
 )
 from vestige.server._fds import claim_standard_fds
 from vestige.server.options import MAX_MESSAGE_BYTES, REQUEST_KEY_META
@@ -121,6 +122,8 @@ class Proxy:
         self._data_dir = data_dir
         self._parent = parent_pid
         self._stdin = stdin
+        #: A person typing at the proxy on a terminal gets a hint besides the parse error.
+        self._person = os.isatty(stdin)
         self._out = _Output(stdout, self._stdout_closed)
         self._election = Election(data_dir)
         #: Requests sent (or to send) to the owner and not yet answered, by JSON id.
@@ -221,6 +224,11 @@ class Proxy:
             _error_line(None, PARSE_ERROR, f"Parse error: the line is longer than {limit} MiB")
         )
 
+    def _not_json(self, exc: json.JSONDecodeError) -> None:
+        self._out.put(_error_line(None, PARSE_ERROR, _wire.not_json(exc)))
+        if self._person:
+            terminal.show(terminal.NOT_JSON_RPC_HINT)
+
     async def _from_client(self, line: bytes) -> None:
         """Note what failover needs of a client line, then send it if an owner is there."""
         if not line.strip():
@@ -230,7 +238,7 @@ class Proxy:
         except json.JSONDecodeError as exc:
             # Answered here, as the owner would: sent to an owner that is dying, it would
             # get no answer, and it has no id by which to send it again.
-            self._out.put(_error_line(None, PARSE_ERROR, _wire.not_json(exc)))
+            self._not_json(exc)
             return
         except (ValueError, RecursionError):
             message = None  # not UTF-8, or nested too deeply: the owner says which
