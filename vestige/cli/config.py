@@ -84,11 +84,16 @@ def config(
 
     \b
     CLIENT is one of:
-      claude-code     the `claude mcp add` command to run (--scope user, project, local)
-      claude-desktop  the "mcpServers" entry for claude_desktop_config.json
-      cursor          the "mcpServers" entry for ~/.cursor/mcp.json or .cursor/mcp.json
-      vscode          the "servers" entry (with "type": "stdio") for .vscode/mcp.json
-                      or your user mcp.json
+      claude-code     the `claude mcp add` command to run in your shell; Claude Code
+                      keeps it in ~/.claude.json (--scope user, local) or .mcp.json
+                      (--scope project)
+      claude-desktop  the "mcpServers" entry for claude_desktop_config.json, in
+                      ~/Library/Application Support/Claude/ (macOS) or
+                      %APPDATA%\\Claude\\ (Windows)
+      cursor          the "mcpServers" entry for ~/.cursor/mcp.json (every project)
+                      or .cursor/mcp.json (one project)
+      vscode          the "servers" entry, with "type": "stdio", for .vscode/mcp.json
+                      or your user mcp.json (MCP: Open User Configuration)
       http            how to start one `vestige-mcp --transport http` for every client,
                       and each client's entry with its URL and bearer token
 
