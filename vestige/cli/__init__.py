@@ -38,6 +38,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "doctor": "doctor",
     "dashboard": "dashboard",
     "watch": "watch",
+    "sql": "sql",
 }
 
 
