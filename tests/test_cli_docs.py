@@ -64,8 +64,8 @@ def test_every_command_is_documented_with_its_options() -> None:
     docs = DOCS.read_text("utf-8")
     assert COMMANDS == [
         "backup", "config", "consolidate", "dashboard", "delete", "doctor", "edit", "export",
-        "health", "import", "ingest", "log", "purge", "restore", "salvage", "search", "stats",
-        "undo", "watch",
+        "health", "import", "ingest", "log", "purge", "restore", "salvage", "search", "sql",
+        "stats", "undo", "watch",
     ]  # fmt: skip
     for name in COMMANDS:
         assert re.search(rf"^##+ `vestige {name}\b", docs, re.M), name

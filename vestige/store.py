@@ -74,6 +74,7 @@ from vestige import (
     request_keys,
     search,
     similarity,
+    sql,
 )
 from vestige._database import Database
 from vestige._rows import as_float, as_int, as_opt_str, as_str, one, scalar
@@ -862,6 +863,15 @@ class Store:
         for memory in map(Memory.from_row, rows):
             days.setdefault(memory.created_at[:10], []).append(memory)
         return [TimelineDay(day, tuple(ms)) for day, ms in days.items()]
+
+    def query(self, statement: str) -> sql.QueryResult:
+        """Run one SQL statement that only reads, in one snapshot (``vestige sql``).
+
+        :raises InvalidInput: it would do more than read, is not one statement, or SQLite
+            cannot run it (see ``vestige.sql``).
+        """
+        with self._db.read() as conn:
+            return sql.run(conn, statement)
 
     def stats(self) -> Stats:
         """The figures come from ``memory_totals`` and ``memory_counts``, which triggers keep

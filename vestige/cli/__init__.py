@@ -39,6 +39,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "doctor": "doctor",
     "dashboard": "dashboard",
     "watch": "watch",
+    "sql": "sql",
 }
 
 
