@@ -116,7 +116,8 @@ def snippet(
     if client == "http":
         return _http(data_dir, scope=scope, name=name, port=port)
     command = server_command()
-    args = [*command[1:], *(["--attach"] if attach else []), "--data-dir", str(data_dir.path)]
+    memory = str(data_dir.path.absolute())  # the default is already; say so, whatever HOME is
+    args = [*command[1:], *(["--attach"] if attach else []), "--data-dir", memory]
     if client == "claude-code":
         line = _shell(["claude", "mcp", "add", "--scope", scope, name, "--", command[0], *args])
         return Snippet(client, line + "\n", _CLAUDE_CODE_WHERE[scope])
@@ -133,7 +134,7 @@ def _http(data_dir: DataDir, *, scope: Scope, name: str, port: int) -> Snippet:
     token = load_token(ready.path)
     url = f"http://{DEFAULT_HOST}:{port}{HTTP_PATH}"
     header = f"Authorization: Bearer {token}"
-    start = [*server_command(), "--transport", "http", "--data-dir", str(ready.path)]
+    start = [*server_command(), "--transport", "http", "--data-dir", str(ready.path.absolute())]
     if port != DEFAULT_PORT:
         start += ["--port", str(port)]
     claude = ["claude", "mcp", "add", "--transport", "http", "--scope", scope, name, url]
