@@ -11,7 +11,9 @@ import pytest
 
 from tests import cli_helpers
 from tests.cli_helpers import Server, run_cli, tool_json
+from vestige import Store
 from vestige.cli._exit import ExitCode
+from vestige.errors import InvalidInput
 
 pytestmark = pytest.mark.timeout(120)
 servers = cli_helpers.servers  # the fixture, under its own name
@@ -36,6 +38,7 @@ def test_it_reads_beside_a_running_server_and_sees_its_writes(
     assert json.loads(result.stdout) == {
         "columns": ["content"],
         "rows": [["The user prefers tabs"]],
+        "truncated": False,
     }
     text = run_cli("sql", "SELECT count(*) AS n FROM knowledge_nodes", data_dir=data_dir)
     assert text.returncode == 0, text.stderr
@@ -99,3 +102,78 @@ def test_control_characters_are_escaped_for_a_person_and_exact_in_json(data_dir:
     assert "x'00ff'" in text.stdout
     data = json.loads(run_cli("sql", query, "--json", data_dir=data_dir).stdout)
     assert data["rows"] == [["a\x1b]0;owned\x07", "00ff"]]
+
+
+def test_a_statement_that_never_ends_is_stopped_at_its_timeout(data_dir: Path) -> None:
+    assert run_cli("ingest", "x", data_dir=data_dir).returncode == 0
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    )
+    result = run_cli("sql", endless, "--timeout", "0.5", data_dir=data_dir)
+    assert result.returncode == ExitCode.BAD_INPUT, result
+    assert "ran for more than 0.5 s and was stopped" in result.stderr
+    assert "--timeout" in result.stderr
+
+
+def test_rows_past_max_rows_are_counted_not_printed(data_dir: Path) -> None:
+    assert run_cli("ingest", "x", data_dir=data_dir).returncode == 0
+    many = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 50) SELECT x FROM c"
+    )
+    text = run_cli("sql", many, "--max-rows", "20", data_dir=data_dir)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.split() == ["x", *map(str, range(1, 21))]
+    assert "only the first 20 rows" in text.stderr
+    data = json.loads(run_cli("sql", many, "--max-rows", "20", "--json", data_dir=data_dir).stdout)
+    assert (len(data["rows"]), data["truncated"]) == (20, True)
+    whole = json.loads(run_cli("sql", many, "--json", data_dir=data_dir).stdout)
+    assert (len(whole["rows"]), whole["truncated"]) == (50, False)
+
+
+@pytest.mark.parametrize(
+    ("statement", "says"),
+    [
+        ("SELECT ?", "has a parameter"),
+        ("SELECT CAST(x'ff41' AS TEXT)", "not valid UTF-8 text"),
+        ("SELECT zeroblob(2000000000)", "string or blob too big"),
+    ],
+)
+def test_what_sqlite_refuses_to_give_is_one_clear_error(
+    data_dir: Path, statement: str, says: str
+) -> None:
+    assert run_cli("ingest", "x", data_dir=data_dir).returncode == 0
+    result = run_cli("sql", statement, data_dir=data_dir)
+    assert result.returncode == ExitCode.BAD_INPUT, result
+    assert says in result.stderr.splitlines()[0]
+
+
+def test_the_store_is_itself_after_a_query_that_failed_midway(data_dir: Path) -> None:
+    # A statement left mid-way would keep the reader's snapshot: later writes unseen.
+    with Store.open(data_dir) as store:
+        for n in range(5):
+            store.ingest(f"before {n}")
+        broken = (
+            "SELECT CASE WHEN seq = 3 THEN CAST(x'ff' AS TEXT) ELSE content END "
+            "FROM knowledge_nodes"
+        )
+        with pytest.raises(InvalidInput, match="not valid UTF-8"):
+            store.query(broken)
+        for n in range(20):
+            store.ingest(f"after {n}")
+        assert store.stats().total_memories == 25
+        assert len(store.search("after", limit=50)) == 20
+        # The same text twice: the statement cache must not skip the authorizer's count.
+        assert store.query("SELECT count(*) FROM knowledge_nodes").rows == [(25,)]
+        assert store.query("SELECT count(*) FROM knowledge_nodes").rows == [(25,)]
+        with pytest.raises(InvalidInput, match="more than read"):
+            store.query("DELETE FROM knowledge_nodes")
+        store.ingest("writes still work")
+        assert store.stats().total_memories == 26
+
+
+def test_column_names_are_escaped_for_a_person(data_dir: Path) -> None:
+    assert run_cli("ingest", "x", data_dir=data_dir).returncode == 0
+    result = run_cli("sql", 'SELECT 1 AS "\x1b[31mred"', data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\\x1b[31mred" in result.stdout

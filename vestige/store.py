@@ -864,14 +864,21 @@ class Store:
             days.setdefault(memory.created_at[:10], []).append(memory)
         return [TimelineDay(day, tuple(ms)) for day, ms in days.items()]
 
-    def query(self, statement: str) -> sql.QueryResult:
-        """Run one SQL statement that only reads, in one snapshot (``vestige sql``).
+    def query(
+        self,
+        statement: str,
+        *,
+        max_rows: int = sql.MAX_ROWS,
+        deadline_s: float = sql.QUERY_DEADLINE_S,
+    ) -> sql.QueryResult:
+        """Run one SQL statement that only reads, in one snapshot (``vestige sql``): at
+        most ``max_rows`` rows, stopped after ``deadline_s``.
 
-        :raises InvalidInput: it would do more than read, is not one statement, or SQLite
-            cannot run it (see ``vestige.sql``).
+        :raises InvalidInput: it would do more than read, is not one statement, SQLite
+            cannot run it, or it ran out of time or memory (see ``vestige.sql``).
         """
         with self._db.read() as conn:
-            return sql.run(conn, statement)
+            return sql.run(conn, statement, max_rows=max_rows, deadline_s=deadline_s)
 
     def stats(self) -> Stats:
         """The figures come from ``memory_totals`` and ``memory_counts``, which triggers keep

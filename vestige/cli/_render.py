@@ -52,7 +52,7 @@ def key_values(rows: Iterable[tuple[str, Any]], *, indent: int = 0) -> None:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A left-aligned table; the last column is not padded (it may be long text)."""
-    cells = [[str(c) for c in headers]] + [
+    cells = [[escape_controls(str(c)) for c in headers]] + [
         ["-" if c is None else escape_controls(str(c)) for c in r] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
