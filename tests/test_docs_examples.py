@@ -45,8 +45,9 @@ EXAMPLE_BACKUP: Final = ".local/share/vestige/core/backups/vestige-20250101-1200
 #: A hang guard per block, not a bound: an example normally takes a second or two.
 BLOCK_DEADLINE_S: Final = 120.0
 
-_FENCE = re.compile(r"^```(?P<lang>\S*)\s*$")
-_MARK = re.compile(r"^<!-- docs-test: (?:skip: (?P<reason>.+?)|exit (?P<code>\d+)) -->$")
+#: A fence at any indent (a block inside a list item), with backticks or tildes.
+_FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```|~~~)(?P<lang>\S*)\s*$")
+_MARK = re.compile(r"^ *<!-- docs-test: (?:skip: (?P<reason>.+?)|exit (?P<code>\d+)) -->$")
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,14 @@ def blocks() -> Iterator[Block]:
             if fence is None:
                 i += 1
                 continue
-            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            indent, mark_of = len(fence["indent"]), fence["fence"]
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == mark_of)
             mark = _MARK.match(lines[i - 1]) if i > 0 else None
             yield Block(
                 path,
                 i + 1,
                 fence["lang"],
-                "\n".join(lines[i + 1 : end]) + "\n",
+                "".join(ln[indent:] + "\n" for ln in lines[i + 1 : end]),
                 mark["reason"] if mark and mark["reason"] else None,
                 int(mark["code"]) if mark and mark["code"] else 0,
             )
@@ -102,6 +104,10 @@ def test_every_block_says_what_it_is_and_every_skip_why() -> None:
         if block.skip is not None:
             assert len(block.skip.split()) >= 3, f"{block.name}: say why it is not run"
             assert block.lang in RUN, f"{block.name}: only command blocks are skipped"
+        if block.exit:
+            # With bash -e the failing command ends the block: nothing may hide after it.
+            commands = [c for c in block.script().splitlines() if c.strip()[:1] not in "#"]
+            assert len(commands) == 1, f"{block.name}: an exit mark needs a one-command block"
     marks = sum(
         1 for path in DOCS for ln in path.read_text("utf-8").splitlines() if "docs-test:" in ln
     )
@@ -175,7 +181,9 @@ def test_command_examples_run(block: Block, lived_in_home: Path, tmp_path: Path)
     if block.lang == "python":
         command = [sys.executable, "-c", block.script()]
     else:
-        command = ["bash", "-e", "-o", "pipefail", "-c", block.script()]
+        # inherit_errexit: a failure inside $(...) fails the block too.
+        script = f"shopt -s inherit_errexit\n{block.script()}"
+        command = ["bash", "-e", "-o", "pipefail", "-c", script]
     result = subprocess.run(
         command,
         cwd=home / "project",
@@ -192,3 +200,5 @@ def test_command_examples_run(block: Block, lived_in_home: Path, tmp_path: Path)
         f"--- stderr\n{result.stderr[-3000:]}"
     )
     assert "Traceback" not in result.stderr, result.stderr
+    if block.exit == 0:  # a command that failed but was not the last one
+        assert not re.search(r"^Error: ", result.stderr, re.M), result.stderr
