@@ -97,6 +97,22 @@ def owner_of(data_dir: Path, pid: int, timeout: float = START_TIMEOUT_S) -> Owne
     return found[0]
 
 
+def stop_detached_owners(data_dir: Path, wait_s: float = START_TIMEOUT_S) -> None:
+    """The owner an ``--attach`` proxy started ends by itself once its last window left; one
+    still running after ``wait_s`` is killed by its pid (never by name)."""
+    for owner in read_owners(data_dir):
+        if owner.alive and not wait_for(lambda o=owner: not _running(o.pid), wait_s):
+            os.kill(owner.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class ServerProcess:
     """A ``vestige-mcp`` started with Popen, spoken to with raw JSON-RPC lines."""
 

@@ -26,7 +26,13 @@ import pytest
 
 from tests.cli_helpers import CLI, run_cli
 from tests.http_helpers import ACCEPT, INIT
-from tests.server_helpers import CALL_TIMEOUT_S, START_TIMEOUT_S, free_port, wait_for
+from tests.server_helpers import (
+    CALL_TIMEOUT_S,
+    START_TIMEOUT_S,
+    free_port,
+    stop_detached_owners,
+    wait_for,
+)
 from vestige import client_config
 from vestige.owner import read_owners
 
@@ -171,19 +177,7 @@ def test_an_attach_snippet_starts_a_proxy_that_shares_one_owner(tmp_path: Path) 
         assert [o.transport for o in owners] == ["attach"], owners
     finally:
         # The detached owner the proxy started ends by itself after its last window left.
-        for owner in read_owners(data_dir):
-            if owner.alive and not wait_for(
-                lambda o=owner: not _running(o.pid), ATTACH_OWNER_EXIT_S
-            ):
-                os.kill(owner.pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stop_detached_owners(data_dir, ATTACH_OWNER_EXIT_S)
 
 
 @pytest.mark.parametrize("scope", ["user", "project", "local"])

@@ -25,9 +25,9 @@ from tests.server_helpers import (
     free_port,
     server_command,
     server_env,
+    stop_detached_owners,
     wait_for,
 )
-from vestige.owner import read_owners
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -180,14 +180,4 @@ def test_an_attached_window_on_a_terminal_says_so_and_hints_too(
         if child >= 0:
             os.close(child)
         # The detached owner ends by itself once its last window left; else stop it by pid.
-        for owner in read_owners(data_dir):
-            if owner.alive and not wait_for(lambda o=owner: not _running(o.pid), START_TIMEOUT_S):
-                os.kill(owner.pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stop_detached_owners(data_dir, START_TIMEOUT_S)
