@@ -320,9 +320,22 @@ def test_an_unknown_client_or_a_misplaced_option_is_one_clear_error(tmp_path: Pa
         (["http", "--attach"], "--attach relays a stdio client"),
         (["cursor", "--port", "4000"], "--port is for the http form only"),
         (["vscode", "--scope", "project"], "--scope is Claude Code's"),
+        (["http", "--scope", "project"], "would write the bearer token into .mcp.json"),
+        (["claude-code", "--name=--help"], "starting with a letter or digit"),
     ]:
         result = run_cli("config", *args, "--data-dir", tmp_path / "memory")
         assert result.returncode == USAGE, result
         assert words in result.stderr
         assert result.stdout == ""
     assert not (tmp_path / "memory").exists()  # a refused http form created nothing
+
+
+def test_a_data_dir_that_cannot_be_one_gets_no_snippet(tmp_path: Path) -> None:
+    # A snippet naming a file would only fail later, inside the client.
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory", "utf-8")
+    for client in client_config.CLIENTS:
+        result = run_cli("config", client, "--data-dir", a_file)
+        assert result.returncode == USAGE, (client, result)
+        assert "exists but is not a directory" in result.stderr
+        assert result.stdout == ""

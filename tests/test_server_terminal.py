@@ -147,7 +147,8 @@ def test_an_http_server_on_a_terminal_gives_its_url_and_stops_with_ctrl_c(
             assert wait_for(lambda: "listening on" in text_of(log), START_TIMEOUT_S), text_of(log)
             banner = text_of(log).split(" INFO ", 1)[0]
             assert f"serving streamable HTTP at http://127.0.0.1:{port}/mcp" in banner, banner
-            assert f"vestige config http --data-dir {data_dir}" in banner
+            # The command must configure clients for this server's port, not the default's.
+            assert f"vestige config http --data-dir {data_dir} --port {port}" in banner
             assert "Stop it:           Ctrl-C\n" in banner
             assert "Ctrl-D" not in banner  # an HTTP server does not read stdin
             proc.send_signal(signal.SIGINT)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from vestige.config import prepare_data_dir
+from vestige.config import check_data_dir, prepare_data_dir
 from vestige.local_access import AUTH_TOKEN_ENV, TOKEN_FILE, load_token
 from vestige.server.options import DEFAULT_HOST, DEFAULT_PORT, HTTP_PATH
 
@@ -108,13 +108,15 @@ def snippet(
     :param attach: add ``--attach`` (every window shares one server; stdio only).
     :param scope: Claude Code's scope, for ``claude-code`` and the ``claude`` line of ``http``.
     :param port: the HTTP port (``http`` only).
-    :raises ConfigError: ``http`` only: the data directory or its token cannot be made ready
-        (the snippet carries the token the server will use, so it is created if missing).
+    :raises ConfigError: the data directory cannot be one (a file, a path too long); for
+        ``http``, it or its token cannot be made ready (the snippet carries the token the
+        server will use, so it is created if missing).
     """
     if attach and client == "http":
         raise ValueError("--attach relays a stdio client; an HTTP server serves many itself")
     if client == "http":
         return _http(data_dir, scope=scope, name=name, port=port)
+    check_data_dir(data_dir)  # a snippet that names a file would only fail in the client
     command = server_command()
     memory = str(data_dir.path.absolute())  # the default is already; say so, whatever HOME is
     args = [*command[1:], *(["--attach"] if attach else []), "--data-dir", memory]
@@ -155,9 +157,9 @@ def _http(data_dir: DataDir, *, scope: Scope, name: str, port: int) -> Snippet:
             f"#    (the token comes from {source}; keep it secret).",
             "# Claude Code:",
             _shell([*claude, "--header", header]),
-            "# Cursor: ~/.cursor/mcp.json (every project) or .cursor/mcp.json (one project):",
+            "# Cursor: ~/.cursor/mcp.json (not a project's .cursor/mcp.json, often committed):",
             "#   " + json.dumps(cursor),
-            "# VS Code: .vscode/mcp.json, or your user mcp.json (MCP: Open User Configuration):",
+            "# VS Code: your user mcp.json (MCP: Open User Configuration), not .vscode/mcp.json:",
             "#   " + json.dumps(vscode),
             "",
         ]

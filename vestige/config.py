@@ -230,6 +230,23 @@ def _absolute(raw: str) -> Path:
     return Path(os.path.abspath(raw))
 
 
+def check_data_dir(data_dir: DataDir) -> os.stat_result | None:
+    """What can be told of a data directory without creating anything: its path is not too
+    long, and it is a directory if it exists.  Its ``stat``, or None when it does not exist.
+
+    :raises DataDirError: it is not usable, with what to do.
+    """
+    check_path_length(data_dir)
+    st = _stat(data_dir.path)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise DataDirError(
+            f"the data directory {data_dir.path} exists but is not a directory",
+            hint="Point --data-dir (or VESTIGE_DATA_DIR) at a directory; Vestige keeps "
+            f"{DATABASE_FILE} inside it.",
+        )
+    return st
+
+
 def prepare_data_dir(data_dir: DataDir) -> DataDir:
     """Create the directory if missing (0700 when created) and check it is usable.
 
@@ -237,14 +254,7 @@ def prepare_data_dir(data_dir: DataDir) -> DataDir:
     removes the folders it made.
     """
     path = data_dir.path
-    check_path_length(data_dir)
-    st = _stat(path)
-    if st is not None and not stat.S_ISDIR(st.st_mode):
-        raise DataDirError(
-            f"the data directory {path} exists but is not a directory",
-            hint="Point --data-dir (or VESTIGE_DATA_DIR) at a directory; Vestige keeps "
-            f"{DATABASE_FILE} inside it.",
-        )
+    st = check_data_dir(data_dir)
     if st is None:
         try:
             make_private_dir(path)

@@ -19,7 +19,8 @@ from vestige.cli._options import data_dir_option, resolved_data_dir
 from vestige.errors import InvalidInput
 
 #: A server name every client accepts as a key and Claude Code as an argument.
-_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Never a leading "-": `claude mcp add --help` would read it as an option.
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: A snippet that holds the bearer token is written readable by its owner only.
 SECRET_FILE_MODE: Final = 0o600
 PLAIN_FILE_MODE: Final = 0o666  # before the umask, as any new file
@@ -28,7 +29,8 @@ PLAIN_FILE_MODE: Final = 0o666  # before the umask, as any new file
 def _server_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not _NAME.fullmatch(value):
         raise click.BadParameter(
-            f"{value!r}: use 1 to 64 letters, digits, '-' or '_' (a key in every client's file)"
+            f"{value!r}: use 1 to 64 letters, digits, '-' or '_', starting with a letter or "
+            "digit (a key in every client's file)"
         )
     return value
 
@@ -116,6 +118,11 @@ def config(
         raise click.UsageError(
             "--attach relays a stdio client: an HTTP server already serves many clients; "
             "drop --attach",
+        )
+    if client == "http" and scope == "project":
+        raise click.UsageError(
+            "--scope project would write the bearer token into .mcp.json, which is shared "
+            "through version control: use --scope user or local for the http form",
         )
     if scope is not None and client not in ("claude-code", "http"):
         raise click.UsageError(

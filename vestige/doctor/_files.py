@@ -16,6 +16,7 @@ from vestige import config
 from vestige.config import DataDirSource
 from vestige.doctor._report import Report, Status
 from vestige.errors import DataDirError
+from vestige.printable import shell_arg
 
 #: Filesystem types where WAL's shared memory and file locks are not reliable (pitfall 14).
 NETWORK_FILESYSTEMS: Final = frozenset(
@@ -144,7 +145,7 @@ def check_permissions(report: Report, *, sqlite_files: bool = True) -> None:
     mode = stat.S_IMODE(dd.path.stat().st_mode)
     if mode & 0o077:
         problems.append(f"the directory is {mode:04o}, so other users can look in")
-        fixes.append(f"chmod 700 {dd.path}")
+        fixes.append(f"chmod 700 {shell_arg(dd.path)}")
     for path in dd.sqlite_files if sqlite_files else ():
         try:
             st = path.stat()  # stat only: SQLite's files are never opened outside SQLite
@@ -152,10 +153,12 @@ def check_permissions(report: Report, *, sqlite_files: bool = True) -> None:
             continue
         if stat.S_IMODE(st.st_mode) & 0o077:
             problems.append(f"{path.name} is {stat.S_IMODE(st.st_mode):04o}")
-            fixes.append(f"chmod 600 {path}")
+            fixes.append(f"chmod 600 {shell_arg(path)}")
         if st.st_uid != os.getuid():
             problems.append(f"{path.name} belongs to uid {st.st_uid}, not to you")
-            fixes.append(f"run Vestige as uid {st.st_uid}, or chown {os.getuid()} {path}")
+            fixes.append(
+                f"run Vestige as uid {st.st_uid}, or chown {os.getuid()} {shell_arg(path)}"
+            )
     if problems:
         report.add("permissions", Status.WARN, "; ".join(problems), "; ".join(fixes))
     else:

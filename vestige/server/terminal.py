@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 from vestige.config import DataDirSource
+from vestige.server.options import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from vestige.server.options import Options
@@ -56,7 +57,8 @@ def banner(opts: Options) -> str:
             f"at {opts.endpoint}\n"
             "  (clients send JSON-RPC there with its bearer token; stdin is not read)."
         )
-        connect = f"vestige config http{flag}   (the URL, the token, each client's entry)"
+        port = f" --port {opts.port}" if opts.port != DEFAULT_PORT else ""
+        connect = f"vestige config http{flag}{port}   (the URL, the token, each client's entry)"
         stop = "Ctrl-C"
     else:
         relay = " through the server that owns it (--attach)" if opts.attach else ""
@@ -79,6 +81,8 @@ def banner(opts: Options) -> str:
 
 def show(text: str) -> None:
     """Write ``text`` to stderr now; a closed or broken stderr is no reason to fail."""
+    if sys.stderr is None:  # started with fd 2 closed: nowhere to say it
+        return
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(text if text.endswith("\n") else text + "\n")
         sys.stderr.flush()
