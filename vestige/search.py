@@ -41,7 +41,7 @@ COMMON_ROWS: Final = 4_000
 #: (often 20 or more, each scored on every row its rare ones find) and needs only the top
 #: 20.  A memory that shares only common words with the new text is found by the
 #: all-common-words query instead, which a lower bound reaches more often.
-CANDIDATE_ROWS: Final = 1_000
+CANDIDATE_ROWS: Final = 300
 #: How many of the newest rows tell whether a common term is in most rows.
 SAMPLE_ROWS: Final = 1_000
 #: A query of common terms only ranks at most this many of the newest rows that match it.
