@@ -1356,7 +1356,9 @@ def test_term_counts_are_kept_between_calls_until_the_store_grows(
         store.smart_ingest("the user prefers dark mode in the editor on the laptop at brolly")
     assert _term_counts(first)
     with _statements(store, monkeypatch) as second:
-        result = store.smart_ingest("at brolly the user prefers dark mode on the laptop in the editor")
+        result = store.smart_ingest(
+            "at brolly the user prefers dark mode on the laptop in the editor"
+        )
     assert result.decision is Decision.CREATE
     assert _term_counts(second) == []
     grow = math.ceil(302 * TERM_COUNTS_STALE_FRACTION) + 1

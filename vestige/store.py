@@ -1426,7 +1426,12 @@ def _search_rows(
 
     ``with_all_common``: when the rare terms fill the window, up to this many rows with
     all the common terms are still added after it (smart_ingest: the memory a correction is
-    about may share none of its rare words, "... because of solarized").
+    about may share none of its rare words, "... because of solarized"): the newest,
+    unranked.
+
+    ``counts``: term counts kept between calls (``_TermCounts``).  ``ranking_terms``: how
+    many of the weighty common terms (the rarest) rank besides the rare ones; all of them
+    if None (search).
     """
     budget = search.COMMON_ROWS if common_rows is None else common_rows
     kept = counts.rows_with if counts is not None else None
@@ -1467,8 +1472,8 @@ def _search_rows(
         # Their bm25 would weigh each common term by counting all its rows (a tenth of a
         # smart_ingest at 100k), to order rows that the caller judges one by one anyway.
         sql = _NEWEST_UNRANKED if include_superseded else _NEWEST_UNRANKED_LIVE
-        found = conn.execute(sql, (every, *filters, room + len(seen))).fetchall()
-        return rows + [row for row in found if row[0] not in seen][:room]
+        newest = conn.execute(sql, (every, *filters, room + len(seen))).fetchall()
+        return rows + [row for row in newest if row[0] not in seen][:room]
     for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
         found = conn.execute(sql, (match, *filters, bound))
