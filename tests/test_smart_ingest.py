@@ -1341,32 +1341,43 @@ def _term_counts(seen: list[tuple[str, str]]) -> list[str]:
     return [b for sql, b in seen if sql.startswith("SELECT count(*) FROM (SELECT 1")]
 
 
-def test_term_counts_are_kept_between_calls_until_the_store_grows(
+def test_term_counts_are_kept_between_calls_until_enough_is_written(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counting each content word's rows was a third of a smart_ingest at 100k: a second
-    text with the same words counts none of them again, until the store has grown by more
-    than TERM_COUNTS_STALE_FRACTION; then they are counted afresh (a word may have become
-    common)."""
+    text with the same words counts none of them again, until more than
+    TERM_COUNTS_STALE_FRACTION of the store's rows were written, added or edited; then they
+    are counted afresh (a word may have become common)."""
     rng = random.Random(5)
     others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
-    for _ in range(300):
-        store.ingest(_templated(rng.choice(others)))
-    with _statements(store, monkeypatch) as first:
-        store.smart_ingest("the user prefers dark mode in the editor on the laptop at brolly")
-    assert _term_counts(first)
-    with _statements(store, monkeypatch) as second:
-        result = store.smart_ingest(
-            "at brolly the user prefers dark mode on the laptop in the editor"
-        )
-    assert result.decision is Decision.CREATE
-    assert _term_counts(second) == []
-    grow = math.ceil(302 * TERM_COUNTS_STALE_FRACTION) + 1
-    for _ in range(grow):
-        store.ingest(_templated(rng.choice(others)))
-    with _statements(store, monkeypatch) as third:
-        store.smart_ingest("on the laptop at brolly the user prefers dark mode in the editor")
-    assert _term_counts(third)
+    stored = [store.ingest(_templated(rng.choice(others))) for _ in range(300)]
+    # Changes allowed (each smart_ingest below is one): 3 in a store of 300 rows.
+    allowed = math.floor(300 * TERM_COUNTS_STALE_FRACTION)
+    assert allowed >= 2
+    texts = iter(
+        [
+            "the user prefers dark mode in the editor on the laptop at brolly",
+            "at brolly the user prefers dark mode on the laptop in the editor",
+            "on the laptop at brolly the user prefers dark mode in the editor",
+            "in the editor at brolly the user prefers dark mode on the laptop",
+            "at brolly on the laptop the user prefers dark mode in the editor",
+        ]
+    )
+
+    def counted() -> list[str]:
+        with _statements(store, monkeypatch) as seen:
+            result = store.smart_ingest(next(texts))
+        assert result.decision is Decision.CREATE, result.reason
+        return _term_counts(seen)
+
+    assert counted()
+    assert counted() == []  # one change since the count
+    for memory in stored[: allowed - 2]:  # edits change counts as much as new rows do
+        store.edit(memory.id, content=memory.content + " at home")
+    assert counted() == []  # as many changes as allowed
+    store.edit(stored[-1].id, content=stored[-1].content + " at home")
+    assert counted()  # one more than allowed
+    assert counted() == []
 
 
 #: Eight slots of four values: every slot's word is in a quarter of the rows (weighty).

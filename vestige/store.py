@@ -204,7 +204,7 @@ class Store:
         #: ``changelog.acting_for``).
         self.actor = actor or Actor.this_process("library")
         #: smart_ingest's term counts, kept between calls (``_TermCounts``).
-        self._term_counts = _TermCounts(-1)
+        self._term_counts = _TermCounts(-1, -1)
 
     # -- opening -------------------------------------------------------------------
 
@@ -455,12 +455,17 @@ class Store:
         return _choose(text, [_match(text, m) for m in candidates])
 
     def _fresh_term_counts(self, conn: apsw.Connection) -> _TermCounts:
-        """The kept term counts, or new empty ones once the store grew or shrank by more
-        than ``TERM_COUNTS_STALE_FRACTION`` since they were counted."""
-        rows = as_int(scalar(conn, _NEWEST_SEQ, ()), "seq")
+        """The kept term counts, or new empty ones once more changes were written since
+        they were counted (any process's: the changelog's seq) than
+        ``TERM_COUNTS_STALE_FRACTION`` of the store's rows (its newest seq).  Called inside
+        a read, which the reader lock serialises."""
+        rows, changes = conn.execute(_NEWEST_SEQS).fetchone() or (0, 0)
         kept = self._term_counts
-        if abs(rows - kept.rows_at) > kept.rows_at * TERM_COUNTS_STALE_FRACTION:
-            kept = self._term_counts = _TermCounts(rows)
+        if (
+            abs(as_int(changes, "seq") - kept.changes_at)
+            > kept.rows_at * TERM_COUNTS_STALE_FRACTION
+        ):
+            kept = self._term_counts = _TermCounts(as_int(rows, "seq"), as_int(changes, "seq"))
         return kept
 
     def delete(self, memory_id: str) -> int:
@@ -1256,22 +1261,29 @@ def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
     return None
 
 
-_NEWEST_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM knowledge_nodes"
+#: The newest memory's seq (about the store's size) and the newest change's (writes so far).
+_NEWEST_SEQS: Final = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM knowledge_nodes), "
+    "(SELECT coalesce(max(seq), 0) FROM changelog)"
+)
 
 
 @dataclass(slots=True)
 class _TermCounts:
     """How many rows have a term (up to a bound), and whether it is in most of the newest,
-    as counted at ``rows_at`` (the newest seq).
+    as counted at ``rows_at`` (the newest memory's seq) and ``changes_at`` (the newest
+    change's).
 
     Counting them was a third of a smart_ingest at 100k rows (two dozen FTS5 queries a
-    text), and a term's count moves by at most one row a write: kept until the store has
-    grown by ``TERM_COUNTS_STALE_FRACTION``, they split a text into rare and common words as
-    a fresh count would, give or take a term at the border.  A small store counts again
-    after every write (1% of it is less than a row).
+    text), and a term's count moves by at most one row a write: kept until
+    ``TERM_COUNTS_STALE_FRACTION`` of the store's rows were written (added, edited, extended
+    or deleted), they split a text into rare and common words as a fresh count would, give
+    or take a term at the border.  A small store counts again after every write (1% of it
+    is less than a row).
     """
 
     rows_at: int
+    changes_at: int
     rows_with: dict[tuple[str, int], int] = field(default_factory=dict)
     share_of_newest: dict[str, float] = field(default_factory=dict)
 
