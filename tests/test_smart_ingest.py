@@ -26,10 +26,12 @@ from vestige.models import IngestResult
 from vestige.store import (
     EXTEND_MIN_ADDED,
     EXTEND_MIN_WORDS,
+    READ_CACHE_MAX_CHARS,
     SMART_RANKING_TERMS,
     SUPERSEDE_CORRECTION_AT,
     SUPERSEDE_DEMOTED_AT,
     TERM_COUNTS_STALE_FRACTION,
+    _read_kept,
 )
 
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
@@ -1416,3 +1418,22 @@ def test_only_the_rarest_common_words_rank_besides_the_rare_ones(
         assert 0 < common.count(" OR ") + 1 <= SMART_RANKING_TERMS < len(_WIDE_SLOTS)
     assert result.decision is Decision.UPDATE, result.reason
     assert result.memory.id == target.id
+
+
+def test_memory_texts_read_lately_are_kept_read_and_edits_are_seen(store: Store) -> None:
+    """Reading a memory is most of comparing with it: short texts stay read between calls
+    (keyed by the text, so an edit is read afresh), long ones are read every time."""
+    _read_kept.cache_clear()
+    memory = store.ingest(BASE)
+    long = store.ingest(BASE + " and " + " and ".join(["zorblat wibble"] * READ_CACHE_MAX_CHARS))
+    assert len(long.content) > READ_CACHE_MAX_CHARS
+    store.smart_ingest(BASE + " since the outage in March")
+    kept = _read_kept.cache_info().currsize
+    assert kept == 1  # the short memory only
+    edited = "staging database runs on port 6543 behind bastion host firewall"
+    store.edit(memory.id, content=edited)
+    result = store.smart_ingest(edited + " since the outage in March")
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == memory.id
+    assert _read_kept.cache_info().currsize == kept + 1
+    assert _read_kept(edited) == similarity.read(edited)

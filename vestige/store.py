@@ -133,8 +133,10 @@ SMART_ALL_COMMON: Final = 5
 SMART_RANKING_TERMS: Final = 4
 #: A term in more than this share of the newest rows weighs nothing in bm25.
 MOST_ROWS: Final = 0.5
-#: How many memory texts smart_ingest keeps read (``_read_section``); a few MB.
+#: How many memory texts smart_ingest keeps read (``_read_section``), and the longest it
+#: keeps (characters): at most ~2,048 x 2,000 characters and what was read of them, ~20 MB.
 READ_CACHE_SECTIONS: Final = 2_048
+READ_CACHE_MAX_CHARS: Final = 2_000
 #: How far the store may grow (a fraction of its rows) before the term counts that split a
 #: smart_ingest text into rare and common words are counted again (``_TermCounts``).
 TERM_COUNTS_STALE_FRACTION: Final = 0.01
@@ -1611,12 +1613,19 @@ class _Match:
     similarity: float
 
 
-@functools.lru_cache(maxsize=READ_CACHE_SECTIONS)
 def _read_section(section: str) -> similarity.Text:
-    """``similarity.read``, kept for the texts read lately: the memories a smart_ingest
-    compares with are often the ones the last few compared with (an agent goes on about
-    one subject), and reading one is most of comparing with it.  ``read`` is pure and its
-    ``Text`` is never changed, so a kept one is the one it would make."""
+    """``similarity.read``, kept for the short texts read lately (``_read_kept``)."""
+    if len(section) > READ_CACHE_MAX_CHARS:
+        return similarity.read(section)
+    return _read_kept(section)
+
+
+@functools.lru_cache(maxsize=READ_CACHE_SECTIONS)
+def _read_kept(section: str) -> similarity.Text:
+    """The memories a smart_ingest compares with are often the ones the last few compared
+    with (an agent goes on about one subject), and reading one is most of comparing with
+    it.  ``read`` is pure and its ``Text`` is never changed, so a kept one is the one it
+    would make."""
     return similarity.read(section)
 
 
