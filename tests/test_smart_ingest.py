@@ -1437,3 +1437,30 @@ def test_memory_texts_read_lately_are_kept_read_and_edits_are_seen(store: Store)
     assert result.memory.id == memory.id
     assert _read_kept.cache_info().currsize == kept + 1
     assert _read_kept(edited) == similarity.read(edited)
+
+
+def test_the_rows_with_all_common_words_are_the_shortest_of_the_newest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond a window that the rare words filled, rows with all the common words are looked
+    at: the shortest of the newest COMMON_WINDOW (bm25's order among rows that have every
+    term, without counting each term's rows), not the newest five, which here are ten
+    longer rows written after the memory the text extends."""
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", 200)
+    rng = random.Random(3)
+    others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
+    for _ in range(300):
+        store.ingest(_templated(rng.choice(others)))
+    target = store.ingest(_templated(_TARGET))
+    for i in range(30):
+        store.ingest(f"the build server uses solarized colors for job {i}")
+    for i in range(10):
+        store.ingest(
+            f"at work the user prefers dark mode in the editor on the laptop, as ticket {i} "
+            "about the new office furniture and the parking rules noted last week"
+        )
+    result = store.smart_ingest(
+        "the user prefers dark mode in the editor on the laptop at work with solarized colors"
+    )
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == target.id

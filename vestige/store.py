@@ -1351,10 +1351,13 @@ _SEARCH_NEWEST: Final = f"{_SEARCH_FROM} ORDER BY f.rowid DESC LIMIT ?"
 _SEARCH_NEWEST_LIVE: Final = (
     f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rowid DESC LIMIT ?"
 )
-#: The newest matches without their bm25 (0.0 stands for it): a plain walk of the doclists.
-_NEWEST_UNRANKED: Final = _SEARCH_FROM.replace("f.rank", "0.0") + "ORDER BY f.rowid DESC LIMIT ?"
-_NEWEST_UNRANKED_LIVE: Final = (
-    _SEARCH_FROM.replace("f.rank", "0.0")
+#: The newest matches without their bm25, their length in its place: a plain walk of the
+#: doclists.
+_NEWEST_BY_LENGTH: Final = (
+    _SEARCH_FROM.replace("f.rank", "length(n.content)") + "ORDER BY f.rowid DESC LIMIT ?"
+)
+_NEWEST_BY_LENGTH_LIVE: Final = (
+    _SEARCH_FROM.replace("f.rank", "length(n.content)")
     + "AND n.superseded_by IS NULL ORDER BY f.rowid DESC LIMIT ?"
 )
 #: The seq before the newest rows: a sample of the store that costs the same in any size.
@@ -1440,8 +1443,8 @@ def _search_rows(
 
     ``with_all_common``: when the rare terms fill the window, up to this many rows with
     all the common terms are still added after it (smart_ingest: the memory a correction is
-    about may share none of its rare words, "... because of solarized"): the newest,
-    unranked.
+    about may share none of its rare words, "... because of solarized"): the shortest of
+    the newest ``COMMON_WINDOW``, unranked.
 
     ``counts``: term counts kept between calls (``_TermCounts``).  ``ranking_terms``: how
     many of the weighty common terms (the rarest) rank besides the rare ones; all of them
@@ -1482,12 +1485,15 @@ def _search_rows(
     more: list[tuple[object, ...]] = []
     sql = _SEARCH_NEWEST if include_superseded else _SEARCH_NEWEST_LIVE
     if len(rows) >= window:
-        # Only the rows beyond a full window: the newest with all the common terms, unranked.
-        # Their bm25 would weigh each common term by counting all its rows (a tenth of a
-        # smart_ingest at 100k), to order rows that the caller judges one by one anyway.
-        sql = _NEWEST_UNRANKED if include_superseded else _NEWEST_UNRANKED_LIVE
-        newest = conn.execute(sql, (every, *filters, room + len(seen))).fetchall()
-        return rows + [row for row in newest if row[0] not in seen][:room]
+        # Only the rows beyond a full window: the shortest of the newest with all the
+        # common terms.  Among rows that have every term, bm25 prefers the shorter (the
+        # terms are more of them); computing it would weigh each common term by counting
+        # all its rows, a tenth of a smart_ingest at 100k.
+        sql = _NEWEST_BY_LENGTH if include_superseded else _NEWEST_BY_LENGTH_LIVE
+        bound = max(search.COMMON_WINDOW, window) + len(seen)
+        newest = [r for r in conn.execute(sql, (every, *filters, bound)) if r[0] not in seen]
+        newest.sort(key=lambda r: (include_superseded and r[3] is not None, as_int(r[-1], "n")))
+        return rows + newest[:room]
     for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
         found = conn.execute(sql, (match, *filters, bound))
