@@ -26,8 +26,12 @@ from vestige.models import IngestResult
 from vestige.store import (
     EXTEND_MIN_ADDED,
     EXTEND_MIN_WORDS,
+    READ_CACHE_MAX_CHARS,
+    SMART_RANKING_TERMS,
     SUPERSEDE_CORRECTION_AT,
     SUPERSEDE_DEMOTED_AT,
+    TERM_COUNTS_STALE_FRACTION,
+    _read_kept,
 )
 
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
@@ -1304,6 +1308,157 @@ def test_an_extension_with_rare_words_finds_the_memory_that_lacks_them(
         store.ingest(f"the build server uses solarized colors for job {i}")
     for _ in range(400):
         store.ingest(_templated(rng.choice(others)))
+    result = store.smart_ingest(
+        "the user prefers dark mode in the editor on the laptop at work with solarized colors"
+    )
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == target.id
+
+
+# -- what a smart_ingest reads, kept bounded (issue 12's 15 ms at 100k) ------------------------
+
+
+@contextlib.contextmanager
+def _statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every statement the store's reads run, with its bindings, while the block runs."""
+    seen: list[tuple[str, str]] = []
+    real = store._db.read
+
+    @contextlib.contextmanager
+    def traced() -> Any:
+        with real() as conn:
+            conn.exec_trace = lambda _c, sql, bindings: seen.append((sql, str(bindings))) or True
+            try:
+                yield conn
+            finally:
+                conn.exec_trace = None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store._db, "read", traced)
+        yield seen
+
+
+def _term_counts(seen: list[tuple[str, str]]) -> list[str]:
+    """The terms whose rows a smart_ingest counted (``_ROWS_WITH``)."""
+    return [b for sql, b in seen if sql.startswith("SELECT count(*) FROM (SELECT 1")]
+
+
+def test_term_counts_are_kept_between_calls_until_enough_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting each content word's rows was a third of a smart_ingest at 100k: a second
+    text with the same words counts none of them again, until more than
+    TERM_COUNTS_STALE_FRACTION of the store's rows were written, added or edited; then they
+    are counted afresh (a word may have become common)."""
+    rng = random.Random(5)
+    others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
+    stored = [store.ingest(_templated(rng.choice(others))) for _ in range(300)]
+    # Changes allowed (each smart_ingest below is one): 3 in a store of 300 rows.
+    allowed = math.floor(300 * TERM_COUNTS_STALE_FRACTION)
+    assert allowed >= 2
+    texts = iter(
+        [
+            "the user prefers dark mode in the editor on the laptop at brolly",
+            "at brolly the user prefers dark mode on the laptop in the editor",
+            "on the laptop at brolly the user prefers dark mode in the editor",
+            "in the editor at brolly the user prefers dark mode on the laptop",
+            "at brolly on the laptop the user prefers dark mode in the editor",
+        ]
+    )
+
+    def counted() -> list[str]:
+        with _statements(store, monkeypatch) as seen:
+            result = store.smart_ingest(next(texts))
+        assert result.decision is Decision.CREATE, result.reason
+        return _term_counts(seen)
+
+    assert counted()
+    assert counted() == []  # one change since the count
+    for memory in stored[: allowed - 2]:  # edits change counts as much as new rows do
+        store.edit(memory.id, content=memory.content + " at home")
+    assert counted() == []  # as many changes as allowed
+    store.edit(stored[-1].id, content=stored[-1].content + " at home")
+    assert counted()  # one more than allowed
+    assert counted() == []
+
+
+#: Eight slots of four values: every slot's word is in a quarter of the rows (weighty).
+_WIDE_SLOTS: Final = tuple(
+    tuple(f"{kind}{value}" for value in ("red", "ash", "oak", "elm"))
+    for kind in ("hub", "cam", "bay", "dot", "fin", "gem", "jar", "kit")
+)
+
+
+def test_only_the_rarest_common_words_rank_besides_the_rare_ones(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS5 weighs each term of a ranking query by counting all its rows: the query that
+    gives rows with a rare and a common word their full score names at most
+    SMART_RANKING_TERMS common words, and the memory a text extends is still found among
+    rows that share all but one of its words with it."""
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", 20)
+    rng = random.Random(6)
+    target_words = tuple(slot[0] for slot in _WIDE_SLOTS)
+    for i in range(200):
+        words = [rng.choice(slot) for slot in _WIDE_SLOTS]
+        if tuple(words) == target_words:
+            words[0] = _WIDE_SLOTS[0][1]
+        store.ingest(" ".join(words) + f" zorb{i % 40}")
+    target = store.ingest(" ".join(target_words) + " quillet")
+    for slot in range(len(_WIDE_SLOTS)):  # one slot's value changed: all but one word shared
+        changed = list(target_words)
+        changed[slot] = _WIDE_SLOTS[slot][2]
+        store.ingest(" ".join(changed) + " quillet")
+    with _statements(store, monkeypatch) as seen:
+        result = store.smart_ingest(" ".join(target_words) + " quillet on weekends again")
+    both = [b for sql, b in seen if ") AND (" in b]
+    assert both, "the text has a rare word and weighty common ones"
+    for bindings in both:
+        common = bindings.split(") AND (", 1)[1]
+        assert 0 < common.count(" OR ") + 1 <= SMART_RANKING_TERMS < len(_WIDE_SLOTS)
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == target.id
+
+
+def test_memory_texts_read_lately_are_kept_read_and_edits_are_seen(store: Store) -> None:
+    """Reading a memory is most of comparing with it: short texts stay read between calls
+    (keyed by the text, so an edit is read afresh), long ones are read every time."""
+    _read_kept.cache_clear()
+    memory = store.ingest(BASE)
+    long = store.ingest(BASE + " and " + " and ".join(["zorblat wibble"] * READ_CACHE_MAX_CHARS))
+    assert len(long.content) > READ_CACHE_MAX_CHARS
+    store.smart_ingest(BASE + " since the outage in March")
+    kept = _read_kept.cache_info().currsize
+    assert kept == 1  # the short memory only
+    edited = "staging database runs on port 6543 behind bastion host firewall"
+    store.edit(memory.id, content=edited)
+    result = store.smart_ingest(edited + " since the outage in March")
+    assert result.decision is Decision.UPDATE, result.reason
+    assert result.memory.id == memory.id
+    assert _read_kept.cache_info().currsize == kept + 1
+    assert _read_kept(edited) == similarity.read(edited)
+
+
+def test_the_rows_with_all_common_words_are_the_shortest_of_the_newest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond a window that the rare words filled, rows with all the common words are looked
+    at: the shortest of the newest COMMON_WINDOW (bm25's order among rows that have every
+    term, without counting each term's rows), not the newest five, which here are ten
+    longer rows written after the memory the text extends."""
+    monkeypatch.setattr("vestige.search.CANDIDATE_ROWS", 200)
+    rng = random.Random(3)
+    others = [c for c in itertools.product(*_SLOTS) if c != _TARGET]
+    for _ in range(300):
+        store.ingest(_templated(rng.choice(others)))
+    target = store.ingest(_templated(_TARGET))
+    for i in range(30):
+        store.ingest(f"the build server uses solarized colors for job {i}")
+    for i in range(10):
+        store.ingest(
+            f"at work the user prefers dark mode in the editor on the laptop, as ticket {i} "
+            "about the new office furniture and the parking rules noted last week"
+        )
     result = store.smart_ingest(
         "the user prefers dark mode in the editor on the laptop at work with solarized colors"
     )

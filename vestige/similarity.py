@@ -447,7 +447,9 @@ def _token_word(match: re.Match[str]) -> str:
 
 
 def _has_digit(token: str) -> bool:
-    return any(c.isdigit() for c in token)
+    # Letters are never digits (isalpha and isdigit are disjoint in Unicode): most tokens
+    # are words, and this spares them a look at each character.
+    return not token.isalpha() and any(c.isdigit() for c in token)
 
 
 def _punctuation(char: str) -> bool:

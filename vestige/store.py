@@ -51,6 +51,7 @@ docs/ARCHITECTURE.md lists the cases each rule is tested on, in both directions.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -58,7 +59,7 @@ import operator
 import os
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import IO, TYPE_CHECKING, Final, Self
@@ -128,6 +129,18 @@ SMART_CANDIDATES: Final = 20
 #: Candidates with all the new text's common words, beyond the 20 its rare words rank: the
 #: memory a text corrects may share every word with it but its rare ones.
 SMART_ALL_COMMON: Final = 5
+#: The most common terms that rank a smart_ingest's candidates besides its rare ones: the
+#: rarest of them (``_search_rows``).
+SMART_RANKING_TERMS: Final = 4
+#: A term in more than this share of the newest rows weighs nothing in bm25.
+MOST_ROWS: Final = 0.5
+#: How many memory texts smart_ingest keeps read (``_read_section``), and the longest it
+#: keeps (characters): at most ~2,048 x 2,000 characters and what was read of them, ~20 MB.
+READ_CACHE_SECTIONS: Final = 2_048
+READ_CACHE_MAX_CHARS: Final = 2_000
+#: How far the store may grow (a fraction of its rows) before the term counts that split a
+#: smart_ingest text into rare and common words are counted again (``_TermCounts``).
+TERM_COUNTS_STALE_FRACTION: Final = 0.01
 #: How long ``check_after_unclean_stop`` waits for its quick_check before the caller goes on
 #: (a server then starts serving): a failover follows every kill -9 and must stay fast.  A
 #: check that takes longer (a large database) finishes in the background, and refuses
@@ -193,6 +206,8 @@ class Store:
         #: Named in every changelog entry this store writes (the client comes from
         #: ``changelog.acting_for``).
         self.actor = actor or Actor.this_process("library")
+        #: smart_ingest's term counts, kept between calls (``_TermCounts``).
+        self._term_counts = _TermCounts(-1, -1)
 
     # -- opening -------------------------------------------------------------------
 
@@ -437,10 +452,24 @@ class Store:
             if exact is not None:
                 return Decision.REINFORCE, exact, 1.0, "same content"
             text = similarity.read(new.content)
-            candidates = _candidates(conn, text, new)
+            candidates = _candidates(conn, text, new, self._fresh_term_counts(conn))
         if not candidates:
             return Decision.CREATE, None, 0.0, "nothing similar"
         return _choose(text, [_match(text, m) for m in candidates])
+
+    def _fresh_term_counts(self, conn: apsw.Connection) -> _TermCounts:
+        """The kept term counts, or new empty ones once more changes were written since
+        they were counted (any process's: the changelog's seq) than
+        ``TERM_COUNTS_STALE_FRACTION`` of the store's rows (its newest seq).  Called inside
+        a read, which the reader lock serialises."""
+        rows, changes = conn.execute(_NEWEST_SEQS).fetchone() or (0, 0)
+        kept = self._term_counts
+        if (
+            abs(as_int(changes, "seq") - kept.changes_at)
+            > kept.rows_at * TERM_COUNTS_STALE_FRACTION
+        ):
+            kept = self._term_counts = _TermCounts(as_int(rows, "seq"), as_int(changes, "seq"))
+        return kept
 
     def delete(self, memory_id: str) -> int:
         """Delete a memory; return the changelog entry's seq (the tombstone, for undo).
@@ -1251,7 +1280,39 @@ def _same_text(conn: apsw.Connection, new: Memory) -> Memory | None:
     return None
 
 
-def _candidates(conn: apsw.Connection, text: similarity.Text, new: Memory) -> list[Memory]:
+#: The newest memory's seq (about the store's size) and the newest change's (writes so far).
+_NEWEST_SEQS: Final = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM knowledge_nodes), "
+    "(SELECT coalesce(max(seq), 0) FROM changelog)"
+)
+
+
+@dataclass(slots=True)
+class _TermCounts:
+    """How many rows have a term (up to a bound), and whether it is in most of the newest,
+    as counted at ``rows_at`` (the newest memory's seq) and ``changes_at`` (the newest
+    change's).
+
+    Counting them was a third of a smart_ingest at 100k rows (two dozen FTS5 queries a
+    text), and a term's count moves by at most one row a write: kept until
+    ``TERM_COUNTS_STALE_FRACTION`` of the store's rows were written (added, edited, extended
+    or deleted), they split a text into rare and common words as a fresh count would, give
+    or take a term at the border.  A small store counts again after every write (1% of it
+    is less than a row).
+    """
+
+    rows_at: int
+    changes_at: int
+    rows_with: dict[tuple[str, int], int] = field(default_factory=dict)
+    share_of_newest: dict[str, float] = field(default_factory=dict)
+
+
+def _candidates(
+    conn: apsw.Connection,
+    text: similarity.Text,
+    new: Memory,
+    counts: _TermCounts | None = None,
+) -> list[Memory]:
     """Candidates for rules 2 to 5: the current memories of the new text's type that rank
     best on its content words, the way a search for them would rank (``_search_rows``).
 
@@ -1276,6 +1337,8 @@ def _candidates(conn: apsw.Connection, text: similarity.Text, new: Memory) -> li
         False,
         common_rows=search.CANDIDATE_ROWS,
         with_all_common=SMART_ALL_COMMON,
+        counts=counts,
+        ranking_terms=SMART_RANKING_TERMS,
     )
     seqs = [as_int(row[0], "seq") for row in found]
     by_seq = _memories_by_seq(conn, seqs, None)
@@ -1305,6 +1368,15 @@ _SEARCH_NEWEST: Final = f"{_SEARCH_FROM} ORDER BY f.rowid DESC LIMIT ?"
 _SEARCH_NEWEST_LIVE: Final = (
     f"{_SEARCH_FROM} AND n.superseded_by IS NULL ORDER BY f.rowid DESC LIMIT ?"
 )
+#: The newest matches without their bm25, their length in its place: a plain walk of the
+#: doclists.
+_NEWEST_BY_LENGTH: Final = (
+    _SEARCH_FROM.replace("f.rank", "length(n.content)") + "ORDER BY f.rowid DESC LIMIT ?"
+)
+_NEWEST_BY_LENGTH_LIVE: Final = (
+    _SEARCH_FROM.replace("f.rank", "length(n.content)")
+    + "AND n.superseded_by IS NULL ORDER BY f.rowid DESC LIMIT ?"
+)
 #: The seq before the newest rows: a sample of the store that costs the same in any size.
 _SAMPLE_FROM: Final = (
     "SELECT coalesce(min(seq), 0) - 1 FROM "
@@ -1325,21 +1397,41 @@ def _window_order(row: tuple[object, ...], include_superseded: bool) -> tuple[bo
     return include_superseded and row[3] is not None, as_float(row[-1], "rank")
 
 
-def _in_most_rows(conn: apsw.Connection) -> Callable[[str], bool]:
-    """Whether a word is in more than half the newest ``SAMPLE_ROWS`` rows (an estimate)."""
-    since = as_int(scalar(conn, _SAMPLE_FROM, (search.SAMPLE_ROWS,)), "seq")
-    rows = as_int(scalar(conn, _ROWS_SINCE, (since,)), "count")
+def _share_of_newest(
+    conn: apsw.Connection, kept: dict[str, float] | None = None
+) -> Callable[[str], float]:
+    """The share of the newest ``SAMPLE_ROWS`` rows that have a word (an estimate of how
+    common it is); ``kept`` holds the answers between calls (``_TermCounts``)."""
+    sample: list[int] = []
 
-    def test(word: str) -> bool:
+    def share(word: str) -> float:
+        if kept is not None and word in kept:
+            return kept[word]
+        if not sample:  # the sample's bounds are read once, and only if a word needs them
+            since = as_int(scalar(conn, _SAMPLE_FROM, (search.SAMPLE_ROWS,)), "seq")
+            sample.extend((since, as_int(scalar(conn, _ROWS_SINCE, (since,)), "count")))
+        since, rows = sample
         found = as_int(scalar(conn, _ROWS_WITH_SINCE, (search.quoted([word]), since)), "count")
-        return found * 2 > rows
+        fraction = found / rows if rows else 0.0
+        if kept is not None:
+            kept[word] = fraction
+        return fraction
 
-    return test
+    return share
 
 
-def _rows_with(conn: apsw.Connection, up_to: int) -> Callable[[str], int]:
+def _rows_with(
+    conn: apsw.Connection, up_to: int, kept: dict[tuple[str, int], int] | None = None
+) -> Callable[[str], int]:
+    """How many rows have a word, counted up to ``up_to``; ``kept`` holds the counts
+    between calls (``_TermCounts``)."""
+
     def count(word: str) -> int:
+        if kept is not None and (word, up_to) in kept:
+            return kept[word, up_to]
         (found,) = conn.execute(_ROWS_WITH, (search.quoted([word]), up_to)).fetchone() or (0,)
+        if kept is not None:
+            kept[word, up_to] = as_int(found, "count")
         return as_int(found, "count")
 
     return count
@@ -1354,6 +1446,8 @@ def _search_rows(
     *,
     common_rows: int | None = None,
     with_all_common: int = 0,
+    counts: _TermCounts | None = None,
+    ranking_terms: int | None = None,
 ) -> list[tuple[object, ...]]:
     """The best ``window`` matches by bm25, as (seq, id, retention, successor, rank).
 
@@ -1366,25 +1460,34 @@ def _search_rows(
 
     ``with_all_common``: when the rare terms fill the window, up to this many rows with
     all the common terms are still added after it (smart_ingest: the memory a correction is
-    about may share none of its rare words, "... because of solarized").
+    about may share none of its rare words, "... because of solarized"): the shortest of
+    the newest ``COMMON_WINDOW``, unranked.
+
+    ``counts``: term counts kept between calls (``_TermCounts``).  ``ranking_terms``: how
+    many of the weighty common terms (the rarest) rank besides the rare ones; all of them
+    if None (search).
     """
     budget = search.COMMON_ROWS if common_rows is None else common_rows
-    rare, common = search.split_common(words, _rows_with(conn, budget), common=budget)
+    kept = counts.rows_with if counts is not None else None
+    rare, common = search.split_common(words, _rows_with(conn, budget, kept), common=budget)
     # A term in most rows weighs nothing in bm25 (its idf is floored at 1e-6), but FTS5
     # would still count all its rows to find that out: it only finds, and only if needed.
-    in_most = _in_most_rows(conn) if common else None
-    weighty = [w for w in common if in_most is not None and not in_most(w)]
+    share = _share_of_newest(conn, counts.share_of_newest if counts else None)
+    weighty = [w for w in common if share(w) <= MOST_ROWS]
+    # The rarest weighty terms rank: the others, in most of a third of the rows or more,
+    # weigh little in bm25, and FTS5 counts every row of each to weigh it.
+    ranking = weighty if ranking_terms is None else sorted(weighty, key=share)[:ranking_terms]
     rows: list[tuple[object, ...]] = []
     if rare:
         sql = _SEARCH_WITH_SUPERSEDED if include_superseded else _SEARCH
         only = search.quoted(rare)
         rows = conn.execute(sql, (only, *filters, window)).fetchall()
-        if weighty:
+        if ranking:
             # FTS5 scores only the phrases of its query, and a query with the common
             # terms as alternatives would read all their rows.  Rows with a rare AND a
             # common term get their full score here; rows with rare terms only have it
             # already.  Together: the exact top of every row with a rare term.
-            both = f"({only}) AND ({search.quoted(weighty)})"
+            both = f"({only}) AND ({search.quoted(ranking)})"
             full = {r[0]: r for r in conn.execute(sql, (both, *filters, window)).fetchall()}
             rows = [full.pop(r[0], r) for r in rows] + list(full.values())
             rows.sort(key=lambda r: _window_order(r, include_superseded))
@@ -1398,6 +1501,16 @@ def _search_rows(
     seen = {row[0] for row in rows}
     more: list[tuple[object, ...]] = []
     sql = _SEARCH_NEWEST if include_superseded else _SEARCH_NEWEST_LIVE
+    if len(rows) >= window:
+        # Only the rows beyond a full window: the shortest of the newest with all the
+        # common terms.  Among rows that have every term, bm25 prefers the shorter (the
+        # terms are more of them); computing it would weigh each common term by counting
+        # all its rows, a tenth of a smart_ingest at 100k.
+        sql = _NEWEST_BY_LENGTH if include_superseded else _NEWEST_BY_LENGTH_LIVE
+        bound = max(search.COMMON_WINDOW, window) + len(seen)
+        newest = [r for r in conn.execute(sql, (every, *filters, bound)) if r[0] not in seen]
+        newest.sort(key=lambda r: (include_superseded and r[3] is not None, as_int(r[-1], "n")))
+        return rows + newest[:room]
     for match in dict.fromkeys(tries):  # one word: the same query
         bound = max(search.COMMON_WINDOW, window) + len(seen)
         found = conn.execute(sql, (match, *filters, bound))
@@ -1523,6 +1636,22 @@ class _Match:
     similarity: float
 
 
+def _read_section(section: str) -> similarity.Text:
+    """``similarity.read``, kept for the short texts read lately (``_read_kept``)."""
+    if len(section) > READ_CACHE_MAX_CHARS:
+        return similarity.read(section)
+    return _read_kept(section)
+
+
+@functools.lru_cache(maxsize=READ_CACHE_SECTIONS)
+def _read_kept(section: str) -> similarity.Text:
+    """The memories a smart_ingest compares with are often the ones the last few compared
+    with (an agent goes on about one subject), and reading one is most of comparing with
+    it.  ``read`` is pure and its ``Text`` is never changed, so a kept one is the one it
+    would make."""
+    return similarity.read(section)
+
+
 def _match(new: similarity.Text, memory: Memory) -> _Match:
     """Judge each section of the memory on its own.
 
@@ -1533,7 +1662,7 @@ def _match(new: similarity.Text, memory: Memory) -> _Match:
     near: list[float] = []
     about: list[tuple[float, bool, bool]] = []
     for section in similarity.sections(memory.content):
-        old = similarity.read(section)
+        old = _read_section(section)
         same = same or similarity.same(new, old)
         extends = extends or similarity.extends(
             new, old, min_words=EXTEND_MIN_WORDS, min_added=EXTEND_MIN_ADDED
