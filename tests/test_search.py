@@ -435,3 +435,27 @@ def test_term_counts_are_kept_until_a_commit(
         ranked = _ranked(common_store, "zircon alpha")
         assert counted, write
         assert ranked == fresh("zircon alpha"), write
+
+
+@pytest.mark.parametrize("query", ["zeppelin postgres", "zeppelin mysql postgres lag"])
+def test_rows_with_a_rare_and_a_common_word_rank_as_fts5_ranks_them(
+    two_thirds_store: Store, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scored by the store's own bm25 on the counts it keeps, not FTS5's: the same ranks."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 1_000)  # postgres, mysql are common
+    calls: list[int] = []
+    real = store_module._bm25
+
+    def counted(api: Any, *rows_with: Any) -> float:
+        calls.append(1)
+        return real(api, *rows_with)
+
+    monkeypatch.setattr(store_module, "_bm25", counted)
+    ours = _ranked(two_thirds_store, query, limit=10)
+    assert calls  # the rows with zeppelin and postgres were scored here
+    monkeypatch.setattr("vestige.search.SCORED_HERE_ROWS", 0)  # FTS5's bm25 for all
+    calls.clear()
+    theirs = _ranked(two_thirds_store, query, limit=10)
+    assert not calls
+    assert [i for i, _ in ours] == [i for i, _ in theirs]
+    assert [k for _, k in ours] == pytest.approx([k for _, k in theirs], abs=1e-12)
