@@ -48,7 +48,7 @@ TIED_ROWS_FACTOR: Final = 2
 #: all-common-words query instead, which a lower bound reaches more often.
 CANDIDATE_ROWS: Final = 1_000
 #: The rows with rare terms up to which those that also have a common term are scored by
-#: ``vestige.store``'s own bm25 (a Python call per row, ~7 us) on row counts it keeps, not by
+#: ``vestige.store``'s own bm25 (a Python call per row, ~2.5 us) on row counts it keeps, not by
 #: FTS5's (which counts every row of every common term of the query first, whatever the
 #: rows it scores: 2-12 ms at 100k, ten times that at 1M).
 SCORED_HERE_ROWS: Final = 1_000

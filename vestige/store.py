@@ -1325,20 +1325,29 @@ def _bm25(api: apsw.FTS5ExtensionApi, *rows_with: Value) -> float:
     FTS5's own bm25 counts every row of every phrase of its query to weigh it: a common
     word's ten or fifty thousand rows at 100k, in every search that scores it (5-12 ms for
     "are of" or "of search with" beside a rare word found in 40 rows), and ten times that
-    at 1M.  The counts come from ``_TermRows``, kept until a commit; the formula is FTS5's
-    (column weights 1), so these scores rank with its own.
+    at 1M.  The counts come from ``_TermRows``, kept until a commit; the formula and the
+    order of its operations are FTS5's (column weights 1), so these scores rank with its
+    own.  What is the same for every row of the query is worked out on its first row and
+    kept with the query (FTS5 drops it when the query ends): ~2.5 us a row, not ~7.
     """
-    n_rows = api.row_count
-    average = api.column_total_size(-1) / n_rows
-    length = api.column_size(-1)
-    score = 0.0
-    for phrase, hits in enumerate(rows_with):
-        found = as_float(hits, "rows_with")
-        idf = math.log((n_rows - found + 0.5) / (found + 0.5))
-        freq = float(sum(len(offsets) for offsets in api.phrase_locations(phrase)))
-        score += (max(idf, 1e-6) * (freq * (_BM25_K1 + 1.0))) / (
-            freq + _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average)
+    kept = api.aux_data
+    if kept is None:
+        n_rows = api.row_count
+        idf = tuple(
+            max(math.log((n_rows - found + 0.5) / (found + 0.5)), 1e-6)
+            for found in (as_float(hits, "rows_with") for hits in rows_with)
         )
+        kept = api.aux_data = (idf, api.column_total_size(-1) / n_rows)
+    idf, average = kept
+    length = float(api.column_size(-1))
+    score = 0.0
+    for phrase, weight in enumerate(idf):
+        freq = float(sum(map(len, api.phrase_locations(phrase))))
+        if freq:  # FTS5 adds 0.0 for a phrase the row lacks
+            score += weight * (
+                (freq * (_BM25_K1 + 1.0))
+                / (freq + _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average))
+            )
     return -1.0 * score
 
 
