@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vestige import Store
+from vestige import search as search_module
 from vestige import store as store_module
 from vestige.errors import InvalidInput
 from vestige.search import KEYWORD_WEIGHT, RETENTION_WEIGHT, below_successors
@@ -459,3 +461,24 @@ def test_rows_with_a_rare_and_a_common_word_rank_as_fts5_ranks_them(
     assert not calls
     assert [i for i, _ in ours] == [i for i, _ in theirs]
     assert [k for _, k in ours] == pytest.approx([k for _, k in theirs], abs=1e-12)
+
+
+def test_the_stores_bm25_gives_fts5s_scores_bit_for_bit(
+    two_thirds_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every query ``_search_rows`` makes, scored by FTS5 (no kept counts) and by the store's
+    own bm25 on the counts it keeps: the same rows, the same scores, to the last bit."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 1_000)  # postgres, mysql are common
+    monkeypatch.setattr("vestige.search.COMMON_WINDOW", 40)
+    filters = (0.0, None, None, "[]")
+    queries = ["postgres mysql", "mysql", "zeppelin postgres", "zeppelin mysql postgres lag"]
+    for query, include_superseded in itertools.product(queries, [False, True]):
+        words = search_module.query_terms(query)
+        with two_thirds_store._db.read() as conn:
+            theirs = store_module._search_rows(conn, words, filters, 30, include_superseded)
+            terms = store_module._TermRows().on(conn)
+            ours = store_module._search_rows(
+                conn, words, filters, 30, include_superseded, terms=terms
+            )
+        assert len(ours) == 30, query
+        assert ours == theirs, query
