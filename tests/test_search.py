@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from vestige import Store
+from vestige import search as search_module
+from vestige import store as store_module
 from vestige.errors import InvalidInput
 from vestige.search import KEYWORD_WEIGHT, RETENTION_WEIGHT, below_successors
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CORPUS = {
     "fruit": "apple banana smoothie recipe",
@@ -354,3 +360,125 @@ def test_superseded_rules_hold_for_common_terms(
     assert old.id not in found(store, "deploy target", limit=50)
     with_old = found(store, "deploy target", limit=50, include_superseded=True)
     assert with_old.index(old.id) == with_old.index(new.memory.id) + 1
+
+
+@pytest.fixture
+def two_thirds_store(store: Store) -> Store:
+    """8,000 rows (the real ``COMMON_ROWS``): "postgres" in 2,667, "mysql" in 2,667, none in
+    both; "zeppelin" in 40 of them.  Either word alone is rare, the two together are not."""
+    rng = random.Random(12)
+    fillers = ["replica", "lag", "index", "vacuum", "query", "plan", "pool", "latency"]
+    for i in range(8_000):
+        words = rng.choices(fillers, k=rng.randint(3, 25))
+        if i % 3 < 2:
+            words.insert(rng.randrange(len(words) + 1), ("postgres", "mysql")[i % 3])
+        if i % 200 == 0:
+            words.append("zeppelin")
+        store.ingest(" ".join(words))
+    return store
+
+
+@pytest.mark.parametrize(
+    "queries",
+    [
+        ("postgres mysql", "mysql postgres", "MySQL, postgres"),
+        ("postgres mysql zeppelin", "zeppelin mysql postgres", "mysql zeppelin postgres"),
+        ("postgres mysql vacuum", "vacuum mysql postgres", "mysql vacuum postgres"),
+    ],
+)
+def test_word_order_never_changes_what_a_search_finds(
+    two_thirds_store: Store, queries: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two words in equally many rows, together past ``COMMON_ROWS``: the one listed first
+    was rare and the other common, so each order found only its first word's rows."""
+    results = {q: _ranked(two_thirds_store, q, limit=10) for q in queries}
+    first = results[queries[0]]
+    assert all(r == first for r in results.values()), results
+    # And what they find is the exhaustive top: both words' rows compete ("vacuum", in most
+    # rows, weighs ~nothing: FTS5 floors its idf at 1e-6).
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 1_000_000)
+    exhaustive = _ranked(two_thirds_store, queries[0], limit=10)
+    assert [k for _, k in first] == pytest.approx([k for _, k in exhaustive], abs=1e-5)
+
+
+def test_term_counts_are_kept_until_a_commit(
+    common_store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search counts a word's rows once; any commit, this handle's or another's, makes
+    the next search count again and rank as a fresh handle would."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 10)
+    counted: list[str] = []
+    real_scalar = store_module.scalar
+
+    def scalar(conn: Any, sql: str, *args: Any) -> Any:
+        if sql == store_module._ROWS_WITH:
+            counted.append(args[0][0])  # the word, quoted
+        return real_scalar(conn, sql, *args)
+
+    monkeypatch.setattr(store_module, "scalar", scalar)
+    common_store.search("zircon alpha")
+    assert counted
+    counted.clear()
+    common_store.search("alpha zircon quartz")
+    assert counted == ['"quartz"']
+
+    def fresh(query: str) -> list[tuple[str, float]]:
+        with Store.open(data_dir) as other:
+            return _ranked(other, query)
+
+    for write in ("this handle", "another handle"):
+        if write == "this handle":
+            common_store.ingest("zircon " * 3)
+        else:
+            with Store.open(data_dir) as other:
+                for _ in range(10):
+                    other.ingest("zircon beta")  # zircon is common now
+        counted.clear()
+        ranked = _ranked(common_store, "zircon alpha")
+        assert counted, write
+        assert ranked == fresh("zircon alpha"), write
+
+
+@pytest.mark.parametrize("query", ["zeppelin postgres", "zeppelin mysql postgres lag"])
+def test_rows_with_a_rare_and_a_common_word_rank_as_fts5_ranks_them(
+    two_thirds_store: Store, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scored by the store's own bm25 on the counts it keeps, not FTS5's: the same ranks."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 1_000)  # postgres, mysql are common
+    calls: list[int] = []
+    real = store_module._bm25
+
+    def counted(api: Any, *rows_with: Any) -> float:
+        calls.append(1)
+        return real(api, *rows_with)
+
+    monkeypatch.setattr(store_module, "_bm25", counted)
+    ours = _ranked(two_thirds_store, query, limit=10)
+    assert calls  # the rows with zeppelin and postgres were scored here
+    monkeypatch.setattr("vestige.search.SCORED_HERE_ROWS", 0)  # FTS5's bm25 for all
+    calls.clear()
+    theirs = _ranked(two_thirds_store, query, limit=10)
+    assert not calls
+    assert [i for i, _ in ours] == [i for i, _ in theirs]
+    assert [k for _, k in ours] == pytest.approx([k for _, k in theirs], abs=1e-12)
+
+
+def test_the_stores_bm25_gives_fts5s_scores_bit_for_bit(
+    two_thirds_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every query ``_search_rows`` makes, scored by FTS5 (no kept counts) and by the store's
+    own bm25 on the counts it keeps: the same rows, the same scores, to the last bit."""
+    monkeypatch.setattr("vestige.search.COMMON_ROWS", 1_000)  # postgres, mysql are common
+    monkeypatch.setattr("vestige.search.COMMON_WINDOW", 40)
+    filters = (0.0, None, None, "[]")
+    queries = ["postgres mysql", "mysql", "zeppelin postgres", "zeppelin mysql postgres lag"]
+    for query, include_superseded in itertools.product(queries, [False, True]):
+        words = search_module.query_terms(query)
+        with two_thirds_store._db.read() as conn:
+            theirs = store_module._search_rows(conn, words, filters, 30, include_superseded)
+            terms = store_module._TermRows().on(conn)
+            ours = store_module._search_rows(
+                conn, words, filters, 30, include_superseded, terms=terms
+            )
+        assert len(ours) == 30, query
+        assert ours == theirs, query
