@@ -312,6 +312,9 @@ def test_a_proxy_names_both_versions_when_the_owner_speaks_another_protocol(
     )
     try:
         with ServerProcess(data_dir, ATTACH, home=home) as proxy:
+            # The client's initialize may come after the proxy found the mismatch (a quick
+            # refusal, a loaded machine): it must still be answered with the reason.
+            assert wait_for(lambda: "cannot share a session" in proxy.stderr(), CALL_TIMEOUT_S)
             rid = proxy.send("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}})
             answer = proxy.response(rid)
             code = proxy.wait(CALL_TIMEOUT_S)

@@ -75,6 +75,10 @@ ELECTION_POLL_S: Final = 0.02
 EOF_ANSWER_WAIT_S: Final = 10.0
 #: How often the proxy checks that its parent (the client) is still there.
 PARENT_POLL_S: Final = 0.25
+#: A proxy that gives up before its client has sent anything waits this long for the first
+#: request (an MCP client sends ``initialize`` at once), so the client gets the reason as
+#: an error answer, which it shows, rather than a closed pipe.
+FIRST_REQUEST_WAIT_S: Final = 2.0
 #: The owner's log is started afresh past this size (the previous one is kept as ``.1``).
 OWNER_LOG_MAX_BYTES: Final = 1024 * 1024
 READ_CHUNK_BYTES: Final = 64 * 1024
@@ -140,6 +144,8 @@ class Proxy:
         self._done = asyncio.Event()
         self._code = EXIT_OK
         self._client_ended = False
+        self._heard_from_client = False
+        self._giving_up = False  # the owner side found a reason to end: its code is the exit's
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_exit: int | None = None  # of the last owner this proxy started
 
@@ -202,7 +208,8 @@ class Proxy:
         deadline = time.monotonic() + EOF_ANSWER_WAIT_S
         while self._inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        self._stop(EXIT_OK)
+        if not self._giving_up:  # else the refusal's own exit status stands
+            self._stop(EXIT_OK)
 
     def _read_stdin(self, chunks: asyncio.Queue[bytes]) -> None:
         while True:
@@ -233,6 +240,7 @@ class Proxy:
         """Note what failover needs of a client line, then send it if an owner is there."""
         if not line.strip():
             return
+        self._heard_from_client = True
         try:
             message = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -317,14 +325,14 @@ class Proxy:
             try:
                 owner = await self._attach()
             except AttachError as err:
-                self._give_up(err)
+                await self._give_up(err)
                 return
             except OSError as exc:
-                self._give_up(AttachError(f"cannot attach: {exc.strerror or exc}"))
+                await self._give_up(AttachError(f"cannot attach: {exc.strerror or exc}"))
                 return
             except Exception as exc:  # a bug: say so to the client rather than fall silent
                 log.exception("attaching failed")
-                self._give_up(AttachError(f"internal error while attaching: {exc!r}"))
+                await self._give_up(AttachError(f"internal error while attaching: {exc!r}"))
                 return
             reading = asyncio.create_task(self._pump(owner))
             try:
@@ -607,8 +615,16 @@ class Proxy:
             code=EXIT_OWNER_LOCKED,
         )
 
-    def _give_up(self, err: AttachError) -> None:
+    async def _give_up(self, err: AttachError) -> None:
+        self._giving_up = True
         print(f"vestige-mcp: {err}", file=sys.stderr)
+        # Found out before the client said anything (a quick mismatch, a loaded machine):
+        # its initialize is on the way, and answering it is how the client learns why.
+        deadline = time.monotonic() + FIRST_REQUEST_WAIT_S
+        while (
+            not self._heard_from_client and not self._client_ended and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
         for key, line in list(self._inflight.items()):
             with contextlib.suppress(ValueError):
                 self._out.put(_error_line(json.loads(line).get("id"), INTERNAL_ERROR, str(err)))
